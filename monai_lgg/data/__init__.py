@@ -1,0 +1,1 @@
+"""data for monai_lgg."""

@@ -1,0 +1,1 @@
+"""engines for monai_lgg."""

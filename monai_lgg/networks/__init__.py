@@ -1,0 +1,1 @@
+"""networks for monai_lgg."""

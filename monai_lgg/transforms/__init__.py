@@ -1,0 +1,1 @@
+"""transforms for monai_lgg."""
