@@ -1,0 +1,4 @@
+from monai_lgg.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Array transforms of monai_lgg (each has a ``...d`` dictionary wrapper in ``dictionary.py``)."""
+
+from __future__ import annotations
+
+import torch
+from monai.config import NdarrayOrTensor
+from monai.transforms import Transform
+from monai.utils import convert_to_tensor
+
+__all__ = ["SliceWiseNormalizeIntensity"]
+
+
+class SliceWiseNormalizeIntensity(Transform):
+    """Normalise each channel of each 2D slice over its non-zero (brain) pixels.
+
+    Normalising per slice, not per volume, makes a single Kaggle slice and the same slice inside a
+    patient volume reach the network as identical arrays, so 2D and 3D inference agree.
+
+    Args:
+        slice_dim: spatial axis of the slices for a channel-first volume (``-1`` = last); ``None``
+            treats the whole input (a 2D ``(C, H, W)`` slice) as one slice.
+        method: ``"zscore"``: (x - mean) / std over non-zero pixels; ``"percentile"``: map the
+            ``lower``..``upper`` percentiles of the non-zero pixels to 0..1.
+        lower: lower percentile for ``"percentile"``.
+        upper: upper percentile for ``"percentile"``.
+        clip: clip the result to ``[-clip, clip]`` (z-score) or ``[0, clip]`` (percentile); ``None``: no clip.
+        eps: floor of the scale, so near-empty slices do not blow up.
+
+    Background (zero) pixels stay zero. Output is float32.
+
+    Example::
+
+        >>> SliceWiseNormalizeIntensity(slice_dim=-1)(torch.rand(3, 64, 64, 20)).shape
+        torch.Size([3, 64, 64, 20])
+    """
+
+    backend = [convert_to_tensor.__name__]
+
+    def __init__(
+        self,
+        slice_dim: int | None = -1,
+        method: str = "zscore",
+        lower: float = 1.0,
+        upper: float = 99.0,
+        clip: float | None = 5.0,
+        eps: float = 1e-3,
+    ) -> None:
+        if method not in ("zscore", "percentile"):
+            raise ValueError(f"method must be 'zscore' or 'percentile', got {method!r}")
+        if not 0 <= lower < upper <= 100:
+            raise ValueError(f"need 0 <= lower < upper <= 100, got {lower}, {upper}")
+        self.slice_dim, self.method, self.lower, self.upper, self.clip, self.eps = slice_dim, method, lower, upper, clip, eps
+
+    def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
+        x = convert_to_tensor(img, track_meta=True).float()
+        if self.slice_dim is None:
+            flat = x.reshape(x.shape[0], -1, 1)
+        else:
+            flat = x.movedim(self.slice_dim, -1).reshape(x.shape[0], -1, x.shape[self.slice_dim])
+        mask = flat != 0
+        if self.method == "zscore":
+            count = mask.sum(1, keepdim=True).clamp_min(1)
+            mean = (flat * mask).sum(1, keepdim=True) / count
+            std = (((flat - mean) * mask) ** 2).sum(1, keepdim=True).div(count).sqrt()
+            out = (flat - mean) / std.clamp_min(self.eps)
+            low = -self.clip if self.clip is not None else None
+        else:
+            masked = flat.masked_fill(~mask, float("nan"))
+            q = torch.tensor([self.lower / 100, self.upper / 100], dtype=flat.dtype)
+            lo, hi = torch.nanquantile(masked, q, dim=1, keepdim=True).nan_to_num(0.0)
+            out = (flat - lo) / (hi - lo).clamp_min(self.eps)
+            low = 0.0 if self.clip is not None else None
+        if self.clip is not None:
+            out = out.clamp(low, self.clip)
+        out = out * mask
+        if self.slice_dim is None:
+            out = out.reshape(x.shape)
+        else:
+            moved = x.movedim(self.slice_dim, -1).shape
+            out = out.reshape(moved).movedim(-1, self.slice_dim)
+        return out.contiguous()

@@ -1,0 +1,38 @@
+"""Shared fixtures: the synthetic data set (generated once per session) and the optional real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from monai_lgg.data.kaggle import convert_kaggle
+from monai_lgg.data.synthetic import generate_synthetic_kaggle
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MONAI_LGG_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+SHARED_LGG = SHARED_DATA / "lgg" / "kaggle_3m"
+
+
+@pytest.fixture(scope="session")
+def synthetic_kaggle(tmp_path_factory) -> Path:
+    """8 synthetic patients x ~24 slices in the Kaggle layout."""
+    return generate_synthetic_kaggle(tmp_path_factory.mktemp("synthetic") / "kaggle_3m")
+
+
+@pytest.fixture(scope="session")
+def synthetic_converted(synthetic_kaggle, tmp_path_factory) -> Path:
+    """The synthetic set converted to NIfTI with 5 folds."""
+    out = tmp_path_factory.mktemp("converted") / "lgg"
+    result = convert_kaggle(synthetic_kaggle, out, progress=False, num_workers=1)
+    assert result.ok, result.report
+    return out
+
+
+@pytest.fixture(scope="session")
+def shared_lgg() -> Path:
+    """The real Kaggle LGG copy beside the project; skips when a user's clone does not have it."""
+    if not (SHARED_LGG / "data.csv").is_file():
+        pytest.skip(f"real LGG data not found at {SHARED_LGG} (only present on the project's machines and CI)")
+    return SHARED_LGG
