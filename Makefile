@@ -18,10 +18,20 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
+BUNDLE ?= bundles/unet
+RUN := $(BIN)/python -m monai.bundle run
+# Outputs of the demo live in $(DEMO)/ (never in the bundle folder, so no real-data checkpoint is resumed).
+DEMO_ARGS = --dataset_dir $(DEMO)/lgg --ckpt_dir $(DEMO)/unet/models --log_dir $(DEMO)/unet/logs
+
 demo: install
+	rm -rf $(DEMO)
 	$(BIN)/monai-lgg synth $(DEMO)/kaggle_3m
 	$(BIN)/monai-lgg convert $(DEMO)/kaggle_3m $(DEMO)/lgg
 	$(BIN)/monai-lgg stats $(DEMO)/lgg
+	$(RUN) training --config_file $(BUNDLE)/configs/train.json $(DEMO_ARGS)
+	$(RUN) --config_file "['$(BUNDLE)/configs/train.json','$(BUNDLE)/configs/evaluate.json']" $(DEMO_ARGS) --output_dir $(DEMO)/unet/eval
+	$(RUN) --config_file $(BUNDLE)/configs/inference.json --dataset_dir $(DEMO)/lgg --ckpt_path $(DEMO)/unet/models/model.pt --output_dir $(DEMO)/unet/predictions
+	@echo "demo done: per-patient scores in $(DEMO)/unet/eval/per_patient.csv, summary.json, overlays/; masks in $(DEMO)/unet/predictions/"
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -1,1 +1,66 @@
-"""engines for monai_lgg."""
+"""Factories that bundle configs call (``"$import monai_lgg.engines as lgg"``): written once, used by every bundle."""
+
+from monai_lgg.data.datasets import VolumeSliceDataset
+from monai_lgg.engines.bundle import (
+    SYNTHETIC,
+    bundle_network,
+    bundle_root,
+    bundle_setting,
+    cache_root,
+    default_device,
+    inference_items,
+    load_split,
+    prepare_dataset,
+)
+from monai_lgg.engines.components import (
+    LOSSES,
+    additional_metrics,
+    case_name_formatter,
+    inference_postprocessing,
+    key_metric,
+    make_loss,
+    make_optimizer,
+    make_scheduler,
+    postprocessing,
+)
+from monai_lgg.engines.distributed import destroy_distributed, distributed, distributed_device, init_distributed, rank
+from monai_lgg.engines.handlers import is_main_process, provenance, train_handlers, unwrap, val_handlers
+from monai_lgg.engines.reports import PatientReport, check_no_leakage, evaluation_handlers
+from monai_lgg.transforms.presets import train_slice_transforms, volume_transforms
+
+__all__ = [
+    "SYNTHETIC",
+    "LOSSES",
+    "VolumeSliceDataset",
+    "PatientReport",
+    "additional_metrics",
+    "case_name_formatter",
+    "inference_items",
+    "inference_postprocessing",
+    "bundle_network",
+    "bundle_root",
+    "bundle_setting",
+    "cache_root",
+    "check_no_leakage",
+    "default_device",
+    "destroy_distributed",
+    "distributed",
+    "distributed_device",
+    "init_distributed",
+    "rank",
+    "evaluation_handlers",
+    "is_main_process",
+    "key_metric",
+    "load_split",
+    "make_loss",
+    "make_optimizer",
+    "make_scheduler",
+    "postprocessing",
+    "prepare_dataset",
+    "provenance",
+    "train_handlers",
+    "train_slice_transforms",
+    "unwrap",
+    "val_handlers",
+    "volume_transforms",
+]

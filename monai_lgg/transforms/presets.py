@@ -28,7 +28,7 @@ from monai.transforms import (
 from monai_lgg.data.readers import SliceImageReader
 from monai_lgg.transforms.dictionary import SliceWiseNormalizeIntensityd
 
-__all__ = ["load", "preprocess", "augment", "volume_transforms", "slice_transforms"]
+__all__ = ["load", "preprocess", "augment", "volume_transforms", "slice_transforms", "train_slice_transforms"]
 
 
 def _keys(image_key: str, label_key: str | None) -> list[str]:
@@ -126,3 +126,10 @@ def slice_transforms(
     if train:
         chain += augment(image_key, label_key, **augment_args)
     return Compose(chain)
+
+
+def train_slice_transforms(
+    image_key: str = "image", label_key: str = "label", normalization: str = "zscore", **augment_args
+) -> Compose:
+    """Per-slice chain of :class:`~monai_lgg.data.datasets.VolumeSliceDataset` at training time."""
+    return Compose(preprocess(image_key, label_key, None, normalization) + augment(image_key, label_key, **augment_args))

@@ -1,0 +1,187 @@
+"""Where a bundle runs: its root folder, its device, its data (preparing the default synthetic set)."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import inspect
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from monai_lgg.data.datalist import check_disjoint, load_fold
+from monai_lgg.errors import LGGInputError
+
+__all__ = ["bundle_root", "default_device", "cache_root", "prepare_dataset", "load_split", "inference_items", "bundle_setting", "bundle_network", "SYNTHETIC"]
+
+SYNTHETIC = "synthetic"
+
+
+def bundle_root(default: str = ".") -> str:
+    """The folder of the bundle being run (the parent of its ``configs/``).
+
+    MONAI's ``ConfigWorkflow`` knows the config folder but exposes no config key for it, and model-zoo
+    bundles use ``"bundle_root": "."`` (so they only work when started inside the bundle). Here the
+    running workflow is found on the call stack, so ``python -m monai.bundle run --config_file
+    bundles/unet/configs/train.json`` works from any folder. Programs that parse configs themselves
+    (MONAI Label, tests) pass ``bundle_root`` as an override, as the model zoo does.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    frame = inspect.currentframe()
+    while frame is not None:
+        workflow = frame.f_locals.get("self")
+        if isinstance(workflow, ConfigWorkflow) and getattr(workflow, "config_root_path", None) is not None:
+            path = Path(workflow.config_root_path).resolve()
+            return str(path.parent if path.name == "configs" else path)
+        frame = frame.f_back
+    return str(Path(default).resolve())
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cache_root() -> Path:
+    """Where prepared data sets live: ``$MONAI_LGG_CACHE`` or ``~/.cache/monai_lgg``."""
+    return Path(os.environ.get("MONAI_LGG_CACHE", Path.home() / ".cache" / "monai_lgg"))
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Serialise data preparation between processes (e.g. the ranks of a torchrun job)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def prepare_dataset(dataset_dir: str | os.PathLike = SYNTHETIC) -> str:
+    """Return the ``datalist.json`` of a converted data set, converting or generating it when needed.
+
+    Args:
+        dataset_dir: ``"synthetic"`` (the embedded default: 8 generated patients, prepared once in
+            :func:`cache_root`), a folder written by ``monai-lgg convert``, its ``datalist.json``, or a
+            Kaggle ``kaggle_3m`` folder (converted once into the cache, keyed by its absolute path).
+    """
+    from monai_lgg.data.kaggle import convert_kaggle
+    from monai_lgg.data.synthetic import generate_synthetic_kaggle
+
+    if str(dataset_dir) == SYNTHETIC:
+        target = cache_root() / "synthetic"
+        with _locked(cache_root()):
+            if not (target / "lgg" / "datalist.json").is_file():
+                generate_synthetic_kaggle(target / "kaggle_3m")
+                _checked(convert_kaggle(target / "kaggle_3m", target / "lgg", progress=False))
+        return str(target / "lgg" / "datalist.json")
+    path = Path(dataset_dir).expanduser()
+    if path.is_file() and path.suffix == ".json":
+        return str(path.resolve())
+    if (path / "datalist.json").is_file():
+        return str((path / "datalist.json").resolve())
+    if not path.is_dir():
+        raise LGGInputError(path, "dataset_dir does not exist (give a converted folder, a kaggle_3m folder or 'synthetic')")
+    key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    target = cache_root() / f"converted-{path.name}-{key}"
+    with _locked(cache_root()):
+        if not (target / "datalist.json").is_file():
+            _checked(convert_kaggle(path, target))
+    return str(target / "datalist.json")
+
+
+def _checked(result) -> None:
+    if not result.ok:
+        first = result.report["errors"][0]
+        raise LGGInputError(first["file"], f"{first['problem']} (and {len(result.report['errors']) - 1} more; run monai-lgg convert for the report)")
+
+
+def load_split(datalist: str | os.PathLike, fold: int = 0, split: str = "train") -> list[dict]:
+    """Items of one split of the nested fold (see :func:`monai_lgg.data.datalist.split_fold`).
+
+    ``split`` may also be the path of another datalist (``.json``): all its items (a test list).
+
+    The three splits are checked to be patient-disjoint every time, so a broken datalist cannot leak.
+    """
+    if str(split).endswith(".json"):  # an explicit test list: every item of another datalist
+        return load_fold(split, split="all")
+    parts = {s: load_fold(datalist, fold, s) for s in ("train", "validation", "test")}
+    check_disjoint(**parts)
+    if split == "all":
+        return [item for part in parts.values() for item in part]
+    if split not in parts:
+        raise LGGInputError(None, f"split must be train, validation, test or all; got {split!r}")
+    if not parts[split]:
+        raise LGGInputError(datalist, f"fold {fold} has an empty {split} split")
+    return parts[split]
+
+
+def inference_items(dataset_dir: str | os.PathLike = SYNTHETIC) -> list[dict]:
+    """Volumes to segment: every case of a data set, without labels.
+
+    Args:
+        dataset_dir: anything :func:`prepare_dataset` takes (all its cases), or a folder of NIfTI
+            volumes: ``<case>_0000/_0001/_0002.nii.gz`` modality files (grouped by case) or one
+            multi-channel ``<case>.nii.gz`` per case.
+    """
+    path = Path(dataset_dir).expanduser()
+    if str(dataset_dir) != SYNTHETIC and path.is_dir() and not (path / "datalist.json").is_file():
+        volumes = sorted(p for p in path.iterdir() if p.name.endswith((".nii", ".nii.gz")))
+        if volumes:
+            cases: dict[str, list[str]] = {}
+            for volume in volumes:
+                stem = volume.name.split(".nii")[0]
+                case, _, channel = stem.rpartition("_")
+                key = case if channel.isdigit() and len(channel) == 4 else stem
+                cases.setdefault(key, []).append(str(volume))
+            return [{"image": files if len(files) > 1 else files[0], "case": case} for case, files in cases.items()]
+    items = load_fold(prepare_dataset(dataset_dir), split="all")
+    return [{"image": item["image"], "case": item["case"]} for item in items]
+
+
+MODEL_FILE = "model.json"
+
+
+def _model_config(bundle_root: str | os.PathLike) -> dict:
+    path = Path(bundle_root) / "configs" / MODEL_FILE
+    if not path.is_file():
+        raise LGGInputError(path, f"not found: every monai-lgg bundle states its network in configs/{MODEL_FILE}")
+    from monai.bundle import ConfigParser
+
+    return ConfigParser.load_config_file(path)
+
+
+def bundle_setting(bundle_root: str | os.PathLike, key: str, default: object = None) -> object:
+    """A bundle-specific setting from ``<bundle_root>/configs/model.json`` (e.g. its learning rate).
+
+    The configs shared by all bundles (``bundles/_shared/configs``) read what differs per model
+    from this file, so each bundle states only its differences. A command-line override of the same
+    key (``--learning_rate 1e-4``) replaces the lookup.
+    """
+    return _model_config(bundle_root).get(key, default)
+
+
+def bundle_network(bundle_root: str | os.PathLike, network_args: dict | None = None, **context: object) -> torch.nn.Module:
+    """Instantiate ``network_def`` of ``<bundle_root>/configs/model.json``.
+
+    Args:
+        bundle_root: the bundle folder.
+        network_args: constructor arguments replacing those in ``model.json``
+            (``--network_args#hidden_size 768`` on the command line).
+        context: values that ``model.json`` refers to (``@in_channels``, ``@spatial_size``, ...), taken
+            from the running config so they follow its overrides.
+    """
+    from monai.bundle import ConfigParser
+
+    config = _model_config(bundle_root)
+    if "network_def" not in config:
+        raise LGGInputError(Path(bundle_root) / "configs" / MODEL_FILE, "has no 'network_def'")
+    config["network_def"].update(network_args or {})
+    parser = ConfigParser({**config, **context})
+    return parser.get_parsed_content("network_def")

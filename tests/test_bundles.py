@@ -1,0 +1,173 @@
+"""One tester for every bundle: train -> resume -> evaluate -> infer, model-zoo checks, export, torchrun.
+
+Each bundle is exercised from a copy of its folder with the shared-config symlinks dereferenced
+(as it would be zipped for the Model Zoo), on a tiny synthetic set (64x64 slices), for one or two
+epochs, through ``python -m monai.bundle`` and through ``ConfigWorkflow``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
+
+from monai_lgg.bundle_checks import verify_bundle_metadata
+from monai_lgg.data.kaggle import convert_kaggle
+from monai_lgg.data.synthetic import generate_synthetic_kaggle
+
+from .conftest import PROJECT_ROOT
+
+BUNDLES = ["unet", "unetplusplus", "transunet", "unetr"]
+TINY = {"spatial_size": [64, 64], "batch_size": 4, "num_workers": 0}
+
+
+def _overrides(**extra) -> list[str]:
+    args = []
+    for key, value in {**TINY, **extra}.items():
+        args += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    return args
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    generate_synthetic_kaggle(root / "kaggle_3m", num_patients=5, num_slices=8, size=64, seed=1)
+    result = convert_kaggle(root / "kaggle_3m", root / "lgg", num_folds=5, progress=False, num_workers=1)
+    assert result.ok
+    return root / "lgg"
+
+
+@pytest.fixture
+def exported_bundle(request, tmp_path) -> Path:
+    """The bundle folder copied alone, symlinks replaced by the files they point to."""
+    target = tmp_path / request.param
+    shutil.copytree(PROJECT_ROOT / "bundles" / request.param, target, symlinks=False, ignore=shutil.ignore_patterns("models", "eval", "logs", "predictions"))
+    assert not any(p.is_symlink() for p in target.rglob("*"))
+    return target
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MONAI_LGG_CACHE", str(tmp_path / "cache"))
+
+
+def run_bundle(configs: list[Path], *args: str, run_id: str | None = None, runner: list[str] | None = None) -> subprocess.CompletedProcess:
+    config = str(configs[0]) if len(configs) == 1 else json.dumps([str(c) for c in configs])
+    cmd = (runner or [sys.executable, "-m", "monai.bundle"]) + ["run", *([run_id] if run_id else []), "--config_file", config, *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=configs[0].parent)
+
+
+def _ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result.stdout + result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exported_bundle", BUNDLES, indirect=True)
+def test_cli_cycle(exported_bundle, tiny_dataset):
+    """train (run id 'training') -> resume to 2 epochs ('run') -> evaluate -> inference, via python -m monai.bundle."""
+    cfg = exported_bundle / "configs"
+    data = ["--dataset_dir", str(tiny_dataset)]
+    _ok(run_bundle([cfg / "train.json"], *data, *_overrides(epochs=1), run_id="training"))
+    models = exported_bundle / "models"
+    assert (models / "model.pt").is_file() and json.loads((models / "last.json").read_text())["epoch"] == 1
+    sidecar = json.loads((models / "model.json").read_text())
+    assert sidecar["fold"] == 0 and len(sidecar["training_cases"]) == 3 and len(sidecar["validation_cases"]) == 1
+
+    out = _ok(run_bundle([cfg / "train.json"], *data, *_overrides(epochs=2)))
+    assert "resumed from" in out and "at epoch 1" in out
+    assert json.loads((models / "last.json").read_text())["epoch"] == 2
+
+    _ok(run_bundle([cfg / "train.json", cfg / "evaluate.json"], *data, *_overrides()))
+    rows = (exported_bundle / "eval" / "per_patient.csv").read_text().strip().splitlines()
+    test_case = json.loads((tiny_dataset / "datalist.json").read_text())["training"]
+    expected = [i["case"] for i in test_case if i["fold"] == 0]
+    assert [r.split(",")[0] for r in rows[1:]] == expected
+    summary = json.loads((exported_bundle / "eval" / "summary.json").read_text())
+    assert summary["patients"] == 1 and 0.0 <= summary["per_patient"]["dice"]["mean"] <= 1.0
+    assert list((exported_bundle / "eval" / "overlays").glob("*.png"))
+
+    leak = run_bundle([cfg / "train.json", cfg / "evaluate.json"], *data, *_overrides(eval_split="train"))
+    assert leak.returncode != 0 and "was trained or selected on" in leak.stdout + leak.stderr
+
+    _ok(run_bundle([cfg / "inference.json"], *data, *_overrides()))
+    predictions = sorted((exported_bundle / "predictions").glob("*.nii.gz"))
+    assert [p.name for p in predictions] == sorted(f"{i['case']}.nii.gz" for i in test_case)
+    case = test_case[0]
+    pred, image = nib.load(exported_bundle / "predictions" / f"{case['case']}.nii.gz"), nib.load(tiny_dataset / case["image"][0])
+    np.testing.assert_allclose(pred.affine, image.affine)
+    assert pred.shape == image.shape and pred.get_data_dtype() == np.uint8
+    assert set(np.unique(np.asanyarray(pred.dataobj))) <= {0, 1}
+
+
+@pytest.mark.parametrize("exported_bundle", BUNDLES, indirect=True)
+def test_config_workflow_and_model_zoo_checks(exported_bundle, tiny_dataset, tmp_path):
+    """ConfigWorkflow train + inference in-process, check_properties, verify_metadata / net_in_out, TorchScript export."""
+    cfg = exported_bundle / "configs"
+    common = {"dataset_dir": str(tiny_dataset), "epochs": 1, **TINY}
+    train = ConfigWorkflow(config_file=str(cfg / "train.json"), workflow_type="train", **common)
+    train.initialize()
+    assert not train.check_properties()
+    assert train.bundle_root == str(exported_bundle)
+    train.run()
+    train.finalize()
+    assert (exported_bundle / "models" / "model.pt").is_file()
+
+    infer = ConfigWorkflow(config_file=str(cfg / "inference.json"), workflow_type="infer", dataset_dir=str(tiny_dataset),
+                           spatial_size=[64, 64], output_dir=str(tmp_path / "pred"))
+    infer.initialize()
+    assert not infer.check_properties()
+    infer.run()
+    infer.finalize()
+    assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 5
+
+    verify_bundle_metadata(str(cfg / "metadata.json"))
+    meta = json.loads((cfg / "metadata.json").read_text())
+    n = 16 if "16*n" in meta["network_data_format"]["inputs"]["image"]["spatial_shape"] else 1
+    verify_net_in_out(net_id="network_def", meta_file=str(cfg / "metadata.json"), config_file=str(cfg / "inference.json"),
+                      n=n, device="cpu", bundle_root=str(exported_bundle), spatial_size=[256, 256])
+
+    # TorchScript export of the trained 64x64 checkpoint, output equal to eager
+    ts = tmp_path / "model.ts"
+    ckpt_export(net_id="network_def", filepath=str(ts), ckpt_file=str(exported_bundle / "models" / "model.pt"),
+                meta_file=str(cfg / "metadata.json"), config_file=str(cfg / "inference.json"),
+                bundle_root=str(exported_bundle), spatial_size=[64, 64])
+    scripted = torch.jit.load(str(ts))
+    net = infer.parser.get_parsed_content("network").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exported_bundle", BUNDLES, indirect=True)
+def test_torchrun_two_processes_gloo(exported_bundle, tiny_dataset):
+    """multi_gpu_train.json on CPU: 2 processes, gloo backend, DistributedSampler, rank 0 saves."""
+    cfg = exported_bundle / "configs"
+    runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle"]
+    out = _ok(run_bundle([cfg / "train.json", cfg / "multi_gpu_train.json"], "--dataset_dir", str(tiny_dataset),
+                         *_overrides(epochs=1), runner=runner))
+    assert (exported_bundle / "models" / "model.pt").is_file(), out[-2000:]
+    assert json.loads((exported_bundle / "models" / "last.json").read_text())["epoch"] == 1
+
+
+def test_bundles_state_only_their_differences():
+    """Shared configs are written once: every bundle's workflow configs link to bundles/_shared."""
+    shared = PROJECT_ROOT / "bundles" / "_shared" / "configs"
+    for bundle in BUNDLES:
+        cfg = PROJECT_ROOT / "bundles" / bundle / "configs"
+        for name in ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "logging.conf"):
+            assert (cfg / name).is_symlink() and (cfg / name).resolve() == (shared / name).resolve(), f"{bundle}/{name}"
+        assert "network_def" in json.loads((cfg / "model.json").read_text())
+        for name in ("docs/README.md", "LICENSE", "configs/metadata.json"):
+            assert (PROJECT_ROOT / "bundles" / bundle / name).is_file(), f"{bundle}/{name}"
