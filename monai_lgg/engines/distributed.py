@@ -21,7 +21,9 @@ def init_distributed() -> None:
 
 
 def destroy_distributed() -> None:
+    """Leave the process group once every rank got here (a rank leaving early aborts its peers under gloo)."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
