@@ -11,9 +11,32 @@ from collections.abc import Sequence
 
 import fire
 
-from monai_lgg.errors import LGGInputError
+from monai_lgg.errors import LGGInputError, input_error_in
 
 __all__ = ["Commands", "main"]
+
+
+def _as_list(value: str | Sequence | None) -> list:
+    """Fire gives ``a,b`` as a tuple and ``[a, b]`` as a list; a lone string may also hold commas."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return list(value)
+
+
+def _run_bundle(bundle: str, configs: Sequence[str], overrides: dict) -> None:
+    """Run a bundle workflow in this process, as ``python -m monai.bundle run --config_file ...`` does."""
+    from monai.bundle import run
+
+    from monai_lgg.inference.loading import resolve_bundle
+
+    root = resolve_bundle(bundle)
+    files = [root / "configs" / name for name in configs]
+    for file in files:
+        if not file.is_file():
+            raise LGGInputError(file, "bundle config not found")
+    run(config_file=[str(f) for f in files] if len(files) > 1 else str(files[0]), **overrides)
 
 
 class Commands:
@@ -54,14 +77,25 @@ class Commands:
         from monai_lgg.data.kaggle import convert_kaggle
 
         result = convert_kaggle(
-            source, output, clinical_csv, tuple(spacing), num_folds, seed, skip_bad, binarize, overwrite, workers, progress
+            source,
+            output,
+            clinical_csv,
+            tuple(spacing),
+            num_folds,
+            seed,
+            skip_bad,
+            binarize,
+            overwrite,
+            workers,
+            progress,
         )
         report = result.report
         for problem in report["errors"] + report["warnings"]:
             print(f"{problem['severity']}: {problem['file']}: {problem['problem']}", file=sys.stderr)
         if not result.ok:
             raise LGGInputError(
-                report["source"], f"{len(report['errors'])} error(s) found; nothing was written (--skip_bad converts the rest)"
+                report["source"],
+                f"{len(report['errors'])} error(s) found; nothing was written (--skip_bad converts the rest)",
             )
         print(
             f"converted {report['patients']} patients, {report['slices']} slices "
@@ -85,7 +119,6 @@ class Commands:
         generate_synthetic_kaggle(output, num_patients, num_slices, size, seed)
         print(f"wrote {num_patients} synthetic patients into {output}")
 
-
     def stats(self, dataset: str, fold: int = 0) -> None:
         """Load a converted data set through the training pipeline and print what each split holds.
 
@@ -107,17 +140,205 @@ class Commands:
             print(f"{name:>10}: {len(items):3d} patients, {slices:5d} slices, {positive:5d} with tumour")
         train = VolumeSliceDataset(parts["train"], progress=False)
         batch = next(iter(DataLoader(train, batch_size=4, shuffle=True)))
-        print(f"train batch: image {tuple(batch['image'].shape)}, label {tuple(batch['label'].shape)}, "
-              f"image mean {batch['image'].mean():.3f}, tumour pixels {int(batch['label'].sum())}")
+        print(
+            f"train batch: image {tuple(batch['image'].shape)}, label {tuple(batch['label'].shape)}, "
+            f"image mean {batch['image'].mean():.3f}, tumour pixels {int(batch['label'].sum())}"
+        )
+
+    def predict(
+        self,
+        input: str,
+        output: str,
+        bundle: str = "unet",
+        checkpoint: str | None = None,
+        ensemble: str | Sequence[str] | None = None,
+        device: str = "auto",
+        batch_size: int = 8,
+        threshold: float | None = None,
+        tta: bool = False,
+        largest_component: bool = False,
+        probabilities: bool = False,
+        overlays: bool = False,
+        spatial_size: Sequence[int] | None = None,
+        spacing: Sequence[float] | None = None,
+        overwrite: bool = False,
+        progress: bool = True,
+    ) -> None:
+        """Segment tumour in slices or volumes; write masks, tumour tables and optional maps/overlays.
+
+        Outputs mirror the input: slice masks <name>_mask.tif (or .png) {0,255} in the input's folder
+        structure; volumes <case>.nii.gz uint8 {0,1} with the input's affine and header. Always
+        <case>_tumour.csv (area per slice, volume in voxels and mm3) and tumour_summary.csv.
+
+        Args:
+            input: a slice image (.tif/.png, 3 channels), a folder of slices (Kaggle layout, one or many
+                patients), a NIfTI volume (3-channel, or one of the <case>_000x modality files), a folder of
+                volumes, or a converted data set (datalist.json).
+            output: output folder.
+            bundle: bundle folder, bundle .zip, or a project bundle name (unet, unetplusplus, transunet, unetr).
+            checkpoint: weights of the bundle (default <bundle>/models/model.pt; .ts for TorchScript).
+            ensemble: more bundles or checkpoint files, comma-separated; probabilities are averaged.
+            device: auto (CUDA if present), cpu, cuda, cuda:1.
+            batch_size: 2D windows per forward pass.
+            threshold: probability threshold (default: the bundle's, 0.5).
+            tta: test-time augmentation: average with the left-right flipped image.
+            largest_component: keep only the largest 3D connected component per case.
+            probabilities: also write probability maps (float32 TIFF / NIfTI).
+            overlays: also write overlay PNGs of the slices with predicted tumour.
+            spatial_size: the bundle's training patch size if not its default (needed for UNETR/TransUNet).
+            spacing: voxel size "[row,column,slice]" mm for slice inputs (default 1 mm; NIfTI uses its header).
+            overwrite: replace existing output files.
+            progress: show a progress bar.
+        """
+        from monai_lgg.inference.predict import predict
+
+        rows = predict(
+            input,
+            output,
+            bundle,
+            checkpoint,
+            _as_list(ensemble),
+            device,
+            batch_size,
+            threshold,
+            tta,
+            largest_component,
+            probabilities,
+            overlays,
+            spatial_size,
+            spacing,
+            overwrite=overwrite,
+            progress=progress,
+        )
+        tumour = sum(1 for r in rows if r["tumour_voxels"])
+        print(f"segmented {len(rows)} case(s), {tumour} with tumour, into {output}")
+
+    def export(
+        self,
+        bundle: str = "unet",
+        output_dir: str | None = None,
+        checkpoint: str | None = None,
+        formats: str | Sequence[str] = "torchscript,onnx",
+        spatial_size: Sequence[int] | None = None,
+        atol: float = 1e-4,
+        overwrite: bool = False,
+    ) -> None:
+        """Export a trained bundle network to TorchScript and ONNX, checked against PyTorch.
+
+        Each export is reloaded (torch.jit.load / onnxruntime) and must give the PyTorch output within
+        atol on random inputs, or nothing is written.
+
+        Args:
+            bundle: bundle folder, bundle .zip, or a project bundle name.
+            output_dir: where model.ts / model.onnx go (default <bundle>/models).
+            checkpoint: weights (default <bundle>/models/model.pt).
+            formats: torchscript, onnx, or both (comma-separated).
+            spatial_size: input size "[rows,columns]" (default the bundle's patch size).
+            atol: tolerance on the logits.
+            overwrite: replace existing exports.
+        """
+        from monai_lgg.inference.export import export_model
+
+        results = export_model(bundle, output_dir, checkpoint, _as_list(formats), spatial_size, atol, atol, overwrite)
+        for fmt, result in results.items():
+            print(f"{fmt}: {result['path']} (max |diff| vs PyTorch {result['max_abs_diff']:.2e})")
+
+    def report(
+        self,
+        eval_dir: str,
+        output: str | None = None,
+        logs: str | None = None,
+        format: str = "html",
+        num_patients: int = 3,
+        title: str | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        """Write an HTML (or Markdown + PNG) report of an evaluation output.
+
+        Per-patient Dice bar chart with mean/median, score box plots, training curves, overlays of the
+        best and worst patients, metrics table and per-patient table.
+
+        Args:
+            eval_dir: evaluation output folder (per_patient.csv, summary.json, overlays/), e.g. bundles/unet/eval.
+            output: html: the report file (default <eval_dir>/report.html); md: a folder (default <eval_dir>/report).
+            logs: TensorBoard log folder for the training curves (default <eval_dir>/../logs if present).
+            format: html (one self-contained file) or md (report.md + PNG files).
+            num_patients: best and worst patients in the overlay grid.
+            title: report title.
+            overwrite: replace an existing report.
+        """
+        from monai_lgg.report import make_report
+
+        print(f"wrote {make_report(eval_dir, output, logs, format, num_patients, title, overwrite)}")
+
+    def train(self, bundle: str = "unet", dataset_dir: str = "synthetic", **overrides) -> None:
+        """Train a bundle (its configs/train.json) in this process, with config overrides.
+
+        Same as python -m monai.bundle run --config_file <bundle>/configs/train.json. Any other option
+        overrides the config key of that name, e.g. --epochs 50 --spatial_size "[128,128]" --fold 1
+        --learning_rate 1e-3 --ckpt_dir runs/unet/models.
+
+        Args:
+            bundle: bundle folder or project bundle name.
+            dataset_dir: converted data set, kaggle_3m folder, or "synthetic" (the built-in demo data).
+            overrides: config keys to override (--key value).
+        """
+        _run_bundle(bundle, ["train.json"], {"dataset_dir": dataset_dir, **overrides})
+
+    def evaluate(self, bundle: str = "unet", dataset_dir: str = "synthetic", **overrides) -> None:
+        """Evaluate a trained bundle per patient (train.json + evaluate.json) with config overrides.
+
+        Writes per_patient.csv, summary.json and overlays/ into <bundle>/eval (override --output_dir);
+        turn them into a report with monai-lgg report. Other options override config keys, e.g.
+        --fold 1 --eval_split test --ckpt_path runs/unet/models/model.pt.
+
+        Args:
+            bundle: bundle folder or project bundle name.
+            dataset_dir: converted data set, kaggle_3m folder, or "synthetic".
+            overrides: config keys to override (--key value).
+        """
+        _run_bundle(bundle, ["train.json", "evaluate.json"], {"dataset_dir": dataset_dir, **overrides})
+
+    def benchmark(
+        self,
+        bundle: str = "unet",
+        checkpoint: str | None = None,
+        num_slices: int = 40,
+        size: int = 256,
+        threads: int = 2,
+        repeats: int = 5,
+        batch_size: int = 8,
+        json: str | None = None,
+    ) -> None:
+        """Print inference latency per slice and per volume, CPU and CUDA (if present), with and without TTA.
+
+        Args:
+            bundle: bundle folder, bundle .zip, or a project bundle name.
+            checkpoint: weights (default <bundle>/models/model.pt).
+            num_slices: slices of the benchmark volume.
+            size: rows = columns of a slice.
+            threads: CPU threads.
+            repeats: timed runs per number (median reported).
+            batch_size: 2D windows per forward pass.
+            json: also write the results to this JSON file.
+        """
+        from monai_lgg.inference.benchmark import benchmark, format_table
+
+        print(
+            format_table(benchmark(bundle, checkpoint, num_slices, size, threads, repeats, batch_size, json_path=json))
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``monai-lgg`` console script and ``python -m monai_lgg``."""
     try:
         fire.Fire(Commands(), command=list(argv) if argv is not None else None, name="monai-lgg")
-    except LGGInputError as err:
-        print(f"monai-lgg: error: {err}", file=sys.stderr)
-        sys.exit(2)
     except KeyboardInterrupt:
         print("monai-lgg: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as err:
+        cause = input_error_in(err)
+        if cause is None:
+            raise
+        print(f"monai-lgg: error: {cause}", file=sys.stderr)
+        sys.exit(2)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["LGGInputError", "DataProblem"]
+__all__ = ["LGGInputError", "DataProblem", "OutputError", "input_error_in", "reraise_input_errors"]
 
 
 class LGGInputError(ValueError):
@@ -31,3 +33,43 @@ class DataProblem(LGGInputError):
 
     def as_dict(self) -> dict:
         return {"file": self.path, "problem": self.problem, "severity": "error" if self.fatal else "warning"}
+
+
+class OutputError(LGGInputError):
+    """An output cannot be written (folder not writable, disk full); nothing partial is left behind."""
+
+
+def input_error_in(err: BaseException | None) -> LGGInputError | None:
+    """The :class:`LGGInputError` that caused ``err``, if any.
+
+    Libraries wrap the errors raised inside them: MONAI's ``Compose`` re-raises every transform error
+    as ``RuntimeError("applying transform ...")`` from the original. This follows the ``__cause__`` /
+    ``__context__`` chain back to the clear message.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, LGGInputError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+@contextmanager
+def reraise_input_errors() -> Iterator[None]:
+    """Re-raise a library error caused by an :class:`LGGInputError` as that error (one clear message).
+
+    Example::
+
+        with reraise_input_errors():
+            dataset = CacheDataset(items, transforms)  # a corrupt file raises its DataProblem, not RuntimeError
+    """
+    try:
+        yield
+    except LGGInputError:
+        raise
+    except Exception as err:
+        found = input_error_in(err)
+        if found is None:
+            raise
+        raise found from None

@@ -25,10 +25,15 @@ FULL_SET_PAIRS = 3929
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lgg" / "kaggle_3m"
 
 
-def run(source: str | None = None, workers: int | None = None, repeats: int = 2, json_out: str | None = None) -> None:
+def measure(source: str | None = None, workers: int | None = None, repeats: int = 2) -> tuple[str, list[dict]]:
+    """Convert ``source`` (default: the shared set, else a synthetic one) ``repeats`` times into a temporary folder.
+
+    Returns:
+        the source converted and one row per run (patients, pairs, seconds, pairs/s, extrapolated seconds).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         if source is None:
-            source = str(SHARED) if SHARED.is_dir() else generate_synthetic_kaggle(Path(tmp) / "synth", 16, 24)
+            source = str(SHARED) if SHARED.is_dir() else str(generate_synthetic_kaggle(Path(tmp) / "synth", 16, 24))
         rows = []
         for r in range(repeats):
             start = time.perf_counter()
@@ -37,6 +42,11 @@ def run(source: str | None = None, workers: int | None = None, repeats: int = 2,
             pairs = result.report["slices"]
             rows.append({"run": r, "patients": result.report["patients"], "pairs": pairs, "seconds": round(seconds, 2),
                          "pairs_per_s": round(pairs / seconds, 1), "est_3929_pairs_s": round(FULL_SET_PAIRS * seconds / pairs, 1)})
+    return source, rows
+
+
+def run(source: str | None = None, workers: int | None = None, repeats: int = 2, json_out: str | None = None) -> None:
+    source, rows = measure(source, workers, repeats)
     print(f"source: {source}  cpus: {os.cpu_count()}  workers: {workers or 'auto'}")
     print(f"{'run':>3} {'patients':>8} {'pairs':>6} {'seconds':>8} {'pairs/s':>8} {'est. 3929 pairs (s)':>20}")
     for row in rows:

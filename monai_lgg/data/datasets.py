@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from monai.data import CacheDataset
 from monai.transforms import Compose
 
 from monai_lgg.data.datalist import assign_folds, split_fold
-from monai_lgg.data.kaggle import find_kaggle_root, read_tiff, scan_kaggle
-from monai_lgg.errors import LGGInputError
+from monai_lgg.data.kaggle import failed_cases, find_kaggle_root, read_case, scan_kaggle
+from monai_lgg.errors import DataProblem, LGGInputError, reraise_input_errors
 from monai_lgg.transforms import presets
 
 __all__ = ["oversample_index", "VolumeSliceDataset", "kaggle_slice_datalist", "kaggle_slice_dataset"]
+
+logger = logging.getLogger(__name__)
 
 
 def oversample_index(positive: Sequence[bool], positive_fraction: float | None = None) -> list[int]:
@@ -82,9 +84,11 @@ class VolumeSliceDataset(torch.utils.data.Dataset):
         )
         self.image_key, self.label_key = image_key, label_key
         # copy_cache=False: items are sliced and copied per access, never modified in place.
-        self.volumes = CacheDataset(
-            data, volume_transform, cache_rate=1.0, num_workers=cache_num_workers, progress=progress, copy_cache=False
-        )
+        with reraise_input_errors():  # a bad volume raises its DataProblem, not MONAI's RuntimeError
+            self.volumes = CacheDataset(
+                data, volume_transform, cache_rate=1.0, num_workers=cache_num_workers, progress=progress,
+                copy_cache=False,
+            )
         self.slices: list[tuple[int, int]] = []
         positive: list[bool] = []
         for v in range(len(self.volumes)):
@@ -108,29 +112,56 @@ class VolumeSliceDataset(torch.utils.data.Dataset):
         return self.slice_transform(item)
 
 
-def kaggle_slice_datalist(source: str | Path, num_folds: int = 5, seed: int = 0) -> list[dict]:
+def kaggle_slice_datalist(source: str | Path, num_folds: int = 5, seed: int = 0, skip_bad: bool = False) -> list[dict]:
     """Datalist of 2D Kaggle slices (no conversion), with the same patient folds the converter assigns.
 
-    Reads every mask once to find tumour slices and burdens. Invalid layouts raise ``LGGInputError``
-    (use ``monai-lgg convert`` to get a full validation report).
+    Every case is validated as the converter does (names, pairs, image headers, every mask), so
+    training straight from the TIFFs accepts exactly what ``monai-lgg convert`` accepts.
+
+    Args:
+        source: the ``kaggle_3m`` folder or the root of the unpacked Kaggle zip.
+        num_folds: patient-level folds.
+        seed: seed of the fold assignment.
+        skip_bad: leave out the cases with a problem (logged as warnings, each with its first problem)
+            instead of raising.
+
+    Raises:
+        DataProblem: the first problem found, naming its file (``monai-lgg convert`` reports them all).
     """
     root, _ = find_kaggle_root(source)
     cases, problems = scan_kaggle(root)
-    errors = [p for p in problems if p.fatal]
-    if errors:
-        raise errors[0]
+    bad = failed_cases(root, problems)
     items, burdens = [], []
     for case in cases:
-        voxels = 0
-        for s in case.slices:
-            count = int(np.count_nonzero(read_tiff(s.mask)))
-            voxels += count
-            items.append({"image": str(s.image), "label": str(s.mask), "case": case.case_id, "slice": s.number - 1, "positive": count > 0})
-        burdens.append({"case": case.case_id, "institution": case.institution, "tumour_voxels": voxels})
+        if case.case_id in bad:
+            continue
+        try:
+            _, label, _ = read_case(case, images=False)
+        except DataProblem as problem:
+            problems.append(problem)
+            bad.add(case.case_id)
+            continue
+        flags = label.reshape(-1, label.shape[2]).any(axis=0)
+        for s, positive in zip(case.slices, flags.tolist(), strict=True):
+            items.append({"image": str(s.image), "label": str(s.mask), "case": case.case_id, "slice": s.number - 1,
+                          "positive": positive})
+        burdens.append({"case": case.case_id, "institution": case.institution, "tumour_voxels": int(label.sum())})
+    _report_bad(root, problems, bad, skip_bad)
     folds = assign_folds(burdens, num_folds=num_folds, seed=seed)
     for item in items:
         item["fold"] = folds[item["case"]]
     return items
+
+
+def _report_bad(root: Path, problems: list[DataProblem], bad: set[str], skip_bad: bool) -> None:
+    """Raise the first fatal problem, or with ``skip_bad`` log the skipped folders."""
+    errors = [p for p in problems if p.fatal]
+    if errors and not skip_bad:
+        more = f" (and {len(errors) - 1} more problem(s); skip_bad leaves the bad cases out)" if len(errors) > 1 else ""
+        raise DataProblem(errors[0].path, errors[0].problem + more)
+    for name in sorted(bad):
+        first = next((p for p in errors if Path(p.path).is_relative_to(root / name)), None)
+        logger.warning(f"skipped {root / name}: {first.problem if first else 'invalid'}")
 
 
 def kaggle_slice_dataset(
@@ -141,6 +172,7 @@ def kaggle_slice_dataset(
     seed: int = 0,
     positive_fraction: float | None = None,
     cache_num_workers: int = 1,
+    skip_bad: bool = False,
     **augment_args,
 ) -> torch.utils.data.Dataset:
     """Dataset of one split of Kaggle TIFF slices read directly, with the same transforms as volumes.
@@ -150,14 +182,17 @@ def kaggle_slice_dataset(
         fold: test fold of the nested split (see :func:`monai_lgg.data.datalist.split_fold`).
         split: ``train`` (augmented, oversampled) or ``validation`` / ``test`` (deterministic).
         positive_fraction: see :func:`oversample_index` (train only).
+        skip_bad: leave out invalid cases (see :func:`kaggle_slice_datalist`).
         augment_args: arguments of :func:`monai_lgg.transforms.presets.augment`.
     """
-    parts = split_fold(kaggle_slice_datalist(source, num_folds, seed), fold, num_folds)
+    parts = split_fold(kaggle_slice_datalist(source, num_folds, seed, skip_bad), fold, num_folds)
     if split not in parts:
         raise LGGInputError(None, f"split must be train, validation or test, got {split!r}")
     data = parts[split]
     train = split == "train"
-    dataset = CacheDataset(data, presets.slice_transforms(train=train, **augment_args), num_workers=cache_num_workers)
+    with reraise_input_errors():  # a file damaged past its header raises its DataProblem
+        transform = presets.slice_transforms(train=train, **augment_args)
+        dataset = CacheDataset(data, transform, num_workers=cache_num_workers)
     if train and positive_fraction is not None:
         dataset = torch.utils.data.Subset(dataset, oversample_index([d["positive"] for d in data], positive_fraction))
     return dataset

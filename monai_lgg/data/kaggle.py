@@ -29,7 +29,7 @@ import numpy as np
 import tifffile
 
 from monai_lgg.errors import DataProblem, LGGInputError
-from monai_lgg.io import atomic_dir, atomic_path, safe_child, write_json
+from monai_lgg.io import atomic_dir, atomic_path, existing_file, safe_child, write_json
 
 __all__ = [
     "CHANNEL_NAMES",
@@ -39,7 +39,9 @@ __all__ = [
     "find_kaggle_root",
     "scan_kaggle",
     "read_tiff",
+    "read_tiff_header",
     "read_case",
+    "failed_cases",
     "kaggle_affine",
     "read_clinical_csv",
     "convert_kaggle",
@@ -184,6 +186,7 @@ def _ranges(numbers: Sequence[int]) -> str:
 
 def read_tiff(path: str | Path) -> np.ndarray:
     """Read a TIFF as stored (rows, columns[, channels]) with tifffile; any failure names the file."""
+    path = existing_file(path)
     try:
         array = tifffile.imread(path)
     except Exception as err:  # tifffile, zlib and numpy raise many types for damaged files
@@ -191,11 +194,31 @@ def read_tiff(path: str | Path) -> np.ndarray:
     return np.asarray(array)
 
 
-def _check_image(path: Path, image: np.ndarray) -> None:
-    if image.dtype != np.uint8:
-        raise DataProblem(path, f"image dtype is {image.dtype}, expected uint8")
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise DataProblem(path, f"image shape is {image.shape}, expected (rows, columns, 3)")
+def read_tiff_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a TIFF from its header, without decoding the pixels; any failure names the file.
+
+    A file cut short (a truncated download or copy) is detected too: its first page's pixel data
+    must end within the file.
+    """
+    path = existing_file(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series, page = tif.series[0], tif.pages[0]
+            end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=True)), default=0)
+            size = tif.filehandle.size
+            shape, dtype = tuple(series.shape), np.dtype(series.dtype)
+    except Exception as err:  # as in read_tiff
+        raise DataProblem(path, f"unreadable or truncated TIFF ({type(err).__name__}: {err})") from None
+    if end > size:
+        raise DataProblem(path, f"truncated TIFF (pixel data end at byte {end}, the file has {size})")
+    return shape, dtype
+
+
+def _check_image(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    if dtype != np.uint8:
+        raise DataProblem(path, f"image dtype is {dtype}, expected uint8")
+    if len(shape) != 3 or shape[-1] != 3:
+        raise DataProblem(path, f"image shape is {shape}, expected (rows, columns, 3)")
 
 
 def _binary_mask(path: Path, mask: np.ndarray, image_shape: tuple[int, ...], binarize: bool) -> np.ndarray:
@@ -213,8 +236,16 @@ def _binary_mask(path: Path, mask: np.ndarray, image_shape: tuple[int, ...], bin
     return (mask == 255).astype(np.uint8)
 
 
-def read_case(case: KaggleCase, binarize: bool = False) -> tuple[np.ndarray, np.ndarray, list[DataProblem]]:
+def read_case(
+    case: KaggleCase, binarize: bool = False, images: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, list[DataProblem]]:
     """Read and validate all slices of a case.
+
+    Args:
+        case: the case.
+        binarize: threshold masks with values outside {0, 255} at 128 (with a warning) instead of failing.
+        images: decode the images; ``False`` checks them from their headers only (shape, dtype), which
+            is enough to validate a case before loading it elsewhere, and returns ``image = None``.
 
     Returns:
         ``image`` (rows, columns, slices, 3) uint8, ``label`` (rows, columns, slices) uint8 {0, 1}, and
@@ -224,23 +255,51 @@ def read_case(case: KaggleCase, binarize: bool = False) -> tuple[np.ndarray, np.
         DataProblem: the first fatal problem (unreadable file, wrong shape, dtype, channels or values,
             mixed sizes inside the case).
     """
-    images, labels, warnings = [], [], []
+    stack, labels, warnings = [], [], []
+    case_shape: tuple[int, ...] | None = None
     for item in case.slices:
         if item.image is None or item.mask is None:
             raise DataProblem(item.image or item.mask, "unpaired slice")
-        image = read_tiff(item.image)
-        _check_image(item.image, image)
+        if images:
+            image = read_tiff(item.image)
+            shape, dtype = image.shape, image.dtype
+        else:
+            shape, dtype = read_tiff_header(item.image)
+        _check_image(item.image, shape, dtype)
         raw_mask = read_tiff(item.mask)
-        label = _binary_mask(item.mask, raw_mask, image.shape, binarize)
+        label = _binary_mask(item.mask, raw_mask, shape, binarize)
         if binarize and not np.isin(np.unique(raw_mask), (0, 255)).all():
             warnings.append(DataProblem(item.mask, "mask values outside {0, 255} binarised at 128", fatal=False))
-        if images and image.shape != images[0].shape:
-            raise DataProblem(item.image, f"slice size {image.shape} differs from the case's {images[0].shape}")
-        images.append(image)
+        if case_shape is not None and shape != case_shape:
+            raise DataProblem(item.image, f"slice size {shape} differs from the case's {case_shape}")
+        case_shape = shape
+        if images:
+            stack.append(image)
         labels.append(label)
-    if not images:
+    if not labels:
         raise DataProblem(case.folder, "case has no slices")
-    return np.stack(images, axis=2), np.stack(labels, axis=2), warnings
+    return (np.stack(stack, axis=2) if images else None), np.stack(labels, axis=2), warnings
+
+
+def failed_cases(root: str | Path, problems: Sequence[DataProblem]) -> set[str]:
+    """Names of the top-level folders of ``root`` that hold a fatal problem (the items to skip).
+
+    A folder is skipped whole when anything in it is wrong (an unpaired, misnamed or unreadable
+    file), and a folder whose name breaks the TCGA pattern is named too, so the skip list shows
+    every folder that was left out.
+    """
+    root = Path(root)
+    names = set()
+    for problem in problems:
+        if not problem.fatal or problem.path is None:
+            continue
+        try:
+            parts = Path(problem.path).relative_to(root).parts
+        except ValueError:
+            continue
+        if parts:
+            names.add(parts[0])
+    return names
 
 
 def kaggle_affine(shape: Sequence[int], spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
@@ -309,12 +368,11 @@ def _convert_case(
     except DataProblem as problem:
         return None, [problem]
     affine = kaggle_affine(label.shape, spacing)
-    try:
-        for channel in range(image.shape[-1]):
-            _save_nifti(np.ascontiguousarray(image[..., channel]), affine, safe_child(images_dir, f"{case.case_id}_{channel:04d}.nii.gz"))
-        _save_nifti(label, affine, safe_child(labels_dir, f"{case.case_id}.nii.gz"))
-    except OSError as err:
-        return None, [DataProblem(images_dir.parent, f"cannot write output ({err.strerror or err})")]
+    # a failed write (disk full) raises OutputError: it stops the whole conversion, even with skip_bad
+    for channel in range(image.shape[-1]):
+        target = safe_child(images_dir, f"{case.case_id}_{channel:04d}.nii.gz")
+        _save_nifti(np.ascontiguousarray(image[..., channel]), affine, target)
+    _save_nifti(label, affine, safe_child(labels_dir, f"{case.case_id}.nii.gz"))
     positive = label.reshape(-1, label.shape[2]).any(axis=0)
     summary = {
         "case": case.case_id,
@@ -371,6 +429,7 @@ def convert_kaggle(
 
     Raises:
         LGGInputError: ``source`` or ``output`` cannot be used.
+        OutputError: writing the output failed (folder not writable, disk full); nothing is left behind.
     """
     if len(spacing) != 3 or any(float(s) <= 0 for s in spacing):
         raise LGGInputError(None, f"spacing must be three positive numbers (row, column, slice), got {spacing}")
@@ -385,11 +444,9 @@ def convert_kaggle(
     clinical_path = Path(clinical_csv) if clinical_csv else root / "data.csv"
     clinical = read_clinical_csv(clinical_path) if clinical_csv or clinical_path.exists() else {}
 
-    bad_cases = {p.path for p in scan_problems if p.fatal}
-    convertible = [c for c in cases if str(c.folder) not in bad_cases and not any(
-        str(s.image) in bad_cases or str(s.mask) in bad_cases for s in c.slices
-    )]
-    skipped = sorted({c.case_id for c in cases} - {c.case_id for c in convertible})
+    bad_folders = failed_cases(root, scan_problems)
+    convertible = [c for c in cases if c.case_id not in bad_folders]
+    skipped = sorted(bad_folders)
     if 0 < len(convertible) < num_folds:
         raise LGGInputError(root, f"{len(convertible)} patients cannot fill {num_folds} folds (choose num_folds <= {len(convertible)})")
     summaries: list[dict] = []

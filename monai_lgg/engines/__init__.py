@@ -25,6 +25,7 @@ from monai_lgg.engines.components import (
 )
 from monai_lgg.engines.distributed import destroy_distributed, distributed, distributed_device, init_distributed, rank
 from monai_lgg.engines.handlers import is_main_process, provenance, train_handlers, unwrap, val_handlers
+from monai_lgg.engines.performance import FastInferer, fast_default, prepare_network, train_loader
 from monai_lgg.engines.reports import PatientReport, check_no_leakage, evaluation_handlers
 from monai_lgg.transforms.presets import train_slice_transforms, volume_transforms
 
@@ -49,6 +50,8 @@ __all__ = [
     "init_distributed",
     "rank",
     "evaluation_handlers",
+    "fast_default",
+    "FastInferer",
     "is_main_process",
     "key_metric",
     "load_split",
@@ -57,8 +60,10 @@ __all__ = [
     "make_scheduler",
     "postprocessing",
     "prepare_dataset",
+    "prepare_network",
     "provenance",
     "train_handlers",
+    "train_loader",
     "train_slice_transforms",
     "unwrap",
     "val_handlers",

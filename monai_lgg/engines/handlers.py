@@ -1,24 +1,35 @@
 """Ignite handlers and the handler sets every bundle uses (written once here, referenced by configs).
 
-Checkpoints are written to a temporary file and renamed (MONAI's ``CheckpointSaver`` writes in
-place), so a run killed during a save never leaves a corrupt ``last.pt`` or ``model.pt``. Every
-checkpoint has a JSON sidecar naming the patients it was trained and selected on, which evaluation
-uses to refuse leaking test sets.
+Crash safety: checkpoints are written to a temporary file, flushed to disk and renamed (MONAI's
+``CheckpointSaver`` writes in place), so a run killed during a save never leaves a corrupt
+``last.ckpt`` or ``model.pt``; leftovers of a killed save are removed at the next start. ``last.ckpt``
+holds everything a resumed run needs (network, optimizer, scheduler, AMP scaler, early-stopping
+state, engine counters, RNG states), and :class:`EpochSeed` makes each epoch's randomness depend
+only on ``(seed, epoch)``, so a run killed at any point and restarted with the same command ends
+with the same weights and metrics as an uninterrupted one (exactly, on CPU).
+
+Security and leakage: every checkpoint is loaded with ``weights_only=True`` (:func:`load_checkpoint`),
+and each has a JSON sidecar naming the patients it was trained and selected on, which evaluation uses
+to refuse leaking test sets.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import pickle
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.data.utils import set_rnd
 from monai.handlers import (
+    CheckpointLoader,
     EarlyStopHandler,
     LrScheduleHandler,
     StatsHandler,
@@ -26,13 +37,20 @@ from monai.handlers import (
     from_engine,
     stopping_fn_from_metric,
 )
+from monai.utils import get_seed
 
-from monai_lgg.io import atomic_path, write_json
+from monai_lgg.engines.distributed import rank
+from monai_lgg.errors import LGGInputError
+from monai_lgg.io import remove_stale_parts, save_checkpoint, write_json
 
 __all__ = [
     "is_main_process",
     "unwrap",
     "sidecar_path",
+    "load_checkpoint",
+    "SafeCheckpointLoader",
+    "epoch_seed",
+    "EpochSeed",
     "LastCheckpointSaver",
     "ResumeFromCheckpoint",
     "BestModelSaver",
@@ -62,9 +80,99 @@ def sidecar_path(checkpoint: str | Path) -> Path:
     return Path(checkpoint).with_suffix(".json")
 
 
-def _save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+REFUSED_PICKLE = (
+    "refused: it holds pickled Python objects, which could run code when loaded "
+    "(checkpoints are loaded with weights_only=True: tensors and plain data only)"
+)
+
+
+@contextmanager
+def _checkpoint_errors(path: str | Path) -> Iterator[None]:
+    """Turn the errors of loading a checkpoint into one-line :class:`LGGInputError` naming it."""
+    try:
+        yield
+    except LGGInputError:
+        raise
+    except pickle.UnpicklingError as err:  # what weights_only=True raises for any non-allowlisted object
+        raise LGGInputError(path, REFUSED_PICKLE) from err
+    except FileNotFoundError as err:
+        raise LGGInputError(path, "checkpoint not found") from err
+    except (RuntimeError, KeyError, ValueError, EOFError, OSError) as err:  # truncated file, wrong network
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise LGGInputError(path, f"cannot be loaded ({type(err).__name__}: {first_line})") from err
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain data only, never pickled code.
+
+    Raises:
+        LGGInputError: the file is missing, damaged, or holds pickled objects (refused, not run).
+    """
+    with _checkpoint_errors(path):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+class SafeCheckpointLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` (which loads with ``weights_only=True``) with one-line errors.
+
+    A checkpoint holding pickled objects, a damaged file or one that does not fit the network raises
+    :class:`LGGInputError` naming the file instead of a library traceback. Arguments: as
+    ``CheckpointLoader``.
+    """
+
+    def __call__(self, engine: Engine) -> None:
+        with _checkpoint_errors(self.load_path):
+            super().__call__(engine)
+
+
+def _numbers(metrics: Mapping) -> dict[str, float]:
+    """The scalar entries of an engine's metrics, as floats (for a JSON sidecar)."""
+    out = {}
+    for key, value in metrics.items():
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError, RuntimeError):
+            continue
+    return out
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A 32-bit seed that depends only on ``(seed, epoch, rank)``, well mixed (NumPy ``SeedSequence``)."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(rank)]).generate_state(1)[0])
+
+
+class EpochSeed:
+    """Re-seed all the randomness of training at the start of every epoch from ``(seed, epoch, rank)``.
+
+    MONAI random transforms keep their own ``RandomState`` (seeded once, when their ``Compose`` is
+    built) and the DataLoader shuffle draws from torch's global generator, so normally an epoch's
+    augmentations and order depend on every epoch before it, which a checkpoint cannot capture.
+    At ``Events.EPOCH_STARTED`` this seeds torch (CPU and CUDA), NumPy and Python's ``random`` and
+    the training dataset's random transforms (MONAI ``set_rnd``, as its DataLoader workers are
+    seeded), so a run resumed from the checkpoint of epoch ``k`` replays epoch ``k + 1`` exactly.
+
+    Args:
+        seed: base seed; ``None``: the seed given to ``monai.utils.set_determinism`` (nothing is
+            re-seeded when there is none).
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = get_seed() if seed is None else int(seed)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if self.seed is None:
+            return
+        seed = epoch_seed(self.seed, engine.state.epoch, rank())
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        loader = getattr(engine, "data_loader", None) or engine.state.dataloader
+        dataset = getattr(loader, "dataset", None)
+        if dataset is not None:
+            set_rnd(dataset, seed)
 
 
 def _rng_state() -> dict:
@@ -88,19 +196,35 @@ def _set_rng_state(state: Mapping) -> None:
 
 
 class LastCheckpointSaver:
-    """Save the full training state (objects, engine counters, RNG) after every epoch, atomically.
+    """Save the full training state after every epoch, atomically (temporary file, fsync, rename).
+
+    Saved: every object of ``save_dict``, the engine's counters (``trainer``), its AMP ``GradScaler``
+    (``scaler``, when it has one) and the RNG states. The sidecar ``last.json`` holds ``record``,
+    the epoch and the epoch's training and validation metrics. On attach, leftovers of a save that
+    a kill interrupted are deleted (they are never read).
 
     Args:
-        path: checkpoint file (``last.pt``).
-        save_dict: ``{name: object with state_dict()}`` (network, optimizer, scheduler, ...); the engine
-            it is attached to is added as ``trainer``.
+        path: checkpoint file (``last.ckpt``).
+        save_dict: ``{name: object with state_dict()}`` (network, optimizer, scheduler, ...).
         record: JSON-serialisable provenance written to the sidecar.
+        validator: the evaluator whose latest metrics go into the sidecar.
     """
 
-    def __init__(self, path: str | Path, save_dict: Mapping[str, Any], record: Mapping | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        save_dict: Mapping[str, Any],
+        record: Mapping | None = None,
+        validator: Engine | None = None,
+    ) -> None:
         self.path, self.save_dict, self.record = Path(path), dict(save_dict), dict(record or {})
+        self.validator = validator
 
     def attach(self, engine: Engine) -> None:
+        if is_main_process():
+            for target in (self.path, sidecar_path(self.path)):
+                for stale in remove_stale_parts(target):
+                    logger.warning(f"removed {stale}, left by an interrupted save")
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
@@ -108,9 +232,15 @@ class LastCheckpointSaver:
             return
         state = {name: unwrap(obj).state_dict() for name, obj in self.save_dict.items() if obj is not None}
         state["trainer"] = engine.state_dict()
+        if getattr(engine, "scaler", None) is not None:
+            state["scaler"] = engine.scaler.state_dict()
         state["rng"] = _rng_state()
-        _save(state, self.path)
-        write_json(sidecar_path(self.path), {**self.record, "epoch": engine.state.epoch})
+        save_checkpoint(state, self.path)
+        info = {"epoch": engine.state.epoch, "iteration": engine.state.iteration}
+        info["metrics"] = _numbers(engine.state.metrics)
+        if self.validator is not None and self.validator.state.epoch:
+            info["validation_metrics"] = _numbers(self.validator.state.metrics)
+        write_json(sidecar_path(self.path), {**self.record, **info})
 
 
 class ResumeFromCheckpoint:
@@ -118,26 +248,59 @@ class ResumeFromCheckpoint:
 
     The engine continues from the saved epoch; ``max_epochs`` keeps the value of the current run, so
     a finished run can be extended with a larger ``max_epochs``. Loads with ``weights_only=True``.
+    A checkpoint whose sidecar records another fold or other training / validation patients than
+    ``record`` is refused: resuming it would mix two data splits (and could leak test patients).
+
+    Args:
+        path: checkpoint file (``last.ckpt``).
+        save_dict: the objects to restore, as given to :class:`LastCheckpointSaver`.
+        map_location: where to load tensors.
+        record: the provenance of the current run (see :func:`provenance`).
     """
 
-    def __init__(self, path: str | Path, save_dict: Mapping[str, Any], map_location: Any = "cpu") -> None:
+    SAME_RUN_KEYS = ("fold", "training_cases", "validation_cases")
+
+    def __init__(
+        self, path: str | Path, save_dict: Mapping[str, Any], map_location: Any = "cpu", record: Mapping | None = None
+    ) -> None:
         self.path, self.save_dict, self.map_location = Path(path), dict(save_dict), map_location
+        self.record = dict(record or {})
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self)
 
+    def _check_same_run(self) -> None:
+        sidecar = sidecar_path(self.path)
+        if not sidecar.is_file():
+            return
+        try:
+            previous = json.loads(sidecar.read_text())
+        except ValueError as err:
+            raise LGGInputError(sidecar, f"is not valid JSON ({err})") from None
+        known = [key for key in self.SAME_RUN_KEYS if key in previous and key in self.record]
+        changed = [key for key in known if previous[key] != self.record[key]]
+        if changed:
+            raise LGGInputError(
+                self.path, f"was trained with another {', '.join(changed)} than this run: delete it (or its folder) "
+                "or pass --resume false to start over"
+            )
+
     def __call__(self, engine: Engine) -> None:
         if not self.path.is_file():
             return
-        checkpoint = torch.load(self.path, map_location=self.map_location, weights_only=True)
-        for name, obj in self.save_dict.items():
-            if obj is not None and name in checkpoint:
-                unwrap(obj).load_state_dict(checkpoint[name])
-        max_epochs = engine.state.max_epochs
-        engine.load_state_dict(checkpoint["trainer"])
-        engine.state.max_epochs = max(max_epochs, engine.state.epoch)
-        if "rng" in checkpoint:
-            _set_rng_state(checkpoint["rng"])
+        self._check_same_run()
+        checkpoint = load_checkpoint(self.path, self.map_location)
+        with _checkpoint_errors(self.path):
+            for name, obj in self.save_dict.items():
+                if obj is not None and name in checkpoint:
+                    unwrap(obj).load_state_dict(checkpoint[name])
+            if "scaler" in checkpoint and getattr(engine, "scaler", None) is not None:
+                engine.scaler.load_state_dict(checkpoint["scaler"])
+            max_epochs = engine.state.max_epochs
+            engine.load_state_dict(checkpoint["trainer"])
+            engine.state.max_epochs = max(max_epochs, engine.state.epoch)
+            if "rng" in checkpoint:
+                _set_rng_state(checkpoint["rng"])
         logger.info(f"resumed from {self.path} at epoch {engine.state.epoch}")
 
 
@@ -155,6 +318,9 @@ class BestModelSaver:
         self.path, self.network, self.metric_name, self.record = Path(path), network, metric_name, dict(record or {})
         self.best = -float("inf")
         sidecar = sidecar_path(self.path)
+        if is_main_process():
+            for target in (self.path, sidecar):
+                remove_stale_parts(target)
         if sidecar.is_file() and self.path.is_file():  # a resumed run keeps the best so far
             previous = json.loads(sidecar.read_text())
             if previous.get("fold") == self.record.get("fold"):
@@ -168,7 +334,7 @@ class BestModelSaver:
         if not is_main_process() or not value > self.best:
             return
         self.best = value
-        _save(unwrap(self.network).state_dict(), self.path)
+        save_checkpoint(unwrap(self.network).state_dict(), self.path)
         write_json(sidecar_path(self.path), {**self.record, "epoch": engine.state.epoch, "metric": self.metric_name, "metric_value": value})
 
 
@@ -192,21 +358,34 @@ class EpochLoss:
 
 
 class EarlyStopping:
-    """Stop training when the validation key metric has not improved for ``patience`` validations."""
+    """Stop training when the validation key metric has not improved for ``patience`` validations.
+
+    Its counter and best score are part of ``last.ckpt`` (``state_dict``), so a resumed run stops at
+    the same epoch as an uninterrupted one.
+    """
 
     def __init__(self, validator: Engine, patience: int, metric_name: str = "val_mean_dice") -> None:
         self.validator, self.patience, self.metric_name = validator, patience, metric_name
+        self.handler: EarlyStopHandler | None = None
 
     def attach(self, engine: Engine) -> None:
-        handler = EarlyStopHandler(self.patience, stopping_fn_from_metric(self.metric_name), trainer=engine, epoch_level=True)
-        handler.attach(self.validator)
+        stop_fn = stopping_fn_from_metric(self.metric_name)
+        self.handler = EarlyStopHandler(self.patience, stop_fn, trainer=engine, epoch_level=True)
+        self.handler.attach(self.validator)
+
+    def state_dict(self) -> dict:
+        return dict(self.handler._handler.state_dict()) if self.handler is not None else {}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        if self.handler is not None and state:
+            self.handler._handler.load_state_dict(state)
 
 
 class TrainingHandlers:
     """Every bundle's trainer handlers as one config entry (after MONAI's ``ValidationHandler``).
 
-    Resume from ``last.pt``, LR schedule, optional early stopping on the validation key metric,
-    per-epoch console / TensorBoard logs, a progress bar, and the atomic ``last.pt`` checkpoint.
+    Resume from ``last.ckpt``, LR schedule, optional early stopping on the validation key metric,
+    per-epoch console / TensorBoard logs, a progress bar, and the atomic ``last.ckpt`` checkpoint.
     Keeping ``ValidationHandler`` as its own entry in ``train#handlers`` is what MONAI's
     ``check_properties`` and the model zoo expect.
 
@@ -231,25 +410,34 @@ def train_handlers(
     early_stop_patience: int = 0,
     progress: bool = True,
     record: Mapping | None = None,
+    seed: int | None = None,
 ) -> list:
-    """Handlers of the trainer besides validation: resume, LR schedule, early stop, logs, progress, last checkpoint.
+    """Handlers of the trainer besides validation: epoch seeding, resume, LR schedule, early stop,
+    logs, progress, last checkpoint.
 
     Args:
         validator: the evaluator run by ``ValidationHandler`` (early stopping watches its key metric).
         lr_scheduler: the per-epoch scheduler.
-        save_dict: objects saved in and restored from ``last.pt`` (network, optimizer, scheduler).
-        ckpt_dir: folder of ``last.pt``.
+        save_dict: objects saved in and restored from ``last.ckpt`` (network, optimizer, scheduler).
+        ckpt_dir: folder of ``last.ckpt``.
         log_dir: TensorBoard folder.
-        resume: continue from ``last.pt`` when it exists.
+        resume: continue from ``last.ckpt`` when it exists.
         early_stop_patience: validations without improvement before stopping (0: never).
         progress: show a progress bar.
         record: provenance for the checkpoint sidecar.
+        seed: base seed of :class:`EpochSeed` (``None``: the one given to ``set_determinism``).
     """
-    last = Path(ckpt_dir) / "last.pt"
-    handlers: list = [ResumeFromCheckpoint(last, save_dict)] if resume else []
+    last = Path(ckpt_dir) / "last.ckpt"
+    save_dict = dict(save_dict)
+    handlers: list = [EpochSeed(seed)]
+    early_stop = EarlyStopping(validator, early_stop_patience) if early_stop_patience > 0 else None
+    if early_stop is not None:
+        save_dict["early_stopping"] = early_stop
+    if resume:
+        handlers.append(ResumeFromCheckpoint(last, save_dict, record=record))
     handlers.append(LrScheduleHandler(lr_scheduler, print_lr=True))
-    if early_stop_patience > 0:
-        handlers.append(EarlyStopping(validator, early_stop_patience))
+    if early_stop is not None:
+        handlers.append(early_stop)
     handlers.append(EpochLoss())  # a collective (all-reduce) in distributed runs: every rank attaches it
     if is_main_process():
         # per-epoch logs only: the progress bar shows the running loss
@@ -259,7 +447,7 @@ def train_handlers(
         ]
         if progress:
             handlers.append(ProgressBarHandler())
-    handlers.append(LastCheckpointSaver(last, save_dict, record))
+    handlers.append(LastCheckpointSaver(last, save_dict, record, validator))
     return handlers
 
 

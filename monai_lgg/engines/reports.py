@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.handlers import CheckpointLoader, StatsHandler
+from monai.handlers import StatsHandler
 
-from monai_lgg.engines.handlers import sidecar_path, unwrap
+from monai_lgg.engines.handlers import SafeCheckpointLoader, sidecar_path, unwrap
 from monai_lgg.errors import LGGInputError
-from monai_lgg.io import atomic_path, write_json
+from monai_lgg.io import atomic_path, safe_child, write_json
 from monai_lgg.metrics import compute_slice_dice, slice_flags, summarize, volume_scores
 
 __all__ = ["check_no_leakage", "PatientReport", "overlay", "evaluation_handlers"]
@@ -35,14 +35,29 @@ EMPTY_RULES = ("3D scores per patient over all its slices. Empty ground truth an
 def check_no_leakage(checkpoint: str | Path, items: Sequence[dict], allow_overlap: bool = False) -> None:
     """Refuse to evaluate a checkpoint on patients it was trained or selected on.
 
-    The patient lists come from the checkpoint's sidecar (``model.json``); a checkpoint without one
-    cannot be verified and is evaluated with a warning.
+    The patient lists come from the checkpoint's sidecar (``model.json``, written by the training
+    run with the checkpoint); a checkpoint without them (e.g. one trained elsewhere) cannot be
+    verified and is evaluated with a warning.
+
+    Args:
+        checkpoint: the checkpoint file.
+        items: the evaluated items (each with its ``case``).
+        allow_overlap: evaluate anyway (e.g. to measure training-set fit), still with a warning.
+
+    Raises:
+        LGGInputError: some evaluated patients trained or selected the checkpoint, or the sidecar is damaged.
     """
     sidecar = sidecar_path(checkpoint)
     if not sidecar.is_file():
         logger.warning(f"{sidecar} not found: cannot verify that the evaluated patients were not used for training")
         return
-    record = json.loads(sidecar.read_text())
+    try:
+        record = json.loads(sidecar.read_text())
+    except ValueError as err:
+        raise LGGInputError(sidecar, f"is not valid JSON ({err}): cannot verify the training patients") from None
+    if not isinstance(record, dict) or "training_cases" not in record:
+        logger.warning(f"{sidecar} records no training_cases: cannot verify that the evaluated patients were not used")
+        return
     used = set(record.get("training_cases", [])) | set(record.get("validation_cases", []))
     overlap = sorted(used & {item["case"] for item in items})
     if overlap and not allow_overlap:
@@ -50,13 +65,16 @@ def check_no_leakage(checkpoint: str | Path, items: Sequence[dict], allow_overla
             checkpoint, f"was trained or selected on {len(overlap)} of the evaluated patients ({', '.join(overlap[:5])}"
             f"{', ...' if len(overlap) > 5 else ''}): evaluate on its test fold instead"
         )
+    if overlap:
+        logger.warning(f"{checkpoint}: evaluating on {len(overlap)} patients it was trained or selected on")
 
 
 def overlay(image: np.ndarray, label: np.ndarray | None, pred: np.ndarray) -> np.ndarray:
     """BGR overlay of one slice: grey FLAIR, ground truth green, prediction red (both: yellow)."""
     grey = image.astype(np.float32)
-    lo, hi = np.percentile(grey, (1, 99)) if grey.any() else (0.0, 1.0)
-    grey = np.clip((grey - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
+    brain = grey != 0  # normalised images keep the background at exactly 0: show it black
+    lo, hi = np.percentile(grey[brain], (1, 99)) if brain.any() else (0.0, 1.0)
+    grey = (np.clip((grey - lo) / max(hi - lo, 1e-6) * 255, 0, 255) * brain).astype(np.uint8)
     out = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR).astype(np.float32)
     colour = np.zeros_like(out)
     if label is not None:
@@ -116,7 +134,7 @@ class PatientReport:
         area = (label | pred).reshape(-1, label.shape[-1]).sum(0)
         chosen = [int(k) for k in np.argsort(-area, kind="stable")[: self.overlays] if area[k] > 0] or [label.shape[-1] // 2]
         for k in chosen:
-            with atomic_path(self.output_dir / "overlays" / f"{case}_{k + 1:03d}.png") as tmp:
+            with atomic_path(safe_child(self.output_dir / "overlays", f"{case}_{k + 1:03d}.png")) as tmp:
                 cv2.imwrite(str(tmp), overlay(image[..., k], label[..., k], pred[..., k]))
 
     def write(self, engine: Engine | None = None) -> dict:
@@ -157,13 +175,17 @@ def evaluation_handlers(
     allow_overlap: bool = False,
     info: dict | None = None,
 ) -> list:
-    """Handlers of ``evaluate.json``: load the checkpoint (``weights_only``), check leakage, log, report."""
+    """Handlers of ``evaluate.json``: load the checkpoint (``weights_only``), check leakage, log, report.
+
+    Raises:
+        LGGInputError: the checkpoint is missing, or was trained or selected on evaluated patients.
+    """
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise LGGInputError(checkpoint, "checkpoint not found (train the bundle first, or pass --ckpt_path)")
     check_no_leakage(checkpoint, items, allow_overlap)
     return [
-        CheckpointLoader(load_path=str(checkpoint), load_dict={"model": unwrap(network)}, map_location="cpu"),
+        SafeCheckpointLoader(load_path=str(checkpoint), load_dict={"model": unwrap(network)}, map_location="cpu"),
         StatsHandler(iteration_log=False),
         PatientReport(output_dir, overlays=overlays, info={"checkpoint": str(checkpoint), **(info or {})}),
     ]

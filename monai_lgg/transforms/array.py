@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import torch
 from monai.config import NdarrayOrTensor
+from monai.data import MetaTensor
 from monai.transforms import Transform
 from monai.utils import convert_to_tensor
 
-__all__ = ["SliceWiseNormalizeIntensity"]
+from monai_lgg.errors import DataProblem
+
+__all__ = ["SliceWiseNormalizeIntensity", "CheckChannels"]
 
 
 class SliceWiseNormalizeIntensity(Transform):
@@ -79,3 +82,28 @@ class SliceWiseNormalizeIntensity(Transform):
             moved = x.movedim(self.slice_dim, -1).shape
             out = out.reshape(moved).movedim(-1, self.slice_dim)
         return out.contiguous()
+
+
+class CheckChannels(Transform):
+    """Refuse a channel-first image whose channel count is not ``channels``, naming its file.
+
+    A 4-channel (RGBA) PNG or a 3-channel RGB mask would otherwise reach the network or the loss and
+    fail there with a shape error that names neither the file nor the problem.
+
+    Args:
+        channels: the expected number of channels.
+        what: what the channels are, for the message (e.g. ``"pre-contrast, FLAIR, post-contrast"``).
+
+    Raises:
+        DataProblem: the channel count differs (the file is taken from the MetaTensor's metadata).
+    """
+
+    def __init__(self, channels: int, what: str = "") -> None:
+        self.channels, self.what = channels, what
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        if img.shape[0] != self.channels:
+            name = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
+            expected = f"{self.channels} ({self.what})" if self.what else str(self.channels)
+            raise DataProblem(name, f"has {img.shape[0]} channel(s), expected {expected}")
+        return img

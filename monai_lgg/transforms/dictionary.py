@@ -6,11 +6,13 @@ from collections.abc import Hashable, Mapping
 
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
+from monai.data import ImageReader, MetaTensor
+from monai.transforms import LoadImaged, MapTransform
 
-from monai_lgg.transforms.array import SliceWiseNormalizeIntensity
+from monai_lgg.errors import DataProblem
+from monai_lgg.transforms.array import CheckChannels, SliceWiseNormalizeIntensity
 
-__all__ = ["SliceWiseNormalizeIntensityd"]
+__all__ = ["SliceWiseNormalizeIntensityd", "CheckChannelsd", "CheckSameShaped", "PinnedLoadImaged"]
 
 
 class SliceWiseNormalizeIntensityd(MapTransform):
@@ -33,3 +35,78 @@ class SliceWiseNormalizeIntensityd(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self.normalizer(d[key])
         return d
+
+
+class CheckChannelsd(MapTransform):
+    """Dictionary version of :class:`~monai_lgg.transforms.array.CheckChannels`.
+
+    Args:
+        keys: keys of the channel-first images to check.
+        channels: the expected number of channels.
+        what: what the channels are, for the message.
+        allow_missing_keys: do not raise if a key is absent.
+    """
+
+    def __init__(self, keys: KeysCollection, channels: int, what: str = "", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.checker = CheckChannels(channels, what)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.checker(d[key])
+        return d
+
+
+class CheckSameShaped(MapTransform):
+    """Refuse an item whose ``keys`` (the mask) differ in spatial shape from ``reference_key`` (the image).
+
+    Args:
+        keys: keys of the channel-first arrays to compare with the reference (e.g. ``"label"``).
+        reference_key: key of the channel-first reference (e.g. ``"image"``).
+        allow_missing_keys: do not raise if a key is absent.
+
+    Raises:
+        DataProblem: naming the mismatched file and the reference file.
+    """
+
+    def __init__(self, keys: KeysCollection, reference_key: str = "image", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.reference_key = reference_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        reference = d[self.reference_key]
+        for key in self.key_iterator(d):
+            if tuple(d[key].shape[1:]) != tuple(reference.shape[1:]):
+                raise DataProblem(
+                    _filename(d[key]), f"{key} shape {tuple(d[key].shape[1:])} differs from {self.reference_key} shape "
+                    f"{tuple(reference.shape[1:])} ({_filename(reference)})"
+                )
+        return d
+
+
+def _filename(array: torch.Tensor) -> str | None:
+    return array.meta.get("filename_or_obj") if isinstance(array, MetaTensor) else None
+
+
+class PinnedLoadImaged(LoadImaged):
+    """``LoadImaged`` that reads with ``reader`` only.
+
+    MONAI's ``LoadImage`` given a reader still registers its default readers and, when the given one
+    fails, silently tries them (ITK and PIL return 2D images transposed); the real error is lost in
+    "cannot find a suitable reader". Passing the reader at call time, as MONAI allows, disables that
+    fallback, so a bad file raises the reader's own error.
+
+    Args:
+        keys: keys of the file names to load.
+        reader: the only reader used.
+        kwargs: other arguments of ``LoadImaged`` (``image_only``, ``dtype``, ...).
+    """
+
+    def __init__(self, keys: KeysCollection, reader: ImageReader, **kwargs) -> None:
+        super().__init__(keys, reader=reader, **kwargs)
+        self.pinned_reader = reader
+
+    def __call__(self, data, reader: ImageReader | None = None):
+        return super().__call__(data, reader=reader or self.pinned_reader)

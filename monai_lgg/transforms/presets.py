@@ -9,13 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from monai.data import NibabelReader
 from monai.transforms import (
     AsDiscreted,
     Compose,
     EnsureChannelFirstd,
     EnsureTyped,
-    LoadImaged,
     Rand2DElasticd,
     RandAffined,
     RandFlipd,
@@ -25,8 +23,14 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from monai_lgg.data.readers import SliceImageReader
-from monai_lgg.transforms.dictionary import SliceWiseNormalizeIntensityd
+from monai_lgg.data.kaggle import CHANNEL_NAMES
+from monai_lgg.data.readers import NiftiVolumeReader, SliceImageReader
+from monai_lgg.transforms.dictionary import (
+    CheckChannelsd,
+    CheckSameShaped,
+    PinnedLoadImaged,
+    SliceWiseNormalizeIntensityd,
+)
 
 __all__ = ["load", "preprocess", "augment", "volume_transforms", "slice_transforms", "train_slice_transforms"]
 
@@ -35,17 +39,33 @@ def _keys(image_key: str, label_key: str | None) -> list[str]:
     return [image_key] + ([label_key] if label_key else [])
 
 
-def load(form: str = "volume", image_key: str = "image", label_key: str | None = "label") -> list:
+def load(
+    form: str = "volume", image_key: str = "image", label_key: str | None = "label", image_channels: int | None = 3
+) -> list:
     """Load with a pinned reader (no silent fallback that could swap axes) and keep the stored dtype.
+
+    Bad files (missing, empty, corrupt, truncated, a 2D NIfTI where a volume is expected, NaN or
+    infinite values, a wrong channel count, a mask whose size differs from the image's) raise
+    :class:`~monai_lgg.errors.DataProblem` naming the file (inside a ``Compose`` it is wrapped in
+    MONAI's ``RuntimeError``; see :func:`monai_lgg.errors.reraise_input_errors`).
 
     Args:
         form: ``"volume"`` (NIfTI, one file per modality stacked as channels) or ``"slice"`` (TIFF/PNG).
+        image_key: key of the image.
+        label_key: key of the label (``None``: no label).
+        image_channels: channels the image must have (``None``: any); labels must have one.
     """
     if form not in ("volume", "slice"):
         raise ValueError(f"form must be 'volume' or 'slice', got {form!r}")
-    reader = NibabelReader() if form == "volume" else SliceImageReader()
+    reader = NiftiVolumeReader() if form == "volume" else SliceImageReader()
     keys = _keys(image_key, label_key)
-    return [LoadImaged(keys, reader=reader, image_only=True, dtype=None), EnsureChannelFirstd(keys)]
+    chain: list = [PinnedLoadImaged(keys, reader=reader, image_only=True, dtype=None), EnsureChannelFirstd(keys)]
+    if image_channels is not None:
+        what = ", ".join(CHANNEL_NAMES) if image_channels == len(CHANNEL_NAMES) else ""
+        chain.append(CheckChannelsd(image_key, image_channels, what))
+    if label_key:
+        chain += [CheckChannelsd(label_key, 1, "one binary mask"), CheckSameShaped(label_key, reference_key=image_key)]
+    return chain
 
 
 def preprocess(
@@ -111,18 +131,30 @@ def augment(
     return chain
 
 
-def volume_transforms(image_key: str = "image", label_key: str | None = "label", normalization: str = "zscore") -> Compose:
-    """Load and preprocess a patient volume ``(C, H, W, D)`` for validation, evaluation or inference."""
-    return Compose(
-        load("volume", image_key, label_key) + preprocess(image_key, label_key, slice_dim=-1, normalization=normalization)
-    )
+def volume_transforms(
+    image_key: str = "image", label_key: str | None = "label", normalization: str = "zscore", image_channels: int | None = 3
+) -> Compose:
+    """Load and preprocess a patient volume ``(C, H, W, D)`` for validation, evaluation or inference.
+
+    ``image_channels``: see :func:`load`.
+    """
+    chain = load("volume", image_key, label_key, image_channels)
+    return Compose(chain + preprocess(image_key, label_key, slice_dim=-1, normalization=normalization))
 
 
 def slice_transforms(
-    image_key: str = "image", label_key: str | None = "label", normalization: str = "zscore", train: bool = False, **augment_args
+    image_key: str = "image",
+    label_key: str | None = "label",
+    normalization: str = "zscore",
+    train: bool = False,
+    image_channels: int | None = 3,
+    **augment_args,
 ) -> Compose:
-    """Load and preprocess a 2D slice ``(C, H, W)``; with ``train``, add :func:`augment`."""
-    chain = load("slice", image_key, label_key) + preprocess(image_key, label_key, None, normalization)
+    """Load and preprocess a 2D slice ``(C, H, W)``; with ``train``, add :func:`augment`.
+
+    ``image_channels``: see :func:`load`.
+    """
+    chain = load("slice", image_key, label_key, image_channels) + preprocess(image_key, label_key, None, normalization)
     if train:
         chain += augment(image_key, label_key, **augment_args)
     return Compose(chain)

@@ -1,0 +1,226 @@
+"""What ``monai-lgg predict`` can read, grouped into cases, and how each case is loaded.
+
+Input forms:
+
+* one slice image (``.tif``/``.tiff``/``.png``/...) with 3 channels like the Kaggle slices;
+* a folder of slice images, one patient or many (the Kaggle layout): the slices of a case
+  (``<case>_<n>.tif`` in one folder, ``_mask`` files ignored) are stacked in numeric order;
+* a NIfTI volume: one 3-channel file (rows x columns x slices x 3), or one of the three
+  ``<case>_000x.nii.gz`` modality files (its siblings are found);
+* a folder of NIfTI volumes, or a converted data set (``datalist.json``).
+
+Slices and volumes are loaded with the presets of :mod:`monai_lgg.transforms.presets` (the same
+per-slice normalisation as training), so a slice predicted alone and the same slice inside a
+stacked case reach the network as the same array.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from monai_lgg.data.readers import OTHER_SUFFIXES, TIFF_SUFFIXES
+from monai_lgg.errors import LGGInputError, input_error_in
+
+__all__ = ["Case", "SLICE_SUFFIXES", "NIFTI_SUFFIXES", "find_cases", "load_case", "input_error"]
+
+SLICE_SUFFIXES = TIFF_SUFFIXES + OTHER_SUFFIXES
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+OTHER_VOLUME_SUFFIXES = (
+    ".mha",
+    ".mhd",
+    ".nrrd",
+    ".nhdr",
+    ".mgz",
+    ".mgh",
+    ".npy",
+    ".npz",
+    ".dcm",
+    ".hdr",
+    ".img",
+    ".vtk",
+    ".gz",
+)
+MODALITY = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+SLICE_NUMBER = re.compile(r"^(?P<case>.+)_(?P<number>\d+)$")
+
+
+@dataclass
+class Case:
+    """One unit of prediction: a stack of 2D slices or a NIfTI volume.
+
+    Attributes:
+        name: case id (Kaggle folder/file prefix, or NIfTI name without ``_000x``).
+        form: ``"slices"`` or ``"volume"``.
+        files: slice files in slice order, or the NIfTI file(s) (modalities in channel order).
+        out_dir: output sub-folder, relative to the output root (mirrors the input folders for slices).
+    """
+
+    name: str
+    form: str
+    files: list[Path]
+    out_dir: Path = field(default_factory=Path)
+
+    @property
+    def num_files(self) -> int:
+        return len(self.files)
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(_suffix(path))] if _suffix(path) else path.name
+
+
+def _is_slice(path: Path) -> bool:
+    return path.is_file() and _suffix(path) in SLICE_SUFFIXES and not _stem(path).lower().endswith("_mask")
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.is_file() and _suffix(path) in NIFTI_SUFFIXES
+
+
+def _group_slices(files: list[Path], root: Path) -> list[Case]:
+    """Group slice files by folder and ``<case>_<n>`` prefix; numbers sort numerically (2 before 10)."""
+    groups: dict[tuple[Path, str], list[tuple[int, Path]]] = {}
+    for path in files:
+        match = SLICE_NUMBER.match(_stem(path))
+        case, number = (match["case"], int(match["number"])) if match else (_stem(path), 0)
+        groups.setdefault((path.parent, case), []).append((number, path))
+    cases = []
+    for (folder, case), members in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        members.sort(key=lambda m: m[0])
+        cases.append(Case(case, "slices", [p for _, p in members], folder.relative_to(root)))
+    return cases
+
+
+def _modality_group(path: Path) -> Case:
+    """A NIfTI file and, for ``<case>_000x`` names, its sibling modality files in channel order."""
+    stem = _stem(path)
+    match = MODALITY.match(stem)
+    if not match:
+        return Case(stem, "volume", [path])
+    siblings = sorted(
+        (
+            p
+            for p in path.parent.iterdir()
+            if _is_nifti(p) and (m := MODALITY.match(_stem(p))) and m["case"] == match["case"]
+        ),
+        key=lambda p: _stem(p),
+    )
+    return Case(match["case"], "volume", siblings)
+
+
+def _volume_cases(folder: Path) -> list[Case]:
+    from monai_lgg.engines.bundle import inference_items
+
+    items = inference_items(folder)
+    return [Case(item["case"], "volume", [Path(f) for f in np.atleast_1d(item["image"])]) for item in items]
+
+
+def find_cases(source: str | Path) -> list[Case]:
+    """The cases of an input (file or folder) of any supported form.
+
+    Raises:
+        LGGInputError: missing input, unsupported file type, or a folder with nothing to predict.
+    """
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise LGGInputError(source, "does not exist")
+    if source.is_file():
+        suffix = _suffix(source)
+        if suffix in NIFTI_SUFFIXES:
+            return [_modality_group(source)]
+        if suffix in SLICE_SUFFIXES:
+            if _stem(source).lower().endswith("_mask"):
+                raise LGGInputError(source, "is a mask, not an image slice")
+            return [Case(_stem(source), "slices", [source])]
+        if suffix in OTHER_VOLUME_SUFFIXES:
+            raise LGGInputError(source, "is not a NIfTI volume (.nii / .nii.gz); convert it to NIfTI first")
+        raise LGGInputError(
+            source,
+            f"unsupported input type {suffix or '(no extension)'!r}: give a .tif/.png slice, "
+            "a .nii.gz volume or a folder",
+        )
+    if (source / "datalist.json").is_file() or any(_is_nifti(p) for p in source.iterdir()):
+        return _volume_cases(source)
+    slices = sorted(
+        p
+        for p in source.rglob("*")
+        if _is_slice(p) and not any(part.startswith(".") for part in p.relative_to(source).parts)
+    )
+    if not slices:
+        raise LGGInputError(source, "folder holds no slice images (.tif/.png) and no NIfTI volumes")
+    return _group_slices(slices, source)
+
+
+def input_error(path: str | Path, err: BaseException, what: str) -> LGGInputError:
+    """The user-facing error for a failed read: the :class:`LGGInputError` behind ``err``, else a new one."""
+    found = input_error_in(err)
+    if found is not None:
+        return found
+    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return LGGInputError(path, f"unreadable {what} ({type(err).__name__}: {message[:200]})")
+
+
+def _check_channels(path: Path, image: torch.Tensor, in_channels: int) -> None:
+    if image.shape[0] != in_channels:
+        raise LGGInputError(
+            path, f"has {image.shape[0]} channel(s), the model needs {in_channels} (pre-contrast, FLAIR, post-contrast)"
+        )
+
+
+def _load_slices(case: Case, in_channels: int, transform: Callable) -> torch.Tensor:
+    slices = []
+    for path in case.files:
+        try:
+            image = transform({"image": str(path)})["image"]
+        except Exception as err:
+            raise input_error(path, err, "image") from None
+        if image.ndim != 3:
+            raise LGGInputError(path, f"expected a 2D image, got shape {tuple(image.shape)}")
+        _check_channels(path, image, in_channels)
+        if slices and image.shape != slices[0].shape:
+            raise LGGInputError(
+                path, f"size {tuple(image.shape[1:])} differs from the case's first slice {tuple(slices[0].shape[1:])}"
+            )
+        slices.append(torch.as_tensor(image))
+    return torch.stack(slices, dim=-1)
+
+
+def _load_volume(case: Case, in_channels: int, transform: Callable) -> tuple[torch.Tensor, nib.Nifti1Image]:
+    files = [str(f) for f in case.files]
+    try:
+        image = transform({"image": files if len(files) > 1 else files[0]})["image"]
+        reference = nib.load(files[0])
+    except Exception as err:
+        raise input_error(case.files[0], err, "NIfTI volume") from None
+    if image.ndim != 4:
+        raise LGGInputError(case.files[0], f"expected a 3D volume, got an image of shape {tuple(image.shape)}")
+    _check_channels(case.files[0], image, in_channels)
+    return torch.as_tensor(image), reference
+
+
+def load_case(case: Case, in_channels: int = 3) -> tuple[torch.Tensor, nib.Nifti1Image | None]:
+    """Load and preprocess a case into ``(C, H, W, D)`` float32 (per-slice normalised).
+
+    Returns:
+        the image and, for NIfTI volumes, the reference image whose affine and header the outputs keep.
+
+    Raises:
+        LGGInputError: unreadable file, wrong channel count, mixed slice sizes.
+    """
+    from monai_lgg.transforms.presets import slice_transforms, volume_transforms
+
+    if case.form == "slices":
+        return _load_slices(case, in_channels, slice_transforms(label_key=None)), None
+    return _load_volume(case, in_channels, volume_transforms(label_key=None))

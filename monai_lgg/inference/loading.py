@@ -1,0 +1,223 @@
+"""Find a monai-lgg bundle (folder, zip or name) and load its checkpoint(s) into networks for inference.
+
+A bundle states its network in ``configs/model.json`` (built by
+:func:`monai_lgg.engines.bundle.bundle_network`) and its inference settings (``spatial_size``,
+``threshold``, channels) in ``configs/inference.json``; weights are ``models/model.pt``, a plain state
+dict, always loaded with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from monai_lgg.engines.bundle import bundle_network
+from monai_lgg.errors import LGGInputError
+
+__all__ = [
+    "BundleInfo",
+    "BUNDLES_DIR",
+    "resolve_bundle",
+    "bundle_info",
+    "load_state_dict",
+    "load_network",
+    "load_members",
+    "resolve_device",
+]
+
+BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
+"""The project's bundles (``bundles/<name>``), found when monai-lgg is installed from its source tree."""
+
+_DEFAULTS = {"spatial_size": [256, 256], "threshold": 0.5, "in_channels": 3, "out_channels": 1}
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """What inference needs to know about a bundle besides its network.
+
+    Attributes:
+        root: the bundle folder.
+        name: ``_meta_``/metadata name, or the folder name.
+        spatial_size: training patch size (rows, columns): the sliding-window size.
+        threshold: probability threshold of the masks.
+        in_channels: input channels (3: pre-contrast, FLAIR, post-contrast).
+        out_channels: output channels (1: tumour logit).
+    """
+
+    root: Path
+    name: str
+    spatial_size: tuple[int, int]
+    threshold: float
+    in_channels: int
+    out_channels: int
+
+
+def _extract_zip(path: Path) -> Path:
+    """Unpack a bundle zip into a temporary folder removed at exit; refuse members escaping it."""
+    target = Path(tempfile.mkdtemp(prefix="monai-lgg-bundle-"))
+    atexit.register(shutil.rmtree, target, True)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                resolved = (target / member).resolve()
+                if target.resolve() not in resolved.parents and resolved != target.resolve():
+                    raise LGGInputError(path, f"zip member {member!r} would be written outside the bundle folder")
+            archive.extractall(target)
+    except zipfile.BadZipFile as err:
+        raise LGGInputError(path, f"is not a readable zip file ({err})") from None
+    candidates = sorted(p.parent.parent for p in target.glob("**/configs/model.json"))
+    if not candidates:
+        raise LGGInputError(path, "holds no monai-lgg bundle (no configs/model.json inside)")
+    return min(candidates, key=lambda p: len(p.parts))
+
+
+def resolve_bundle(source: str | Path) -> Path:
+    """The bundle folder for a folder, a bundle zip, or the name of a project bundle (``unet``).
+
+    Raises:
+        LGGInputError: nothing usable there.
+    """
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix.lower() == ".zip":
+        return _extract_zip(path)
+    if not path.exists() and not path.is_absolute() and len(path.parts) <= 2 and (BUNDLES_DIR / path.name).is_dir():
+        path = BUNDLES_DIR / path.name  # "unet" or "bundles/unet" from outside the source tree
+    if not path.exists():
+        raise LGGInputError(path, "bundle not found (give a bundle folder, a bundle .zip, or a name under bundles/)")
+    if not (path / "configs" / "model.json").is_file():
+        raise LGGInputError(path, "is not a monai-lgg bundle (no configs/model.json)")
+    return path.resolve()
+
+
+def _plain(value: object, default: object) -> object:
+    """A config value unless it is an expression or reference (``$...``, ``@...``)."""
+    return default if isinstance(value, str) and value[:1] in ("$", "@") else value
+
+
+def bundle_info(root: Path, spatial_size: Sequence[int] | None = None) -> BundleInfo:
+    """Inference settings of a bundle from ``configs/inference.json`` and ``configs/metadata.json``."""
+    config: dict = {}
+    inference = root / "configs" / "inference.json"
+    if inference.is_file():
+        config = json.loads(inference.read_text())
+    settings = {key: _plain(config.get(key, default), default) for key, default in _DEFAULTS.items()}
+    size = tuple(int(s) for s in (spatial_size or settings["spatial_size"]))
+    if len(size) != 2 or min(size) < 1:
+        raise LGGInputError(None, f"spatial_size must be two positive integers (rows, columns), got {list(size)}")
+    name = root.name
+    metadata = root / "configs" / "metadata.json"
+    if metadata.is_file():
+        name = json.loads(metadata.read_text()).get("name", name)
+    return BundleInfo(
+        root, name, size, float(settings["threshold"]), int(settings["in_channels"]), int(settings["out_channels"])
+    )
+
+
+def load_state_dict(network: torch.nn.Module, checkpoint: str | Path) -> torch.nn.Module:
+    """Load a checkpoint into ``network`` with ``weights_only=True``.
+
+    Accepts a plain state dict (``model.pt``) or a training checkpoint holding one under ``network`` or
+    ``model`` (``last.pt``).
+    """
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise LGGInputError(checkpoint, "checkpoint not found (train the bundle first, or pass --checkpoint)")
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and weights-only errors have many types
+        raise LGGInputError(
+            checkpoint, f"cannot be loaded as weights ({type(err).__name__}: {str(err).splitlines()[0]})"
+        ) from None
+    if isinstance(state, dict):
+        for key in ("network", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    try:
+        network.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first = str(err).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise LGGInputError(
+            checkpoint,
+            f"does not fit the bundle's network ({detail[:200]}); "
+            "wrong bundle, or trained with another --spatial_size?",
+        ) from None
+    return network
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto``/None: CUDA when present, else CPU; anything else must be usable here."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(str(device))
+    except RuntimeError as err:
+        raise LGGInputError(None, f"--device {device}: {err}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise LGGInputError(None, f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    return resolved
+
+
+def load_network(
+    bundle: str | Path,
+    checkpoint: str | Path | None = None,
+    spatial_size: Sequence[int] | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.nn.Module, BundleInfo]:
+    """Build a bundle's network, load its weights and put it in eval mode on ``device``.
+
+    Args:
+        bundle: bundle folder, zip or name (see :func:`resolve_bundle`).
+        checkpoint: weights (default ``<bundle>/models/model.pt``); a ``.ts`` file is loaded as TorchScript.
+        spatial_size: training patch size, if not the bundle's (UNETR and TransUNet depend on it).
+        device: where to put the network.
+    """
+    root = resolve_bundle(bundle)
+    info = bundle_info(root, spatial_size)
+    checkpoint = Path(checkpoint) if checkpoint else root / "models" / "model.pt"
+    if checkpoint.suffix == ".ts":
+        if not checkpoint.is_file():
+            raise LGGInputError(checkpoint, "TorchScript model not found")
+        network = torch.jit.load(str(checkpoint), map_location="cpu")
+    else:
+        network = bundle_network(
+            root, in_channels=info.in_channels, out_channels=info.out_channels, spatial_size=list(info.spatial_size)
+        )
+        load_state_dict(network, checkpoint)
+    return network.to(device).eval(), info
+
+
+def load_members(
+    bundle: str | Path,
+    checkpoint: str | Path | None = None,
+    ensemble: Sequence[str | Path] = (),
+    spatial_size: Sequence[int] | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[list[torch.nn.Module], BundleInfo]:
+    """The networks of an ensemble: ``bundle`` (with ``checkpoint``) and each ``ensemble`` entry.
+
+    An ``ensemble`` entry is another bundle (folder, zip or name, with its own ``models/model.pt``) or
+    a checkpoint file (``.pt`` / ``.ts``) of ``bundle``'s network. The settings (patch size,
+    threshold) are those of ``bundle``.
+    """
+    first, info = load_network(bundle, checkpoint, spatial_size, device)
+    members = [first]
+    for entry in ensemble:
+        path = Path(entry)
+        if path.suffix in (".pt", ".pth", ".ts"):
+            members.append(load_network(bundle, path, spatial_size, device)[0])
+        else:
+            member, member_info = load_network(entry, None, spatial_size, device)
+            if member_info.in_channels != info.in_channels or member_info.out_channels != info.out_channels:
+                raise LGGInputError(entry, "has other input/output channels than the first bundle: cannot be ensembled")
+            members.append(member)
+    return members, info

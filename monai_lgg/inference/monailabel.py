@@ -1,0 +1,160 @@
+"""Serve a monai-lgg bundle with MONAI Label's ``monaibundle`` app.
+
+MONAI Label's ``BundleInferTask`` (monailabel 0.8.5, ``monailabel/tasks/infer/bundle.py``) reads,
+from ``<app>/model/<name>/``:
+
+* ``configs/inference.json`` (or ``.yaml``), parsed with ``bundle_root`` set to the folder;
+* ``models/model.pt`` (else ``models/model.ts``), and every ``models/*.pt`` as choices of the
+  ``model_filename`` option, the shortest name being the default; it loads the file with
+  ``torch.load``, takes ``checkpoint.get("model", checkpoint)`` and calls
+  ``load_state_dict(strict=False)``;
+* ``configs/metadata.json``: the first key of ``network_data_format.inputs`` (image key) and of
+  ``outputs`` (prediction key), the output ``channel_def`` (label names; ``background`` dropped), the
+  input ``spatial_shape`` (its length is the reported dimension), ``description`` and ``version``;
+* config keys ``network_def`` (instantiated), ``preprocessing`` / ``pre_transforms`` (a ``Compose`` or
+  list; each ``LoadImaged`` gets ``image_only=False`` and is wrapped), ``inferer``,
+  ``postprocessing`` / ``post_transforms`` (``SaveImaged`` is dropped, MONAI Label's ``Restored`` is
+  appended), ``device`` (replaced by the request's device) and optional ``displayable_configs``.
+
+The studies MONAI Label serves are single files, so a case must be one 3-channel NIfTI
+(rows x columns x slices x 3): :func:`write_multichannel_studies` makes them from a converted data set.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from monai_lgg.errors import LGGInputError
+from monai_lgg.inference.inputs import find_cases
+from monai_lgg.inference.loading import resolve_bundle
+from monai_lgg.io import atomic_dir, atomic_path
+
+__all__ = ["prepare_monailabel_bundle", "write_multichannel_studies", "check_monailabel_bundle", "monailabel_labels"]
+
+BUNDLE_PARTS = ("configs", "docs", "LICENSE")
+
+
+def prepare_monailabel_bundle(
+    bundle: str | Path, target: str | Path, checkpoint: str | Path | None = None, overwrite: bool = False
+) -> Path:
+    """Copy a bundle for ``<app>/model/<name>``: symlinks resolved, ``models/`` holding only ``model.pt``.
+
+    Only ``model.pt`` is copied because MONAI Label offers every ``models/*.pt`` and picks the
+    shortest name by default: a training checkpoint such as ``last.pt`` would be chosen and loaded
+    with ``strict=False``, i.e. silently with random weights.
+    """
+    root = resolve_bundle(bundle)
+    checkpoint = Path(checkpoint) if checkpoint else root / "models" / "model.pt"
+    if not checkpoint.is_file():
+        raise LGGInputError(checkpoint, "checkpoint not found (train the bundle first, or pass --checkpoint)")
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise LGGInputError(target, "output already exists (pass --overwrite to replace it)")
+    with atomic_dir(target) as tmp:
+        for part in BUNDLE_PARTS:
+            source = root / part
+            if source.is_dir():
+                shutil.copytree(source, tmp / part, symlinks=False)
+            elif source.is_file():
+                shutil.copy2(source, tmp / part)
+        (tmp / "models").mkdir()
+        shutil.copy2(checkpoint, tmp / "models" / "model.pt")
+    target.chmod(0o755)  # readable by a server running as another user
+    return target
+
+
+def write_multichannel_studies(source: str | Path, studies: str | Path, overwrite: bool = False) -> list[Path]:
+    """Write each volume case of ``source`` as one ``<case>.nii.gz`` (rows x columns x slices x 3, uint8).
+
+    Args:
+        source: a converted data set, a folder of NIfTI volumes or one volume.
+        studies: the MONAI Label studies folder to write.
+        overwrite: replace existing files.
+    """
+    cases = [c for c in find_cases(source) if c.form == "volume"]
+    if not cases:
+        raise LGGInputError(source, "holds no NIfTI volumes (convert the Kaggle slices first: monai-lgg convert)")
+    written = []
+    for case in cases:
+        target = Path(studies) / f"{case.name}.nii.gz"
+        if target.exists() and not overwrite:
+            raise LGGInputError(target, "output exists (pass --overwrite to replace it)")
+        images = [nib.load(f) for f in case.files]
+        data = (
+            np.stack([np.asanyarray(i.dataobj) for i in images], axis=-1)
+            if len(images) > 1
+            else np.asanyarray(images[0].dataobj)
+        )
+        stacked = nib.Nifti1Image(data, images[0].affine)
+        stacked.header.set_xyzt_units("mm")
+        with atomic_path(target) as tmp:
+            nib.save(stacked, tmp)
+        written.append(target)
+    return written
+
+
+def monailabel_labels(metadata: dict) -> dict[str, int]:
+    """The ``labels`` MONAI Label derives from ``metadata.json`` (output ``channel_def``, background dropped)."""
+    outputs = metadata["network_data_format"]["outputs"]
+    channels = next(iter(outputs.values())).get("channel_def", {})
+    return {name.lower(): int(index) for index, name in channels.items() if name.lower() != "background"}
+
+
+def check_monailabel_bundle(bundle: str | Path) -> list[str]:
+    """Problems that would stop or mislead MONAI Label's ``BundleInferTask`` on this bundle folder.
+
+    Checks every file and key listed in the module docstring, instantiating ``network_def``,
+    ``preprocessing``, ``inferer`` and ``postprocessing`` the way ``BundleInferTask`` does
+    (``bundle_root`` overridden). An empty list means the bundle is servable.
+    """
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose, LoadImaged
+
+    root = Path(bundle)
+    problems: list[str] = []
+    config_file = root / "configs" / "inference.json"
+    if not config_file.is_file():
+        return [f"{config_file}: missing (BundleInferTask ignores bundles without configs/inference.json)"]
+    models = sorted(p.name for p in (root / "models").glob("*.pt"))
+    if "model.pt" not in models and not (root / "models" / "model.ts").is_file():
+        problems.append(f"{root / 'models'}: neither model.pt nor model.ts")
+    if sorted(models, key=len)[:1] != ["model.pt"] and "model.pt" in models:
+        problems.append(f"{root / 'models'}: {models} - MONAI Label would load {sorted(models, key=len)[0]} by default")
+    metadata_file = root / "configs" / "metadata.json"
+    try:
+        metadata = json.loads(metadata_file.read_text())
+        formats = metadata["network_data_format"]
+        image_key, image = next(iter(formats["inputs"].items()))
+        pred_key, _ = next(iter(formats["outputs"].items()))
+        if not image.get("spatial_shape"):
+            problems.append(f"{metadata_file}: input has no spatial_shape")
+        if not monailabel_labels(metadata):
+            problems.append(f"{metadata_file}: output channel_def names no label")
+    except (OSError, KeyError, StopIteration, ValueError) as err:
+        return problems + [f"{metadata_file}: unusable by MONAI Label ({type(err).__name__}: {err})"]
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser.config.update({"bundle_root": str(root)})
+    for key in ("device", "network_def", "preprocessing", "inferer", "postprocessing"):
+        if key not in parser.config:
+            problems.append(f"{config_file}: no '{key}' key")
+            continue
+        try:
+            value = parser.get_parsed_content(key, instantiate=True)
+        except Exception as err:
+            problems.append(f"{config_file}: '{key}' cannot be instantiated ({type(err).__name__}: {err})")
+            continue
+        if key == "preprocessing":
+            transforms = list(value.transforms) if isinstance(value, Compose) else list(value)
+            if not any(isinstance(t, LoadImaged) and image_key in t.keys for t in transforms):
+                problems.append(f"{config_file}: preprocessing has no LoadImaged of '{image_key}'")
+        if key == "postprocessing" and not isinstance(value, Compose | list):
+            problems.append(f"{config_file}: postprocessing is not a Compose or list")
+    if pred_key != "pred" or image_key != "image":
+        problems.append(f"{metadata_file}: keys {image_key!r}/{pred_key!r}, the configs use 'image'/'pred'")
+    return problems

@@ -1,0 +1,209 @@
+"""``monai-lgg predict``: segment slices or volumes with a bundle (or an ensemble) and write the results.
+
+Outputs mirror the input form:
+
+* slices: ``<out_dir>/<name>_mask.tif`` (or ``.png`` like the input), uint8 {0, 255}, in the input's
+  folder structure (Kaggle naming: ``<case>_<n>.tif`` -> ``<case>_<n>_mask.tif``);
+* volumes: ``<case>.nii.gz``, uint8 {0, 1} with the input's affine and header.
+
+Optionally probability maps (``<name>_prob.tif`` / ``<case>_prob.nii.gz``, float32) and overlay PNGs
+(``overlays/``); always ``<case>_tumour.csv`` (tumour area per slice, volume in voxels and mm³) and
+``tumour_summary.csv`` (one row per case).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from monai_lgg.errors import LGGInputError
+from monai_lgg.inference.inputs import Case, _stem, find_cases, load_case
+from monai_lgg.inference.loading import load_members, resolve_device
+from monai_lgg.inference.predictor import Predictor
+from monai_lgg.inference.writers import (
+    StagedOutput,
+    staged_output,
+    tumour_rows,
+    write_csv,
+    write_nifti,
+    write_overlay,
+    write_probability_slice,
+    write_slice_mask,
+)
+
+__all__ = ["predict", "planned_outputs"]
+
+FLAIR = 1
+SUMMARY_CSV = "tumour_summary.csv"
+
+
+def _mask_name(path: Path) -> str:
+    suffix = path.suffix.lower() if path.suffix.lower() in (".tif", ".tiff", ".png") else ".png"
+    return f"{_stem(path)}_mask{suffix}"
+
+
+def planned_outputs(case: Case, probabilities: bool = False) -> list[Path]:
+    """Output files of a case whose names do not depend on the prediction (overlays do)."""
+    if case.form == "slices":
+        files = [case.out_dir / _mask_name(f) for f in case.files]
+        files += [case.out_dir / f"{_stem(f)}_prob.tif" for f in case.files] if probabilities else []
+    else:
+        files = [case.out_dir / f"{case.name}.nii.gz"] + (
+            [case.out_dir / f"{case.name}_prob.nii.gz"] if probabilities else []
+        )
+    return files + [case.out_dir / f"{case.name}_tumour.csv"]
+
+
+def _overlay_slices(mask: np.ndarray) -> list[int]:
+    """Slices with predicted tumour, or the middle slice when there is none."""
+    area = mask.reshape(-1, mask.shape[-1]).sum(0)
+    return [int(k) for k in np.flatnonzero(area)] or [mask.shape[-1] // 2]
+
+
+def _write_case(
+    stage: StagedOutput,
+    case: Case,
+    image: torch.Tensor,
+    reference,
+    probability: np.ndarray,
+    mask: np.ndarray,
+    spacing: Sequence[float],
+    probabilities: bool,
+    overlays: bool,
+) -> dict:
+    """Stage every output of one case and return its summary row."""
+    if case.form == "slices":
+        labels: list[int | str] = [_stem(f) for f in case.files]
+        for k, path in enumerate(case.files):
+            write_slice_mask(stage.path(case.out_dir / _mask_name(path)), mask[..., k])
+            if probabilities:
+                write_probability_slice(stage.path(case.out_dir / f"{_stem(path)}_prob.tif"), probability[..., k])
+        overlay_names = [f"{_stem(f)}.png" for f in case.files]
+        output = case.out_dir / _mask_name(case.files[0]) if len(case.files) == 1 else case.out_dir
+    else:
+        labels = list(range(1, mask.shape[-1] + 1))
+        output = case.out_dir / f"{case.name}.nii.gz"
+        write_nifti(stage.path(output), mask, reference, np.uint8)
+        if probabilities:
+            write_nifti(stage.path(case.out_dir / f"{case.name}_prob.nii.gz"), probability, reference, np.float32)
+        overlay_names = [f"{case.name}_{k:03d}.png" for k in labels]
+    if overlays:
+        for k in _overlay_slices(mask):
+            write_overlay(
+                stage.path(case.out_dir / "overlays" / overlay_names[k]), image[FLAIR, ..., k].numpy(), mask[..., k]
+            )
+    rows = tumour_rows(mask, spacing, labels)
+    write_csv(stage.path(case.out_dir / f"{case.name}_tumour.csv"), rows)
+    return {
+        "case": case.name,
+        "input": str(case.files[0].parent if len(case.files) > 1 and case.form == "slices" else case.files[0]),
+        "output": str(output),
+        "slices": int(mask.shape[-1]),
+        "tumour_slices": sum(1 for r in rows[:-1] if r["tumour_pixels"]),
+        "tumour_voxels": rows[-1]["tumour_pixels"],
+        "tumour_volume_mm3": rows[-1]["tumour_volume_mm3"],
+    }
+
+
+def _spacing(case: Case, reference, spacing: Sequence[float] | None) -> tuple[float, float, float]:
+    if spacing is not None:
+        if len(spacing) != 3 or any(float(s) <= 0 for s in spacing):
+            raise LGGInputError(
+                None, f"spacing must be three positive numbers (row, column, slice) in mm, got {list(spacing)}"
+            )
+        return tuple(float(s) for s in spacing)  # type: ignore[return-value]
+    if reference is not None:
+        return tuple(float(z) for z in reference.header.get_zooms()[:3])  # type: ignore[return-value]
+    return (1.0, 1.0, 1.0)
+
+
+def predict(
+    source: str | Path,
+    output: str | Path,
+    bundle: str | Path = "unet",
+    checkpoint: str | Path | None = None,
+    ensemble: Sequence[str | Path] = (),
+    device: str | torch.device | None = "auto",
+    batch_size: int = 8,
+    threshold: float | None = None,
+    tta: bool = False,
+    largest_component: bool = False,
+    probabilities: bool = False,
+    overlays: bool = False,
+    spatial_size: Sequence[int] | None = None,
+    spacing: Sequence[float] | None = None,
+    overlap: float = 0.25,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[dict]:
+    """Segment every case of ``source`` and write the results under the folder ``output``.
+
+    Args:
+        source: a slice image, a folder of slices (Kaggle layout), a NIfTI volume (or one of its
+            ``_000x`` modality files), a folder of volumes or a converted data set.
+        output: output folder (created; existing outputs are replaced only with ``overwrite``).
+        bundle: bundle folder, bundle zip or project bundle name.
+        checkpoint: weights of ``bundle`` (default ``<bundle>/models/model.pt``).
+        ensemble: further bundles or checkpoints whose probabilities are averaged with ``bundle``'s.
+        device: ``auto`` (CUDA if present), ``cpu``, ``cuda``, ``cuda:1``...
+        batch_size: 2D windows per forward pass.
+        threshold: probability threshold (default: the bundle's, 0.5).
+        tta: average with the left-right flipped image.
+        largest_component: keep the largest 3D connected component of each case.
+        probabilities: also write probability maps.
+        overlays: also write overlay PNGs of the slices with tumour.
+        spatial_size: the bundle's training patch size, if it was trained with another one.
+        spacing: (row, column, slice) mm for the tumour table of slice inputs (default 1 mm; NIfTI: header).
+        overlap: sliding-window overlap for slices larger than the patch size.
+        overwrite: replace existing output files.
+        progress: show a progress bar.
+
+    Returns:
+        one summary row per case (also written to ``tumour_summary.csv``).
+
+    Raises:
+        LGGInputError: bad input, bundle, checkpoint or option; nothing is written then.
+    """
+    cases = find_cases(source)
+    with staged_output(output, overwrite) as stage:
+        stage.check_free([f for case in cases for f in planned_outputs(case, probabilities)] + [SUMMARY_CSV])
+        torch_device = resolve_device(device)
+        networks, info = load_members(bundle, checkpoint, ensemble, spatial_size, torch_device)
+        predictor = Predictor(
+            networks,
+            info.spatial_size,
+            torch_device,
+            batch_size,
+            overlap,
+            tta,
+            info.threshold if threshold is None else threshold,
+            largest_component,
+        )
+        summary = []
+        with tqdm(
+            total=sum(c.num_files for c in cases), desc="predict", unit="file", disable=not progress, file=sys.stderr
+        ) as bar:
+            for case in cases:
+                image, reference = load_case(case, info.in_channels)
+                probability, mask = (t.numpy() for t in predictor(image))
+                summary.append(
+                    _write_case(
+                        stage,
+                        case,
+                        image,
+                        reference,
+                        probability,
+                        mask,
+                        _spacing(case, reference, spacing),
+                        probabilities,
+                        overlays,
+                    )
+                )
+                bar.update(case.num_files)
+        write_csv(stage.path(SUMMARY_CSV), summary)
+    return summary

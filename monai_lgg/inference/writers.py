@@ -1,0 +1,158 @@
+"""Prediction outputs: masks, probability maps, overlays and tumour tables, staged then moved into place.
+
+Everything is written into a hidden staging folder beside the output and moved into place (one
+``os.replace`` per file) only when the whole run succeeded, so a failing input leaves no partial
+output and every output file appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import nibabel as nib
+import numpy as np
+import tifffile
+
+from monai_lgg.engines.reports import overlay
+from monai_lgg.errors import LGGInputError
+
+__all__ = [
+    "StagedOutput",
+    "staged_output",
+    "write_slice_mask",
+    "write_probability_slice",
+    "write_nifti",
+    "write_overlay",
+    "tumour_rows",
+    "write_csv",
+]
+
+
+class StagedOutput:
+    """Files to be moved under ``root`` when the run succeeds; see :func:`staged_output`."""
+
+    def __init__(self, root: Path, staging: Path, overwrite: bool) -> None:
+        self.root, self.staging, self.overwrite = root, staging, overwrite
+        self.files: list[Path] = []
+
+    def check_free(self, relative_paths: Sequence[str | Path]) -> None:
+        """Refuse (before any work) outputs that exist, unless overwriting."""
+        if self.overwrite:
+            return
+        for rel in relative_paths:
+            if (self.root / rel).exists():
+                raise LGGInputError(self.root / rel, "output exists (pass --overwrite to replace it)")
+
+    def path(self, relative: str | Path) -> Path:
+        """The staging path of output ``relative`` (its folder is created)."""
+        relative = Path(relative)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise LGGInputError(relative, "output name would leave the output folder")
+        staged = self.staging / relative
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        self.files.append(relative)
+        return staged
+
+    def commit(self) -> None:
+        self.check_free(self.files)
+        for rel in self.files:
+            target = self.root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.staging / rel, target)
+
+
+@contextmanager
+def staged_output(root: str | Path, overwrite: bool = False) -> Iterator[StagedOutput]:
+    """Stage output files for ``root``; move them there only if the block succeeds.
+
+    Raises:
+        LGGInputError: ``root`` is an existing file.
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise LGGInputError(root, "output must be a folder, and this is a file")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".part", dir=root.parent))
+    stage = StagedOutput(root, staging, overwrite)
+    try:
+        yield stage
+        stage.commit()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_slice_mask(path: Path, mask: np.ndarray) -> None:
+    """A Kaggle-style mask, uint8 {0, 255}, as TIFF or PNG by the file's extension."""
+    values = (np.asarray(mask) > 0).astype(np.uint8) * 255
+    if path.suffix.lower() in (".tif", ".tiff"):
+        tifffile.imwrite(path, values)
+    elif not cv2.imwrite(str(path), values):
+        raise OSError(f"cannot write {path}")
+
+
+def write_probability_slice(path: Path, probability: np.ndarray) -> None:
+    """A float32 TIFF of tumour probabilities in [0, 1]."""
+    tifffile.imwrite(path, np.asarray(probability, dtype=np.float32))
+
+
+def write_nifti(path: Path, array: np.ndarray, reference: nib.Nifti1Image, dtype: type = np.uint8) -> None:
+    """``array`` (rows x columns x slices) as NIfTI with ``reference``'s affine and header (3D, ``dtype``)."""
+    header = reference.header.copy()
+    image = nib.Nifti1Image(np.asarray(array, dtype=dtype), reference.affine, header)
+    image.set_data_dtype(dtype)
+    image.header.set_slope_inter(None, None)
+    image.header.set_intent("none")
+    nib.save(image, path)
+
+
+def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray) -> None:
+    """PNG of one slice: grey FLAIR with the predicted tumour in red (``engines.reports.overlay``)."""
+    if not cv2.imwrite(str(path), overlay(np.asarray(image), None, np.asarray(mask))):
+        raise OSError(f"cannot write {path}")
+
+
+def tumour_rows(mask: np.ndarray, spacing: Sequence[float], numbers: Sequence[int | str]) -> list[dict]:
+    """Per-slice tumour area and volume rows, then an ``all`` row with the totals.
+
+    Args:
+        mask: binary mask (rows, columns, slices).
+        spacing: (row, column, slice) voxel size in mm.
+        numbers: the slice labels written in the ``slice`` column.
+    """
+    pixel_mm2 = float(spacing[0]) * float(spacing[1])
+    voxel_mm3 = pixel_mm2 * float(spacing[2])
+    counts = (np.asarray(mask) > 0).reshape(-1, mask.shape[-1]).sum(0)
+    rows = [
+        {
+            "slice": number,
+            "tumour_pixels": int(n),
+            "tumour_area_mm2": round(n * pixel_mm2, 4),
+            "tumour_volume_mm3": round(n * voxel_mm3, 4),
+        }
+        for number, n in zip(numbers, counts, strict=True)
+    ]
+    total = int(counts.sum())
+    rows.append(
+        {
+            "slice": "all",
+            "tumour_pixels": total,
+            "tumour_area_mm2": round(total * pixel_mm2, 4),
+            "tumour_volume_mm3": round(total * voxel_mm3, 4),
+        }
+    )
+    return rows
+
+
+def write_csv(path: Path, rows: Sequence[dict]) -> None:
+    """Rows as CSV with the first row's keys as header."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

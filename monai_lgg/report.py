@@ -1,0 +1,395 @@
+"""``monai-lgg report``: turn an evaluation output into a readable HTML (or Markdown + PNG) report.
+
+Input: the folder written by a bundle's ``evaluate.json`` (``per_patient.csv``, ``summary.json``,
+``overlays/<case>_<slice>.png``) and, optionally, the bundle's TensorBoard ``logs/``. The report holds
+the metrics table (mean, median, bootstrap 95 % CI), a per-patient Dice bar chart with mean and
+median lines, box plots of the per-patient scores, the training curves, a grid of overlays of the
+best and worst patients, and the per-patient table. Figures are PNGs made with matplotlib's
+object API (no GUI backend); the HTML embeds them, so it is one self-contained file.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from monai_lgg.errors import LGGInputError
+from monai_lgg.io import atomic_dir, atomic_path
+
+__all__ = ["Evaluation", "load_evaluation", "read_training_curves", "make_figures", "make_report"]
+
+SCORES = ("dice", "iou", "precision", "recall", "f1", "slice_dice")
+TABLE_METRICS = ("dice", "iou", "precision", "recall", "f1", "accuracy", "hd95", "slice_dice")
+COLOURS = {"bar": "#4C72B0", "mean": "#C44E52", "median": "#55A868"}
+
+
+@dataclass
+class Evaluation:
+    """An evaluation output folder, read.
+
+    Attributes:
+        folder: the folder.
+        rows: ``per_patient.csv`` rows (numbers as floats, ``case`` as str).
+        summary: ``summary.json`` (empty if absent).
+        overlays: ``{case: [overlay PNG paths]}``.
+    """
+
+    folder: Path
+    rows: list[dict]
+    summary: dict = field(default_factory=dict)
+    overlays: dict[str, list[Path]] = field(default_factory=dict)
+
+    def scores(self, key: str) -> np.ndarray:
+        return np.array([r[key] for r in self.rows], dtype=float)
+
+
+def _number(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def load_evaluation(folder: str | Path) -> Evaluation:
+    """Read an evaluation output folder.
+
+    Raises:
+        LGGInputError: no ``per_patient.csv``, or it has no patients.
+    """
+    folder = Path(folder)
+    table = folder / "per_patient.csv"
+    if not table.is_file():
+        raise LGGInputError(folder, "is not an evaluation output (no per_patient.csv; run monai-lgg evaluate first)")
+    with open(table, newline="") as f:
+        rows = [{k: (v if k == "case" else _number(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+    if not rows or "dice" not in rows[0]:
+        raise LGGInputError(table, "has no patients or no 'dice' column")
+    summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
+    overlays: dict[str, list[Path]] = {}
+    for png in sorted((folder / "overlays").glob("*.png")):
+        case = png.stem.rsplit("_", 1)[0]
+        overlays.setdefault(case, []).append(png)
+    return Evaluation(folder, rows, summary, overlays)
+
+
+def read_training_curves(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Scalar curves of every TensorBoard event file in ``log_dir``, merged.
+
+    A resumed or repeated run writes new files; for a step logged more than once the latest value wins.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    latest: dict[str, dict[int, tuple[float, float]]] = {}
+    for events in sorted(Path(log_dir).glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags().get("scalars", []):
+            for event in accumulator.Scalars(tag):
+                previous = latest.setdefault(tag, {}).get(event.step)
+                if previous is None or event.wall_time >= previous[0]:
+                    latest[tag][event.step] = (event.wall_time, event.value)
+    return {tag: sorted((step, value) for step, (_, value) in steps.items()) for tag, steps in latest.items()}
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def dice_bar_chart(evaluation: Evaluation) -> bytes:
+    """Per-patient Dice, sorted, with mean and median lines."""
+    order = np.argsort(-evaluation.scores("dice"), kind="stable")
+    cases = [evaluation.rows[i]["case"] for i in order]
+    dice = evaluation.scores("dice")[order]
+    fig = _figure(min(max(6.0, 0.22 * len(cases) + 1.5), 24.0), 4.2)
+    ax = fig.add_subplot()
+    ax.bar(range(len(cases)), dice, color=COLOURS["bar"], width=0.8)
+    for name, value in (("mean", np.nanmean(dice)), ("median", np.nanmedian(dice))):
+        ax.axhline(
+            value,
+            color=COLOURS[name],
+            linestyle="--" if name == "mean" else ":",
+            linewidth=1.6,
+            label=f"{name} {value:.3f}",
+        )
+    ax.set_xticks(range(len(cases)), cases, rotation=90, fontsize=7 if len(cases) > 30 else 8)
+    ax.set_ylim(0, 1.0)
+    ax.set_xlim(-0.6, len(cases) - 0.4)
+    ax.set_ylabel("Dice (3D, per patient)")
+    ax.set_title(f"Per-patient Dice ({len(cases)} patients)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower left")
+    return _png(fig)
+
+
+def score_box_plot(evaluation: Evaluation) -> bytes:
+    """Box plots of the per-patient scores with every patient as a jittered point."""
+    keys = [k for k in SCORES if k in evaluation.rows[0]]
+    fig = _figure(7.5, 4.2)
+    ax = fig.add_subplot()
+    data = [evaluation.scores(k)[~np.isnan(evaluation.scores(k))] for k in keys]
+    ax.boxplot(
+        data,
+        tick_labels=[k.replace("_", " ") for k in keys],
+        showmeans=True,
+        showfliers=False,
+        widths=0.5,
+        meanprops={
+            "marker": "D",
+            "markerfacecolor": COLOURS["mean"],
+            "markeredgecolor": COLOURS["mean"],
+            "markersize": 5,
+        },
+    )
+    jitter = np.random.default_rng(0)
+    for i, values in enumerate(data, start=1):
+        ax.scatter(i + jitter.uniform(-0.12, 0.12, len(values)), values, s=10, color="black", alpha=0.45, zorder=3)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("score per patient")
+    ax.set_title("Per-patient scores (box: quartiles, line: median, diamond: mean)")
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def training_curves_plot(curves: dict[str, list[tuple[int, float]]]) -> bytes | None:
+    """Training loss and validation scores per epoch; None without curves."""
+    losses = {t: v for t, v in curves.items() if "loss" in t}
+    scores = {
+        t: v
+        for t, v in curves.items()
+        if t in ("val_mean_dice", "val_slice_dice", "val_iou", "val_recall", "val_precision")
+    }
+    if not losses and not scores:
+        return None
+    fig = _figure(10.0, 3.8)
+    for position, (group, title, ylabel) in enumerate(
+        ((losses, "Training loss", "loss"), (scores, "Validation", "score")), start=1
+    ):
+        ax = fig.add_subplot(1, 2, position)
+        for tag, points in sorted(group.items()):
+            steps, values = zip(*points, strict=True)
+            ax.plot(steps, values, marker="o", markersize=3, label=tag.replace("val_", "").replace("_", " "))
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if group:
+            ax.legend(fontsize=8)
+        if group is scores:
+            ax.set_ylim(0, 1.0)
+    return _png(fig)
+
+
+def overlay_grid(evaluation: Evaluation, num_patients: int = 3) -> bytes | None:
+    """Overlays of the best and worst patients (by Dice), one row per patient; None without overlays."""
+    import cv2
+
+    ranked = sorted((r for r in evaluation.rows if evaluation.overlays.get(r["case"])), key=lambda r: -r["dice"])
+    if not ranked:
+        return None
+    best = ranked[:num_patients]
+    worst = [r for r in ranked[::-1][:num_patients] if r not in best][::-1]
+    chosen = [("best", r) for r in best] + [("worst", r) for r in worst]
+    columns = max(len(evaluation.overlays[r["case"]]) for _, r in chosen)
+    fig = _figure(2.3 * columns + 0.4, 2.5 * len(chosen) + 0.5)
+    grid = fig.add_gridspec(len(chosen), columns)
+    for row, (kind, record) in enumerate(chosen):
+        for col, png in enumerate(evaluation.overlays[record["case"]]):
+            ax = fig.add_subplot(grid[row, col])
+            ax.imshow(cv2.cvtColor(cv2.imread(str(png)), cv2.COLOR_BGR2RGB))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(f"slice {png.stem.rsplit('_', 1)[-1].lstrip('0') or '0'}", fontsize=8)
+            if col == 0:
+                ax.set_title(f"{kind}: {record['case']}  (Dice {record['dice']:.3f})", loc="left", fontsize=9)
+    fig.suptitle("Best and worst patients - ground truth green, prediction red, overlap yellow", fontsize=10)
+    return _png(fig)
+
+
+def make_figures(evaluation: Evaluation, log_dir: str | Path | None = None, num_patients: int = 3) -> dict[str, bytes]:
+    """The report's PNG figures by name (absent ones left out)."""
+    figures = {"dice_per_patient": dice_bar_chart(evaluation), "score_boxplot": score_box_plot(evaluation)}
+    if log_dir is not None and Path(log_dir).is_dir():
+        curves = training_curves_plot(read_training_curves(log_dir))
+        if curves:
+            figures["training_curves"] = curves
+    grid = overlay_grid(evaluation, num_patients)
+    if grid:
+        figures["best_worst_overlays"] = grid
+    return figures
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
+    return "n/a" if value is None else str(value)
+
+
+def metrics_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the summary metrics (from ``summary.json``, else computed from the CSV)."""
+    stats = evaluation.summary.get("per_patient", {})
+    header = ["metric", "mean", "median", "std", "95% CI", "min", "max", "n"]
+    rows = []
+    for key in TABLE_METRICS:
+        if key not in evaluation.rows[0]:
+            continue
+        values = evaluation.scores(key)
+        s = stats.get(key) or {
+            "mean": float(np.nanmean(values)),
+            "median": float(np.nanmedian(values)),
+            "std": float(np.nanstd(values)),
+            "min": float(np.nanmin(values)),
+            "max": float(np.nanmax(values)),
+            "n": int((~np.isnan(values)).sum()),
+        }
+        ci = f"{_fmt(s['ci_low'])} - {_fmt(s['ci_high'])}" if "ci_low" in s else "n/a"
+        n = f"{s['n']}" + (f" (+{s['n_nan']} NaN)" if s.get("n_nan") else "")
+        rows.append([key, _fmt(s["mean"]), _fmt(s["median"]), _fmt(s["std"]), ci, _fmt(s["min"]), _fmt(s["max"]), n])
+    return header, rows
+
+
+def patient_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-patient table, best Dice first."""
+    header = list(evaluation.rows[0])
+    rows = [
+        [_fmt(r[k]) if k != "case" else r[k] for k in header] for r in sorted(evaluation.rows, key=lambda r: -r["dice"])
+    ]
+    return header, rows
+
+
+def _extra_lines(evaluation: Evaluation) -> list[str]:
+    s = evaluation.summary
+    lines = [f"{k}: {s[k]}" for k in ("bundle", "checkpoint", "fold", "split", "datalist") if k in s]
+    lines.append(f"patients: {len(evaluation.rows)}")
+    if "pooled_slice_dice" in s:
+        pooled = s["pooled_slice_dice"]
+        lines.append(f"pooled per-slice Dice: {_fmt(pooled['mean'])} over {pooled['slices']} slices")
+    for name, rate in s.get("false_positive_rate", {}).items():
+        counts = f"{rate.get('false_positives')} of {rate.get('of')}"
+        lines.append(f"false-positive rate on {name.replace('_', ' ')}: {_fmt(rate.get('rate'))} ({counts})")
+    if "empty_mask_rules" in s:
+        lines.append(f"empty masks: {s['empty_mask_rules']}")
+    return lines
+
+
+CAPTIONS = {
+    "dice_per_patient": "Per-patient Dice",
+    "score_boxplot": "Per-patient score distributions",
+    "training_curves": "Training curves (TensorBoard logs)",
+    "best_worst_overlays": "Best and worst patients",
+}
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;font-size:13px;margin:1em 0}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    "td:first-child,th:first-child{text-align:left}th{background:#f2f2f2}img{max-width:100%;border:1px solid #eee}"
+    "ul{font-size:14px}"
+)
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(evaluation: Evaluation, figures: dict[str, bytes], title: str) -> str:
+    """One self-contained HTML page (figures embedded as base64 PNG)."""
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1><ul>"
+        + "".join(f"<li>{html.escape(line)}</li>" for line in _extra_lines(evaluation))
+        + "</ul>",
+        "<h2>Metrics</h2>",
+        _html_table(*metrics_table(evaluation)),
+    ]
+    for name, png in figures.items():
+        data = base64.b64encode(png).decode()
+        parts.append(f"<h2>{CAPTIONS[name]}</h2><img alt='{name}' src='data:image/png;base64,{data}'>")
+    parts += ["<h2>Per-patient results</h2>", _html_table(*patient_table(evaluation)), "</body></html>"]
+    return "\n".join(parts)
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def render_markdown(evaluation: Evaluation, figures: dict[str, bytes], title: str) -> str:
+    """Markdown referring to the figures as ``<name>.png`` beside it."""
+    parts = [
+        f"# {title}",
+        "\n".join(f"- {line}" for line in _extra_lines(evaluation)),
+        "## Metrics",
+        _md_table(*metrics_table(evaluation)),
+    ]
+    parts += [f"## {CAPTIONS[name]}\n\n![{name}]({name}.png)" for name in figures]
+    parts += ["## Per-patient results", _md_table(*patient_table(evaluation))]
+    return "\n\n".join(parts) + "\n"
+
+
+def make_report(
+    eval_dir: str | Path,
+    output: str | Path | None = None,
+    log_dir: str | Path | None = None,
+    format: str = "html",
+    num_patients: int = 3,
+    title: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the report of an evaluation output.
+
+    Args:
+        eval_dir: evaluation output folder (``per_patient.csv``, ``summary.json``, ``overlays/``).
+        output: ``html``: the HTML file (default ``<eval_dir>/report.html``); ``md``: a folder for
+            ``report.md`` and its PNGs (default ``<eval_dir>/report``).
+        log_dir: TensorBoard logs for the training curves (default ``<eval_dir>/../logs`` when present).
+        format: ``html`` (one self-contained file) or ``md`` (Markdown + PNG files).
+        num_patients: best and worst patients shown in the overlay grid.
+        title: report title (default from the bundle name and split).
+        overwrite: replace an existing report.
+
+    Returns:
+        the HTML file or the Markdown folder.
+    """
+    if format not in ("html", "md"):
+        raise LGGInputError(None, f"format must be 'html' or 'md', got {format!r}")
+    evaluation = load_evaluation(eval_dir)
+    default_logs = Path(eval_dir).resolve().parent / "logs"
+    log_dir = log_dir if log_dir is not None else (default_logs if default_logs.is_dir() else None)
+    if log_dir is not None and not Path(log_dir).is_dir():
+        raise LGGInputError(log_dir, "log folder not found")
+    target = Path(output) if output else Path(eval_dir) / ("report.html" if format == "html" else "report")
+    if target.exists() and not overwrite:
+        raise LGGInputError(target, "output exists (pass --overwrite to replace it)")
+    s = evaluation.summary
+    title = title or f"Evaluation report: {s.get('bundle', Path(eval_dir).resolve().parent.name)}" + (
+        f" (fold {s['fold']}, {s['split']} split)" if "fold" in s and "split" in s else ""
+    )
+    figures = make_figures(evaluation, log_dir, num_patients)
+    if format == "html":
+        with atomic_path(target) as tmp:
+            tmp.write_text(render_html(evaluation, figures, title))
+    else:
+        with atomic_dir(target) as tmp:
+            for name, png in figures.items():
+                (tmp / f"{name}.png").write_bytes(png)
+            (tmp / "report.md").write_text(render_markdown(evaluation, figures, title))
+    return target

@@ -1,0 +1,19 @@
+#!/usr/bin/env python
+"""Inference latency of a bundle (default: unet): same as ``monai-lgg benchmark [options]``.
+
+    python tools/benchmark_inference.py [--bundle unet] [--num_slices 40] [--threads 2] [--json FILE]
+
+Prints a Markdown table (1 slice and one ~40-slice 256x256 volume, CPU and CUDA when present, with
+and without flip TTA) and writes the numbers with their context (load average, versions) to
+``benchmark_inference.json`` unless ``--json`` names another file.
+"""
+
+import sys
+
+from monai_lgg.cli import main
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if not any(a == "--json" or a.startswith("--json=") for a in args):
+        args += ["--json", "benchmark_inference.json"]
+    main(["benchmark", *args])
