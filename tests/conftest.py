@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ from monai_lgg.data.synthetic import generate_synthetic_kaggle
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MONAI_LGG_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
 SHARED_LGG = SHARED_DATA / "lgg" / "kaggle_3m"
+# The installed console script beside the running interpreter: `make test` runs .venv/bin/python
+# without activating the environment, so the script is not on PATH.
+CONSOLE_SCRIPT = str(Path(sys.executable).parent / "monai-lgg")
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,11 @@ import sys
 
 import pytest
 
+from .conftest import CONSOLE_SCRIPT
+
 
 def run_cli(*args: str, module: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai_lgg", *args] if module else ["monai-lgg", *args]
+    cmd = [sys.executable, "-m", "monai_lgg", *args] if module else [CONSOLE_SCRIPT, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 

@@ -23,7 +23,7 @@ from monai_lgg.data.kaggle import convert_kaggle
 from monai_lgg.data.synthetic import generate_synthetic_kaggle
 from monai_lgg.inference import Predictor, find_cases, load_case, load_network
 
-from .conftest import PROJECT_ROOT
+from .conftest import CONSOLE_SCRIPT, PROJECT_ROOT
 
 TINY = ["--spatial_size", "[64,64]"]
 
@@ -261,7 +261,7 @@ def test_bundle_zip(tiny, tmp_path):
 
 def test_console_script_help():
     """The console script lists every command; predict --help explains its arguments."""
-    listing = subprocess.run(["monai-lgg", "--help"], capture_output=True, text=True, timeout=120)
+    listing = subprocess.run([CONSOLE_SCRIPT, "--help"], capture_output=True, text=True, timeout=120)
     text = listing.stdout + listing.stderr
     assert listing.returncode == 0
     for command in ("predict", "export", "report", "train", "evaluate", "benchmark", "convert", "synth"):
