@@ -473,6 +473,7 @@ def main(
     fold: int = 0,
     seed: int = 0,
     json_out: str | None = "benchmark.json",
+    sections: str | tuple = "train,pipeline,inference,convert",
 ) -> None:
     """Run the benchmark and print one table (see the module docstring).
 
@@ -496,9 +497,11 @@ def main(
         fold: fold whose training split is used.
         seed: seed of every run.
         json_out: where to write all results (``None``: nowhere).
+        sections: which parts to run, of ``train``, ``pipeline``, ``inference``, ``convert``.
     """
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-    names = variants.split(",") if isinstance(variants, str) else list(variants)
+    parts = set(sections.split(",") if isinstance(sections, str) else sections)
+    names = (variants.split(",") if isinstance(variants, str) else list(variants)) if "train" in parts else []
     bare_names = [n for n in (bare.split(",") if isinstance(bare, str) else list(bare)) if n in names]
     data = dataset_dir
     if dataset_dir == "auto":
@@ -533,7 +536,7 @@ def main(
     runs: dict[str, list[dict]] = {n: [] for n in names}
     bare_runs: dict[str, list[dict]] = {n: [] for n in bare_names}
     ref_runs: list[dict] = []
-    ref_dataset = ReferenceDataset(dataset) if reference else None
+    ref_dataset = ReferenceDataset(dataset) if reference and parts & {"train", "pipeline"} else None
     ref_workers = int(base.get_parsed_content("num_workers")) if reference_workers is None else reference_workers
     for r in range(repeats):
         for name in names:
@@ -543,7 +546,7 @@ def main(
                 fixed = next(iter(parser_for(name).get_parsed_content("train#dataloader")))
                 parser = parser_for(name, **{"train#dataloader": [fixed] * (warmup + steps)})
                 bare_runs[name].append(run_trainer(parser, dev, warmup, steps, batch_size, seed))
-        if reference:
+        if reference and "train" in parts:
             print(f"  [{r + 1}/{repeats}] training reference (load {os.getloadavg()[0]:.2f})", flush=True)
             set_determinism(seed)
             network = base.get_parsed_content("network_def", instantiate=True, lazy=False)
@@ -573,10 +576,12 @@ def main(
     rows += train_rows
 
     # ---- FLOPs of one step (same network for every row), achieved rate
-    network = base.get_parsed_content("network_def", instantiate=True, lazy=False).to(dev).train()
-    sample = next(iter(loaders[next(iter(loaders))]))
-    batch = (sample["image"].to(dev), sample["label"].to(dev))
-    step_flops = flops_per_step(network, batch, base.get_parsed_content("loss", lazy=False))
+    step_flops = 0
+    if train_rows:
+        network = base.get_parsed_content("network_def", instantiate=True, lazy=False).to(dev).train()
+        sample = next(iter(parser_for("batch").get_parsed_content("train#dataloader")))
+        batch = (sample["image"].to(dev), sample["label"].to(dev))
+        step_flops = flops_per_step(network, batch, base.get_parsed_content("loss", lazy=False))
     peak = next((v for k, v in GPU_PEAK_BF16.items() if k in info.get("gpu", "")), None)
     for row in train_rows:
         row["tflops"] = step_flops / batch_size * row["value"] / 1e12
@@ -585,8 +590,11 @@ def main(
             row["notes"] += f" = {100 * row['tflops'] / peak:.1f}% of the {peak} TFLOP/s bf16 peak"
 
     # ---- data pipeline alone (best of 2)
-    print("  data pipeline alone ...", flush=True)
     pipeline = {"loader, workers 0": "plain", "loader, workers 1": "workers1", "batch (bank on device)": "batch"}
+    if "pipeline" not in parts:
+        pipeline, ref_dataset = {}, None
+    else:
+        print("  data pipeline alone ...", flush=True)
     pipeline_rows = []
     for label, name in pipeline.items():
         loader = parser_for(name).get_parsed_content("train#dataloader")
@@ -594,7 +602,7 @@ def main(
         row = summary_row("data pipeline", label, results)
         row["notes"] += "; augmentation included" + ("; CPU time excludes the worker" if "workers 1" in label else "")
         pipeline_rows.append(row)
-    if reference:
+    if ref_dataset is not None:
         results = [time_loader(reference_loader(ref_dataset, batch_size, ref_workers), dev, 2, pipeline_batches)
                    for _ in range(2)]
         row = summary_row("data pipeline", f"reference (skimage), workers {ref_workers}", results)
@@ -605,13 +613,14 @@ def main(
     rows += pipeline_rows
 
     # ---- inference
-    print("  inference ...", flush=True)
-    infer_common = {k: v for k, v in common.items() if k not in ("train#handlers", "fold", "seed")}
-    infer_common["batch_size"] = batch_size
-    rows += run_inference(bundle_parser("inference.json", bundle, infer_common, {}), dev, inference_repeats)
+    if "inference" in parts:
+        print("  inference ...", flush=True)
+        infer_common = {k: v for k, v in common.items() if k not in ("train#handlers", "fold", "seed")}
+        infer_common["batch_size"] = batch_size
+        rows += run_inference(bundle_parser("inference.json", bundle, infer_common, {}), dev, inference_repeats)
 
     # ---- conversion
-    if convert_repeats and data == str(SHARED):
+    if "convert" in parts and convert_repeats and data == str(SHARED):
         print("  conversion ...", flush=True)
         _, conv = measure_conversion(str(SHARED), None, convert_repeats)
         for c in conv:
@@ -624,8 +633,8 @@ def main(
         info["cuda"] = "not measured: no GPU in this run (TFLOP/s vs GPU peak, CUDA memory and bf16 on GPU need one)"
     print()
     print_table(rows)
-    print(f"\nload average start {info['load_average']} end {info['load_average_end']}; "
-          f"one training step = {step_flops / 1e9:.1f} GFLOP (fwd+bwd, batch {batch_size}); "
+    flops = f"one training step = {step_flops / 1e9:.1f} GFLOP (fwd+bwd, batch {batch_size}); " if step_flops else ""
+    print(f"\nload average start {info['load_average']} end {info['load_average_end']}; {flops}"
           f"other_load = busy cores used by other processes during the best run")
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)

@@ -72,7 +72,7 @@ def make_optimizer(
 
     Args:
         fused: use torch's fused (single-kernel) implementation; ``None``: when every parameter is on a
-            CUDA device (on CPU the default multi-tensor one measured as fast: docs/performance.md).
+            CUDA device (elsewhere torch's default implementation).
     """
     key = name.lower()
     params = list(params)
