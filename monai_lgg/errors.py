@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["LGGInputError", "DataProblem", "OutputError", "input_error_in", "reraise_input_errors"]
+__all__ = ["LGGInputError", "DataProblem", "OutputError", "input_error_in", "reraise_input_errors", "as_flag"]
 
 
 class LGGInputError(ValueError):
@@ -73,3 +73,25 @@ def reraise_input_errors() -> Iterator[None]:
         if found is None:
             raise
         raise found from None
+
+
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off", "none", "")
+
+
+def as_flag(value: object, name: str) -> bool:
+    """A boolean config value, also from the text a command line gives.
+
+    ``python -m monai.bundle run ... --resume false`` passes the string ``"false"``, which Python
+    treats as true; this reads it as the user meant, and refuses anything that is not a yes/no.
+
+    Raises:
+        LGGInputError: ``value`` is not a boolean, 0/1 or a yes/no word.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower() if value is not None else ""
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise LGGInputError(None, f"{name} must be true or false, got {value!r}")

@@ -51,6 +51,11 @@ class Evaluation:
     def scores(self, key: str) -> np.ndarray:
         return np.array([r[key] for r in self.rows], dtype=float)
 
+    @property
+    def class_columns(self) -> list[str]:
+        """Per-class score columns of a multi-class evaluation (``dice_<class>``, ``iou_<class>``), else none."""
+        return [k for k in self.rows[0] if k.startswith(("dice_", "iou_"))]
+
 
 def _number(value: str) -> float | str:
     try:
@@ -140,8 +145,8 @@ def dice_bar_chart(evaluation: Evaluation) -> bytes:
 
 def score_box_plot(evaluation: Evaluation) -> bytes:
     """Box plots of the per-patient scores with every patient as a jittered point."""
-    keys = [k for k in SCORES if k in evaluation.rows[0]]
-    fig = _figure(7.5, 4.2)
+    keys = [k for k in SCORES if k in evaluation.rows[0]] + [k for k in evaluation.class_columns if k.startswith("dice_")]
+    fig = _figure(7.5 + 0.6 * max(0, len(keys) - len(SCORES)), 4.2)
     ax = fig.add_subplot()
     data = [evaluation.scores(k)[~np.isnan(evaluation.scores(k))] for k in keys]
     ax.boxplot(
@@ -246,7 +251,7 @@ def metrics_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
     stats = evaluation.summary.get("per_patient", {})
     header = ["metric", "mean", "median", "std", "95% CI", "min", "max", "n"]
     rows = []
-    for key in TABLE_METRICS:
+    for key in list(TABLE_METRICS) + evaluation.class_columns:  # multi-class: per-class rows after the means
         if key not in evaluation.rows[0]:
             continue
         values = evaluation.scores(key)

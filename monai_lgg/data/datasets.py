@@ -61,8 +61,12 @@ class VolumeSliceDataset(torch.utils.data.Dataset):
         label_key: key of the label.
         cache_num_workers: threads used to fill the cache.
         progress: show the caching progress bar.
+        image_channels: channels the images must have, checked by the default ``volume_transform``
+            (3 for LGG; 1 for grey images; ``None``: any).
 
-    Items are dicts with ``image``, ``label``, ``case`` and ``slice`` (0-based).
+    Items are dicts with ``image``, ``label``, ``case`` and ``slice`` (0-based). A datalist item may
+    restrict its volume to some slices with ``slices``: a list of 0-based slice indices (used to
+    reproduce a random slice split, see ``tools/leaky_split.py``); without it every slice is used.
     """
 
     def __init__(
@@ -75,10 +79,11 @@ class VolumeSliceDataset(torch.utils.data.Dataset):
         label_key: str = "label",
         cache_num_workers: int = 1,
         progress: bool = True,
+        image_channels: int | None = 3,
     ) -> None:
         if not data:
             raise LGGInputError(None, "no volumes to train on (empty datalist split)")
-        volume_transform = volume_transform or Compose(presets.load("volume", image_key, label_key))
+        volume_transform = volume_transform or Compose(presets.load("volume", image_key, label_key, image_channels))
         self.slice_transform = slice_transform or Compose(
             presets.preprocess(image_key, label_key) + presets.augment(image_key, label_key)
         )
@@ -93,9 +98,13 @@ class VolumeSliceDataset(torch.utils.data.Dataset):
         positive: list[bool] = []
         for v in range(len(self.volumes)):
             label = torch.as_tensor(self.volumes[v][label_key])
-            flags = label.reshape(-1, label.shape[-1]).amax(0) > 0
-            self.slices += [(v, z) for z in range(label.shape[-1])]
-            positive += flags.tolist()
+            flags = (label.reshape(-1, label.shape[-1]).amax(0) > 0).tolist()
+            chosen = data[v].get("slices")
+            chosen = range(label.shape[-1]) if chosen is None else sorted(int(z) for z in chosen)
+            if chosen and not 0 <= chosen[0] <= chosen[-1] < label.shape[-1]:
+                raise LGGInputError(data[v].get("case"), f"'slices' must be in 0..{label.shape[-1] - 1}")
+            self.slices += [(v, z) for z in chosen]
+            positive += [flags[z] for z in chosen]
         self.index = oversample_index(positive, positive_fraction)
         self.num_positive = int(sum(positive))
 

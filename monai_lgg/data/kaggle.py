@@ -45,6 +45,10 @@ __all__ = [
     "kaggle_affine",
     "read_clinical_csv",
     "convert_kaggle",
+    "save_nifti",
+    "check_output_folder",
+    "write_conversion",
+    "conversion_report",
 ]
 
 CHANNEL_NAMES = ("pre-contrast", "FLAIR", "post-contrast")
@@ -320,7 +324,7 @@ def kaggle_affine(shape: Sequence[int], spacing: Sequence[float] = (1.0, 1.0, 1.
     return affine
 
 
-def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     """Write ``.nii.gz`` atomically with a fixed gzip timestamp, so re-runs give identical bytes."""
     img = nib.Nifti1Image(array, affine)
     img.set_qform(affine, code=1)
@@ -371,8 +375,8 @@ def _convert_case(
     # a failed write (disk full) raises OutputError: it stops the whole conversion, even with skip_bad
     for channel in range(image.shape[-1]):
         target = safe_child(images_dir, f"{case.case_id}_{channel:04d}.nii.gz")
-        _save_nifti(np.ascontiguousarray(image[..., channel]), affine, target)
-    _save_nifti(label, affine, safe_child(labels_dir, f"{case.case_id}.nii.gz"))
+        save_nifti(np.ascontiguousarray(image[..., channel]), affine, target)
+    save_nifti(label, affine, safe_child(labels_dir, f"{case.case_id}.nii.gz"))
     positive = label.reshape(-1, label.shape[2]).any(axis=0)
     summary = {
         "case": case.case_id,
@@ -435,10 +439,7 @@ def convert_kaggle(
         raise LGGInputError(None, f"spacing must be three positive numbers (row, column, slice), got {spacing}")
     output = Path(output)
     root, problems = find_kaggle_root(source)
-    if output.exists() and not overwrite and not _is_previous_output(output):
-        raise LGGInputError(output, "exists and is not a monai-lgg conversion output (pass overwrite to replace it)")
-    if output.resolve() == root.resolve() or root.resolve() in output.resolve().parents:
-        raise LGGInputError(output, "must not be inside the source folder")
+    check_output_folder(output, root, overwrite)
     cases, scan_problems = scan_kaggle(root)
     problems += scan_problems
     clinical_path = Path(clinical_csv) if clinical_csv else root / "data.csv"
@@ -479,11 +480,11 @@ def _convert_into(
             else:
                 summaries.append(summary)
         errors = [p for p in problems if p.fatal]
-        report = _report(root, summaries, problems, sorted(skipped), skip_bad)
+        report = conversion_report(root, summaries, problems, sorted(skipped), skip_bad)
         if (errors and not skip_bad) or not summaries:
             if not summaries and not errors:
                 problems.append(DataProblem(root, "no case could be converted"))
-            report = _report(root, summaries, problems, sorted(skipped), skip_bad)
+            report = conversion_report(root, summaries, problems, sorted(skipped), skip_bad)
             raise _Abort(report)
         for summary in summaries:
             summary["clinical"] = clinical.get("_".join(summary["case"].split("_")[:3]))
@@ -519,6 +520,7 @@ def _map_cases(jobs: list[tuple], workers: int, progress: bool) -> list[tuple[di
 
 
 def _is_previous_output(folder: Path) -> bool:
+    """An empty folder, or one whose ``dataset.json`` names a monai-lgg converter (any of them)."""
     meta = folder / "dataset.json"
     if not folder.is_dir():
         return False
@@ -527,12 +529,28 @@ def _is_previous_output(folder: Path) -> bool:
     try:
         import json
 
-        return json.loads(meta.read_text()).get("converter") == OUTPUT_MARKER
-    except (OSError, ValueError):
+        return str(json.loads(meta.read_text()).get("converter", "")).startswith("monai_lgg.data.")
+    except (OSError, ValueError, AttributeError):
         return False
 
 
-def _report(root: Path, summaries: list[dict], problems: list[DataProblem], skipped: list[str], skip_bad: bool) -> dict:
+def check_output_folder(output: Path, source: Path, overwrite: bool) -> None:
+    """Refuse an ``output`` that is not a previous conversion (unless ``overwrite``) or lies inside ``source``.
+
+    Raises:
+        LGGInputError: naming ``output``.
+    """
+    output, source = Path(output), Path(source)
+    if output.exists() and not overwrite and not _is_previous_output(output):
+        raise LGGInputError(output, "exists and is not a monai-lgg conversion output (pass overwrite to replace it)")
+    if output.resolve() == source.resolve() or source.resolve() in output.resolve().parents:
+        raise LGGInputError(output, "must not be inside the source folder")
+
+
+def conversion_report(
+    root: Path, summaries: list[dict], problems: list[DataProblem], skipped: list[str], skip_bad: bool
+) -> dict:
+    """The ``conversion_report.json`` of a conversion: counts (``patients`` = cases), skipped cases, problems."""
     return {
         "source": str(root),
         "patients": len(summaries),
@@ -565,12 +583,42 @@ def _write_metadata(
         "orientation": "PLS: voxel [i, j, k] = TIFF pixel [row i, column j] of slice k+1",
         "cases": {s["case"]: {k: v for k, v in s.items() if k != "case"} for s in summaries},
     }
+    write_conversion(out, dataset, summaries, folds, num_folds, seed, len(CHANNEL_NAMES), report)
+
+
+def write_conversion(
+    out: Path,
+    dataset: dict,
+    summaries: list[dict],
+    folds: dict[str, int],
+    num_folds: int,
+    seed: int,
+    num_channels: int,
+    report: dict,
+    extra: dict | None = None,
+) -> None:
+    """Write ``dataset.json``, the MONAI datalist ``datalist.json`` and ``conversion_report.json`` of a conversion.
+
+    Shared by every converter, so all converted data sets have the same datalist format.
+
+    Args:
+        out: the (temporary) output folder holding ``imagesTr/`` and ``labelsTr/``.
+        dataset: the content of ``dataset.json``.
+        summaries: per case ``case``, ``institution``, ``num_slices``, ``positive_slices``, sorted by case.
+        folds: ``{case: fold}``.
+        num_folds: number of folds.
+        seed: seed of the fold assignment.
+        num_channels: image files per case (``<case>_0000.nii.gz`` ...).
+        report: the conversion report.
+        extra: more top-level datalist keys (e.g. a fixed test fold).
+    """
     datalist = {
         "num_folds": num_folds,
         "seed": seed,
+        **(extra or {}),
         "training": [
             {
-                "image": [f"imagesTr/{s['case']}_{c:04d}.nii.gz" for c in range(len(CHANNEL_NAMES))],
+                "image": [f"imagesTr/{s['case']}_{c:04d}.nii.gz" for c in range(num_channels)],
                 "label": f"labelsTr/{s['case']}.nii.gz",
                 "case": s["case"],
                 "fold": folds[s["case"]],

@@ -3,7 +3,7 @@
 The fast path of :class:`~monai_lgg.data.datasets.VolumeSliceDataset`: the same cached volumes, the
 same slices and the same oversampled epoch index, but instead of running the MONAI per-sample chain in
 the DataLoader every epoch, :class:`SliceBank` preprocesses every slice once (the deterministic half of
-the chain: per-slice normalisation, binary label), keeps the results in one tensor on the training
+the chain: per-slice normalisation, binary label or checked class indices), keeps the results in one tensor on the training
 device, gathers a batch with one indexing operation and augments it with
 :class:`~monai_lgg.transforms.batch.RandBatchAugment` there. Images are stored as float16 (values of the
 z-scored slices, clipped to +-5, keep ~3 significant digits: at most 2.5e-3 from the float32 chain) and
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from monai_lgg.data.datasets import VolumeSliceDataset
-from monai_lgg.transforms.array import SliceWiseNormalizeIntensity
+from monai_lgg.transforms.array import CheckLabelValues, SliceWiseNormalizeIntensity
 from monai_lgg.transforms.batch import RandBatchAugment
 
 __all__ = ["SliceBank", "batch_loader", "stack_slices"]
@@ -37,7 +37,7 @@ def stack_slices(
 ) -> torch.Tensor:
     """Every slice of the cached volumes of ``dataset`` as one ``(N, C, H, W)`` tensor.
 
-    Slices follow ``dataset.slices`` (volume by volume, slice by slice). Each volume ``(C, H, W, D)`` is
+    Slices follow ``dataset.slices`` (volume by volume, slice by slice; only the slices it lists). Each volume ``(C, H, W, D)`` is
     passed through ``transform`` first (e.g. a per-slice normaliser with ``slice_dim=-1``), then cast to
     ``dtype`` (``None``: kept) and moved to ``device`` one volume at a time.
 
@@ -47,17 +47,25 @@ def stack_slices(
     sizes = {tuple(dataset.volumes[v][key].shape[:-1]) for v in range(len(dataset.volumes))}
     if len(sizes) > 1:
         raise ValueError(f"a slice bank needs equal slice sizes, got {sorted(sizes)}; use augmentation='loader'")
+    chosen: dict[int, list[int]] = {}
+    for v, z in dataset.slices:
+        chosen.setdefault(v, []).append(z)
     parts = []
     for v in range(len(dataset.volumes)):
         volume = torch.as_tensor(dataset.volumes[v][key])
         volume = transform(volume) if transform is not None else volume
         volume = volume.as_tensor() if hasattr(volume, "as_tensor") else volume
-        parts.append(volume.permute(3, 0, 1, 2).to(device=device, dtype=dtype or volume.dtype))
+        parts.append(volume.permute(3, 0, 1, 2)[chosen.get(v, [])].to(device=device, dtype=dtype or volume.dtype))
     return torch.cat(parts).contiguous()
 
 
 def _binary(label: torch.Tensor) -> torch.Tensor:
     return (label >= 0.5).to(torch.uint8)  # as presets.preprocess: AsDiscrete(threshold=0.5)
+
+
+def _label_transform(out_channels: int):
+    """The label preprocessing of ``presets.preprocess``: binary threshold, or checked class indices (uint8)."""
+    return _binary if out_channels == 1 else CheckLabelValues(out_channels)
 
 
 def _identity(batch):
@@ -68,7 +76,8 @@ class SliceBank(torch.utils.data.Dataset):
     """Preprocessed slices of a :class:`VolumeSliceDataset` kept as one tensor on ``device``, augmented in batches.
 
     Item ``i`` is slice ``dataset.index[i]`` (the same oversampled epoch as the dataset). Items are dicts
-    ``{"image": (C, H, W) float32, "label": (1, H, W) float32 {0, 1}}``; ``__getitems__`` returns a whole
+    ``{"image": (C, H, W) float32, "label": (1, H, W) float32}``, the label {0, 1} or, with ``out_channels``
+    ``K > 1``, the class indices 0..K-1 (nearest-neighbour resampling keeps them exact); ``__getitems__`` returns a whole
     batch ``{"image": (B, C, H, W), "label": (B, 1, H, W)}`` (use ``collate_fn`` = identity, as
     :func:`batch_loader` does). Preprocessing is ``presets.preprocess`` (per-slice normalisation, label
     ``>= 0.5``), done once when the bank is built, and ``augment`` matches ``presets.augment``.
@@ -80,6 +89,8 @@ class SliceBank(torch.utils.data.Dataset):
         normalization: ``"zscore"`` or ``"percentile"``, as ``presets.preprocess``.
         image_key: key of the image.
         label_key: key of the label.
+        out_channels: the network's outputs: 1 (binary label, thresholded at 0.5) or the number of classes
+            ``K`` (label values must be the class indices 0..K-1; a file with other values raises ``DataProblem``).
     """
 
     def __init__(
@@ -90,11 +101,12 @@ class SliceBank(torch.utils.data.Dataset):
         normalization: str = "zscore",
         image_key: str = "image",
         label_key: str = "label",
+        out_channels: int = 1,
     ) -> None:
         self.device = torch.device(device)
         normalizer = SliceWiseNormalizeIntensity(slice_dim=-1, method=normalization)
         self.images = stack_slices(dataset, image_key, normalizer, torch.float16, self.device)
-        self.labels = stack_slices(dataset, label_key, _binary, torch.uint8, self.device)
+        self.labels = stack_slices(dataset, label_key, _label_transform(out_channels), torch.uint8, self.device)
         self.index = torch.as_tensor(dataset.index, dtype=torch.long, device=self.device)
         self.augment = augment
         self.image_key, self.label_key = image_key, label_key
@@ -136,7 +148,7 @@ def batch_loader(
         sampler: e.g. ``DistributedSampler`` over the bank's indices (the epoch is set by MONAI's workflow).
         num_workers: DataLoader worker processes (CPU bank only).
         augment: batched augmentation.
-        kwargs: other ``SliceBank`` arguments (``normalization``, keys).
+        kwargs: other ``SliceBank`` arguments (``normalization``, keys, ``out_channels``).
     """
     bank = SliceBank(dataset, device, augment, **kwargs)
     workers = num_workers if bank.device.type == "cpu" else 0

@@ -14,8 +14,10 @@ from monai_lgg.engines.bundle import (
 )
 from monai_lgg.engines.components import (
     LOSSES,
+    MULTICLASS_LOSSES,
     additional_metrics,
     case_name_formatter,
+    class_names,
     inference_postprocessing,
     key_metric,
     make_loss,
@@ -27,11 +29,14 @@ from monai_lgg.engines.distributed import destroy_distributed, distributed, dist
 from monai_lgg.engines.handlers import is_main_process, provenance, train_handlers, unwrap, val_handlers
 from monai_lgg.engines.performance import FastInferer, fast_default, prepare_network, train_loader
 from monai_lgg.engines.reports import PatientReport, check_no_leakage, evaluation_handlers
+from monai_lgg.errors import as_flag
 from monai_lgg.transforms.presets import train_slice_transforms, volume_transforms
 
 __all__ = [
     "SYNTHETIC",
+    "as_flag",
     "LOSSES",
+    "MULTICLASS_LOSSES",
     "VolumeSliceDataset",
     "PatientReport",
     "additional_metrics",
@@ -43,6 +48,7 @@ __all__ = [
     "bundle_setting",
     "cache_root",
     "check_no_leakage",
+    "class_names",
     "default_device",
     "destroy_distributed",
     "distributed",

@@ -108,9 +108,16 @@ def load_split(datalist: str | os.PathLike, fold: int = 0, split: str = "train")
     ``split`` may also be the path of another datalist (``.json``): all its items (a test list).
 
     The three splits are checked to be patient-disjoint every time, so a broken datalist cannot leak.
+    A data set converted with a fixed test list (``test_fold`` in its datalist) accepts only that fold,
+    since any other fold would train on the fixed test cases.
     """
     if str(split).endswith(".json"):  # an explicit test list: every item of another datalist
         return load_fold(split, split="all")
+    pinned = _fixed_test_fold(datalist)
+    if pinned is not None and int(fold) != pinned:
+        raise LGGInputError(
+            datalist, f"has a fixed test list (fold {pinned}): train and evaluate with --fold {pinned}, not {fold}"
+        )
     parts = {s: load_fold(datalist, fold, s) for s in ("train", "validation", "test")}
     check_disjoint(**parts)
     if split == "all":
@@ -120,6 +127,17 @@ def load_split(datalist: str | os.PathLike, fold: int = 0, split: str = "train")
     if not parts[split]:
         raise LGGInputError(datalist, f"fold {fold} has an empty {split} split")
     return parts[split]
+
+
+def _fixed_test_fold(datalist: str | os.PathLike) -> int | None:
+    """The ``test_fold`` a converter pinned in ``datalist`` (``convert_folders(test_cases=...)``), if any."""
+    import json
+
+    try:
+        value = json.loads(Path(datalist).read_text()).get("test_fold")
+    except (OSError, ValueError, AttributeError):
+        return None  # load_fold reports an unreadable datalist with its own message
+    return None if value is None else int(value)
 
 
 def inference_items(dataset_dir: str | os.PathLike = SYNTHETIC) -> list[dict]:

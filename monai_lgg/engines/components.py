@@ -1,8 +1,17 @@
-"""Training components selected by name from bundle configs: loss, optimizer, schedule, metrics."""
+"""Training components selected by name from bundle configs: loss, optimizer, schedule, metrics.
+
+Binary (``out_channels == 1``): one logit per pixel, sigmoid, threshold. Multi-class (``out_channels == K > 1``,
+labels holding the class indices ``0 .. K-1``, class 0 the background): softmax over ``K`` logits, losses with
+``to_onehot_y`` and optional per-class weights, argmax masks, metrics on one-hot channels (mean Dice over the
+foreground classes as the key metric, per-class Dice and IoU alongside).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +26,10 @@ from monai_lgg.data.readers import AtomicNibabelWriter
 from monai_lgg.losses import LogCoshDiceLoss, ShapeAwareLoss
 from monai_lgg.metrics import SliceDiceMetric
 
-__all__ = ["LOSSES", "make_loss", "make_optimizer", "make_scheduler", "postprocessing", "inference_postprocessing", "case_name_formatter", "key_metric", "additional_metrics"]
+__all__ = [
+    "LOSSES", "MULTICLASS_LOSSES", "make_loss", "make_optimizer", "make_scheduler", "postprocessing", "inference_postprocessing",
+    "case_name_formatter", "class_names", "class_key", "key_metric", "additional_metrics",
+]
 
 
 class _BCEWithLogits(torch.nn.Module):
@@ -44,19 +56,66 @@ LOSSES = {
 }
 
 
-def make_loss(name: str = "dicece", deep_supervision: bool = False) -> torch.nn.Module:
-    """A binary segmentation loss on logits, by name.
+# The same losses for K > 1 classes: softmax over the K logits, (B, 1, H, W) class-index labels made one-hot.
+# Their ``weight`` (per-class weights, background first) scales both torch's cross-entropy and MONAI's Dice term.
+_MULTI = {"softmax": True, "to_onehot_y": True}
+MULTICLASS_LOSSES: dict[str, Callable[..., torch.nn.Module]] = {
+    "dice": partial(DiceLoss, **_MULTI, batch=True),
+    "dicece": partial(DiceCELoss, **_MULTI, batch=True),
+    "dicefocal": partial(DiceFocalLoss, **_MULTI, batch=True),
+    "tversky": partial(TverskyLoss, **_MULTI, alpha=0.3, beta=0.7, batch=True),
+    "ce": partial(DiceCELoss, **_MULTI, lambda_dice=0.0),  # cross-entropy alone (as the seed report trained)
+    "logcoshdice": partial(LogCoshDiceLoss, **_MULTI, batch=True),
+    "shapeaware": partial(ShapeAwareLoss, sigmoid=False, softmax=True, alpha=1.0, lambda_dice=1.0, batch=True),
+}
+_WEIGHTED = ("dice", "dicece", "dicefocal", "ce", "logcoshdice")
+
+
+def make_loss(
+    name: str = "dicece",
+    deep_supervision: bool = False,
+    out_channels: int = 1,
+    class_weights: Sequence[float] | None = None,
+    device: torch.device | str | None = None,
+) -> torch.nn.Module:
+    """A segmentation loss on logits, by name: binary (``out_channels == 1``) or over ``K`` classes.
 
     Args:
         name: one of ``dice``, ``dicece`` (default), ``dicefocal``, ``tversky`` (alpha 0.3 / beta 0.7,
-            favouring recall), ``bce``, ``logcoshdice``, ``shapeaware`` (boundary-distance-weighted BCE + Dice).
+            favouring recall), ``bce`` (binary only), ``ce`` (multi-class only: cross-entropy), ``logcoshdice``,
+            ``shapeaware`` (boundary-distance-weighted cross-entropy + Dice).
         deep_supervision: wrap in MONAI ``DeepSupervisionLoss`` for networks that return a list of heads
             in training (final head first, weights 1, 1/2, 1/4, ...).
+        out_channels: the network's outputs: 1 (binary, sigmoid) or the number of classes ``K > 1`` (softmax;
+            the labels hold class indices ``0 .. K-1`` and are made one-hot inside the loss).
+        class_weights: ``K`` per-class weights (background first) against class imbalance, e.g. ``[0.5, 1, 2]``;
+            ``None``: equal. They weight the cross-entropy (``torch.nn.CrossEntropyLoss(weight=...)``) and the
+            per-class Dice terms (MONAI ``DiceLoss(weight=...)``); ``tversky`` and ``shapeaware`` take none.
+        device: where the class weights live (the training device).
+
+    Raises:
+        ValueError: unknown name, a loss with no form for ``out_channels``, or class weights that do not fit.
     """
     key = name.lower().replace("_", "").replace("-", "")
-    if key not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
-    loss = LOSSES[key]()
+    table = LOSSES if out_channels == 1 else MULTICLASS_LOSSES
+    if key not in table:
+        if key in LOSSES or key in MULTICLASS_LOSSES:
+            kind = "binary (out_channels=1)" if out_channels == 1 else f"multi-class (out_channels={out_channels})"
+            other = {"bce": "ce", "ce": "bce"}.get(key, "dicece")
+            raise ValueError(f"loss {name!r} has no {kind} form; use {other!r} (or another of {', '.join(table)})")
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(sorted(set(LOSSES) | set(MULTICLASS_LOSSES)))}")
+    if class_weights is None:
+        loss = table[key]()
+    else:
+        if out_channels == 1:
+            raise ValueError("class_weights need out_channels > 1 (a multi-class model); a binary loss takes none")
+        if len(class_weights) != out_channels or any(float(w) < 0 for w in class_weights):
+            raise ValueError(f"class_weights must be {out_channels} non-negative numbers (background first), got {list(class_weights)}")
+        if key not in _WEIGHTED:
+            raise ValueError(f"loss {name!r} takes no class_weights; use one of {', '.join(_WEIGHTED)}")
+        loss = table[key](weight=torch.as_tensor([float(w) for w in class_weights]))
+    if device is not None:
+        loss = loss.to(device)  # the weights are buffers: on the device of the logits
     return DeepSupervisionLoss(loss, weight_mode="exp") if deep_supervision else loss
 
 
@@ -100,9 +159,16 @@ def make_scheduler(
     raise ValueError(f"unknown scheduler {name!r}; choose cosine or constant")
 
 
-def postprocessing(threshold: float = 0.5, pred_key: str = "pred") -> Compose:
-    """Logits -> sigmoid probability -> binary mask at ``threshold``."""
-    return Compose([Activationsd(pred_key, sigmoid=True), AsDiscreted(pred_key, threshold=threshold)])
+def postprocessing(threshold: float = 0.5, pred_key: str = "pred", out_channels: int = 1, label_key: str = "label") -> Compose:
+    """Network outputs -> masks for the metrics.
+
+    Binary (``out_channels == 1``): sigmoid, then a {0, 1} mask at ``threshold`` (the label is already
+    binary). ``K > 1`` classes: argmax of the logits (softmax keeps it) and the label map, both made
+    one-hot ``(K, ...)`` so MONAI's metrics score each class channel; ``threshold`` is unused.
+    """
+    if out_channels == 1:
+        return Compose([Activationsd(pred_key, sigmoid=True), AsDiscreted(pred_key, threshold=threshold)])
+    return Compose([AsDiscreted([pred_key, label_key], argmax=[True, False], to_onehot=out_channels, allow_missing_keys=True)])
 
 
 def case_name_formatter(metadict: dict, saver: object) -> dict:
@@ -112,31 +178,102 @@ def case_name_formatter(metadict: dict, saver: object) -> dict:
     return {"subject": stem if channel.isdigit() and len(channel) == 4 else name, "idx": None}
 
 
-def inference_postprocessing(output_dir: str, threshold: float = 0.5, pred_key: str = "pred") -> Compose:
-    """:func:`postprocessing`, then save each mask as uint8 NIfTI with the input's affine and header."""
+def inference_postprocessing(output_dir: str, threshold: float = 0.5, pred_key: str = "pred", out_channels: int = 1) -> Compose:
+    """Masks saved as uint8 NIfTI with the input's affine and header.
+
+    Binary: :func:`postprocessing` ({0, 1}). ``K > 1`` classes: the argmax label map (values ``0 .. K-1``).
+    """
     save = SaveImaged(
         pred_key, output_dir=output_dir, output_postfix="", output_ext=".nii.gz", output_dtype=np.uint8,
         resample=False, separate_folder=False, output_name_formatter=case_name_formatter, print_log=False,
         writer=AtomicNibabelWriter,  # a kill mid-write never leaves a truncated prediction
     )
-    return Compose(list(postprocessing(threshold, pred_key).transforms) + [save])
+    masks = postprocessing(threshold, pred_key) if out_channels == 1 else Compose([AsDiscreted(pred_key, argmax=True)])
+    return Compose(list(masks.transforms) + [save])
 
 
-def _handler(metric: CumulativeIterationMetric) -> IgniteMetricHandler:
-    return IgniteMetricHandler(metric_fn=metric, output_transform=from_engine(["pred", "label"]), save_details=True)
+def class_names(out_channels: int = 1, names: Sequence[str] | None = None, datalist: str | Path | None = None) -> list[str]:
+    """Names of the classes ``0 .. K-1`` (two for a binary model: background and foreground).
+
+    Args:
+        out_channels: the network's outputs (1: binary).
+        names: the names, background first (``--class_names "['background', 'cell', 'nucleus']"``).
+        datalist: a converted data set's ``datalist.json``: without ``names``, the ``labels`` ({name: value})
+            of the ``dataset.json`` beside it are used when they number the classes 0..K-1.
+
+    Returns:
+        ``names``, the data set's names, or ``background, class1, class2, ...``.
+
+    Raises:
+        ValueError: ``names`` do not number the classes.
+    """
+    count = max(2, out_channels)
+    if names is not None:
+        names = [str(n) for n in names]
+        if len(names) != count:
+            raise ValueError(f"class_names must name {count} classes (background first), got {names}")
+        return names
+    if datalist is not None:
+        meta = Path(datalist).parent / "dataset.json"
+        try:
+            labels = json.loads(meta.read_text()).get("labels", {}) if meta.is_file() else {}
+        except (OSError, ValueError):
+            labels = {}
+        by_value = {int(v): str(k) for k, v in labels.items() if isinstance(v, int)}
+        if sorted(by_value) == list(range(count)):
+            return [by_value[v] for v in range(count)]
+    return ["background"] + [f"class{c}" for c in range(1, count)]
 
 
-def key_metric() -> dict[str, IgniteMetricHandler]:
+def class_key(name: str) -> str:
+    """A class name as used in metric and column names: lower case, runs of other characters as ``_``."""
+    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_") or "class"
+
+
+class _ClassChannel:
+    """Ignite output transform: the ``(preds, labels)`` of the engine output, one one-hot class channel kept."""
+
+    def __init__(self, channel: int) -> None:
+        self.channel = channel
+
+    def __call__(self, output: Sequence[dict]) -> tuple[list, list]:
+        preds, labels = from_engine(["pred", "label"])(output)
+        c = self.channel
+        return [p[c : c + 1] for p in preds], [y[c : c + 1] for y in labels]
+
+
+def _handler(metric: CumulativeIterationMetric, channel: int | None = None) -> IgniteMetricHandler:
+    transform = from_engine(["pred", "label"]) if channel is None else _ClassChannel(channel)
+    return IgniteMetricHandler(metric_fn=metric, output_transform=transform, save_details=True)
+
+
+def key_metric(out_channels: int = 1) -> dict[str, IgniteMetricHandler]:
     """Per-patient 3D Dice (each validation item is a whole patient volume), empty masks scored.
 
     ``ignore_empty=False``: a tumour-free patient scores 1 only if nothing is predicted; MONAI's
-    default would silently drop it and hide its false positives.
+    default would silently drop it and hide its false positives. With ``K > 1`` classes (one-hot
+    inputs from :func:`postprocessing`) it is the mean over the foreground classes 1..K-1 and the
+    patients; a class absent from a patient's label and prediction scores 1 there.
     """
-    return {"val_mean_dice": _handler(DiceMetric(include_background=True, reduction="mean", ignore_empty=False))}
+    include_background = out_channels == 1  # binary: the single channel is the foreground
+    return {"val_mean_dice": _handler(DiceMetric(include_background=include_background, reduction="mean", ignore_empty=False))}
 
 
-def additional_metrics() -> dict[str, IgniteMetricHandler]:
-    """IoU, precision, recall, F1, voxel accuracy, HD95 (per patient, averaged) and pooled per-slice Dice."""
+def additional_metrics(
+    out_channels: int = 1, names: Sequence[str] | None = None, datalist: str | Path | None = None
+) -> dict[str, IgniteMetricHandler]:
+    """Binary: IoU, precision, recall, F1, voxel accuracy, HD95 (per patient, averaged) and pooled per-slice Dice.
+
+    ``K > 1`` classes: ``val_iou`` (mean over the foreground classes), and per foreground class
+    ``val_dice_<name>`` and ``val_iou_<name>`` (3D per patient, averaged; empty masks scored as in
+    :func:`key_metric`), with the names of :func:`class_names` (``names``, ``datalist``).
+    """
+    if out_channels > 1:
+        per_class = {"val_iou": _handler(MeanIoU(include_background=False, reduction="mean", ignore_empty=False))}
+        for c, name in enumerate(class_names(out_channels, names, datalist)[1:], start=1):
+            per_class[f"val_dice_{class_key(name)}"] = _handler(DiceMetric(reduction="mean", ignore_empty=False), c)
+            per_class[f"val_iou_{class_key(name)}"] = _handler(MeanIoU(reduction="mean", ignore_empty=False), c)
+        return per_class
     metrics: dict = {
         "val_iou": MeanIoUHandler(include_background=True, output_transform=from_engine(["pred", "label"])),
         "val_hd95": HausdorffDistance(include_background=True, percentile=95, output_transform=from_engine(["pred", "label"])),

@@ -40,7 +40,7 @@ from monai.handlers import (
 from monai.utils import get_seed
 
 from monai_lgg.engines.distributed import rank
-from monai_lgg.errors import LGGInputError
+from monai_lgg.errors import LGGInputError, as_flag
 from monai_lgg.io import remove_stale_parts, save_checkpoint, write_json
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "LastCheckpointSaver",
     "ResumeFromCheckpoint",
     "BestModelSaver",
+    "FinalModelSaver",
     "ProgressBarHandler",
     "EpochLoss",
     "EarlyStopping",
@@ -312,16 +313,25 @@ class BestModelSaver:
         network: the network.
         metric_name: key metric to maximise.
         record: JSON-serialisable provenance for the sidecar (fold, training and validation patients).
+        resume: start from the best score recorded beside an existing ``path`` (same fold); otherwise
+            the first validation of this run replaces it.
     """
 
-    def __init__(self, path: str | Path, network: torch.nn.Module, metric_name: str = "val_mean_dice", record: Mapping | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        network: torch.nn.Module,
+        metric_name: str = "val_mean_dice",
+        record: Mapping | None = None,
+        resume: bool = True,
+    ) -> None:
         self.path, self.network, self.metric_name, self.record = Path(path), network, metric_name, dict(record or {})
         self.best = -float("inf")
         sidecar = sidecar_path(self.path)
         if is_main_process():
             for target in (self.path, sidecar):
                 remove_stale_parts(target)
-        if sidecar.is_file() and self.path.is_file():  # a resumed run keeps the best so far
+        if resume and sidecar.is_file() and self.path.is_file():  # a resumed run keeps the best so far
             previous = json.loads(sidecar.read_text())
             if previous.get("fold") == self.record.get("fold"):
                 self.best = float(previous.get("metric_value", self.best))
@@ -336,6 +346,33 @@ class BestModelSaver:
         self.best = value
         save_checkpoint(unwrap(self.network).state_dict(), self.path)
         write_json(sidecar_path(self.path), {**self.record, "epoch": engine.state.epoch, "metric": self.metric_name, "metric_value": value})
+
+
+class FinalModelSaver:
+    """At the end of training, save the network's state dict as ``model.pt`` (no validation-based selection).
+
+    For a model trained on every patient (the shipped weights) there is no held-out patient left to
+    pick an epoch with, so the epoch count is fixed beforehand (from cross-validation) and the last
+    epoch's weights are the model. The sidecar records that and every training patient, so evaluating
+    this model on any of them is refused as leakage.
+
+    Args:
+        path: file to write.
+        network: the network.
+        record: JSON-serialisable provenance for the sidecar.
+    """
+
+    def __init__(self, path: str | Path, network: torch.nn.Module, record: Mapping | None = None) -> None:
+        self.path, self.network, self.record = Path(path), network, dict(record or {})
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if not is_main_process():
+            return
+        save_checkpoint(unwrap(self.network).state_dict(), self.path)
+        write_json(sidecar_path(self.path), {**self.record, "epoch": engine.state.epoch, "selection": "last epoch (fixed schedule)"})
 
 
 class ProgressBarHandler:
@@ -411,6 +448,8 @@ def train_handlers(
     progress: bool = True,
     record: Mapping | None = None,
     seed: int | None = None,
+    final_model: bool = False,
+    network: torch.nn.Module | None = None,
 ) -> list:
     """Handlers of the trainer besides validation: epoch seeding, resume, LR schedule, early stop,
     logs, progress, last checkpoint.
@@ -426,8 +465,11 @@ def train_handlers(
         progress: show a progress bar.
         record: provenance for the checkpoint sidecar.
         seed: base seed of :class:`EpochSeed` (``None``: the one given to ``set_determinism``).
+        final_model: save the last epoch's weights as ``model.pt`` (:class:`FinalModelSaver`).
+        network: the network saved by ``final_model`` (default ``save_dict["network"]``).
     """
     last = Path(ckpt_dir) / "last.ckpt"
+    resume, final_model = as_flag(resume, "resume"), as_flag(final_model, "final_model")
     save_dict = dict(save_dict)
     handlers: list = [EpochSeed(seed)]
     early_stop = EarlyStopping(validator, early_stop_patience) if early_stop_patience > 0 else None
@@ -448,12 +490,19 @@ def train_handlers(
         if progress:
             handlers.append(ProgressBarHandler())
     handlers.append(LastCheckpointSaver(last, save_dict, record, validator))
+    if final_model:
+        handlers.append(FinalModelSaver(Path(ckpt_dir) / "model.pt", network or save_dict["network"], record))
     return handlers
 
 
-def val_handlers(network: torch.nn.Module, ckpt_dir: str | Path, log_dir: str | Path, record: Mapping | None = None) -> list:
-    """Handlers of the validator: metric logs and the best-model checkpoint (``model.pt``)."""
-    handlers: list = [BestModelSaver(Path(ckpt_dir) / "model.pt", network, record=record)]
+def val_handlers(
+    network: torch.nn.Module, ckpt_dir: str | Path, log_dir: str | Path, record: Mapping | None = None, resume: bool = True
+) -> list:
+    """Handlers of the validator: metric logs and the best-model checkpoint (``model.pt``).
+
+    ``resume=False`` starts the best-so-far score afresh, so a new run replaces an older ``model.pt``.
+    """
+    handlers: list = [BestModelSaver(Path(ckpt_dir) / "model.pt", network, record=record, resume=as_flag(resume, "resume"))]
     if is_main_process():
         handlers += [StatsHandler(iteration_log=False), TensorBoardStatsHandler(log_dir=str(log_dir), iteration_log=False)]
     return handlers

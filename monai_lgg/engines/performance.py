@@ -26,6 +26,7 @@ from monai.inferers import Inferer, SimpleInferer
 
 from monai_lgg.data.datasets import VolumeSliceDataset
 from monai_lgg.data.slice_bank import batch_loader
+from monai_lgg.errors import LGGInputError, as_flag
 from monai_lgg.transforms.batch import RandBatchAugment
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "prepare_network",
     "FastInferer",
     "train_loader",
+    "check_equal_sizes",
 ]
 
 AUGMENTATIONS = ("loader", "batch")
@@ -97,7 +99,7 @@ def prepare_network(
 ) -> torch.nn.Module:
     """Move ``network`` to ``device``, its 4D weights to ``channels_last`` memory format when asked."""
     network = network.to(device)
-    return network.to(memory_format=torch.channels_last) if channels_last else network
+    return network.to(memory_format=torch.channels_last) if as_flag(channels_last, "channels_last") else network
 
 
 def _to_float(output: Any) -> Any:
@@ -124,7 +126,7 @@ class FastInferer(Inferer):
         super().__init__()
         self.inferer = inferer or SimpleInferer()
         self.precision = _check("precision", precision, PRECISIONS)
-        self.channels_last = channels_last
+        self.channels_last = as_flag(channels_last, "channels_last")
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
         if self.channels_last and inputs.ndim == 4:
@@ -136,6 +138,27 @@ class FastInferer(Inferer):
         return _to_float(output)
 
 
+def check_equal_sizes(dataset: VolumeSliceDataset) -> None:
+    """Refuse training volumes of different slice sizes for the ``"batch"`` path (it stacks all slices in one tensor).
+
+    Raises:
+        LGGInputError: naming the first image whose size differs, and telling to use ``--augmentation loader``
+            (per-sample random crops of ``spatial_size``, which takes any size).
+    """
+    first: tuple[tuple[int, ...], str] | None = None
+    for v in range(len(dataset.volumes)):
+        size = tuple(dataset.volumes[v][dataset.image_key].shape[1:-1])
+        image = dataset.volumes.data[v].get(dataset.image_key)
+        name = str(image[0] if isinstance(image, (list, tuple)) else image)
+        if first is None:
+            first = (size, name)
+        elif size != first[0]:
+            raise LGGInputError(
+                name, f"slice size {size} differs from {first[0]} of {first[1]}: augmentation 'batch' stacks all "
+                "training slices in one tensor; pass --augmentation loader to train on images of different sizes"
+            )
+
+
 def train_loader(
     dataset: VolumeSliceDataset,
     batch_size: int,
@@ -145,6 +168,7 @@ def train_loader(
     num_workers: int = 0,
     sampler: torch.utils.data.Sampler | None = None,
     spatial_size: Sequence[int] | None = None,
+    out_channels: int = 1,
     **augment_args: Any,
 ) -> Iterable:
     """The training DataLoader of a bundle, for either augmentation path.
@@ -160,6 +184,8 @@ def train_loader(
         num_workers: DataLoader workers (a GPU bank uses none).
         sampler: e.g. ``DistributedSampler`` (``multi_gpu_train.json``).
         spatial_size: training patch size of the ``"batch"`` path (pad / random crop, as ``presets.augment``).
+        out_channels: the network's outputs, for the ``"batch"`` path's labels (1: binary; ``K``: class indices,
+            see :class:`~monai_lgg.data.slice_bank.SliceBank`); the ``"loader"`` chain gets it from the config.
         augment_args: other arguments of ``presets.augment`` / ``RandBatchAugment`` for the ``"batch"`` path.
     """
     _check("augmentation", augmentation, AUGMENTATIONS)
@@ -168,7 +194,9 @@ def train_loader(
             dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,
             num_workers=num_workers, pin_memory=torch.device(device).type == "cuda",
         )
+    check_equal_sizes(dataset)
     augment = RandBatchAugment(spatial_size=spatial_size, **augment_args)
     return batch_loader(
-        dataset, batch_size, device, shuffle=shuffle, sampler=sampler, num_workers=num_workers, augment=augment
+        dataset, batch_size, device, shuffle=shuffle, sampler=sampler, num_workers=num_workers, augment=augment,
+        out_channels=out_channels,
     )

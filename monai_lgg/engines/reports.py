@@ -15,12 +15,13 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import StatsHandler
 
+from monai_lgg.engines.components import class_key, class_names
 from monai_lgg.engines.handlers import SafeCheckpointLoader, sidecar_path, unwrap
-from monai_lgg.errors import LGGInputError
+from monai_lgg.errors import LGGInputError, as_flag
 from monai_lgg.io import atomic_path, safe_child, write_json
 from monai_lgg.metrics import compute_slice_dice, slice_flags, summarize, volume_scores
 
-__all__ = ["check_no_leakage", "PatientReport", "overlay", "evaluation_handlers"]
+__all__ = ["check_no_leakage", "PatientReport", "overlay", "class_overlay", "CLASS_COLOURS", "evaluation_handlers"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,12 @@ EMPTY_RULES = ("3D scores per patient over all its slices. Empty ground truth an
                "precision, recall, F1) and HD95 0; empty ground truth with any predicted voxel scores 0; HD95 with exactly "
                "one empty mask is NaN and excluded (counted in n_nan). Per-slice Dice pools every slice of every patient, "
                "empty-vs-empty slices scoring 1 and tumour-free slices with any prediction 0.")
+MULTICLASS_RULES = ("Multi-class: every score is computed per foreground class (class c against not c) with the rules "
+                    "above, a class absent from both masks of a patient scoring 1 (HD95 0), then averaged over the "
+                    "foreground classes (HD95 over the classes where it is defined); dice_<class> and iou_<class> give "
+                    "each class. Voxel counts, tumour-free and false-positive slices use the union of the foreground classes.")
+# BGR colours of classes 1, 2, ... in overlays (cycled): red, green, blue, yellow, magenta, cyan.
+CLASS_COLOURS = ((0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255), (255, 255, 0))
 
 
 def check_no_leakage(checkpoint: str | Path, items: Sequence[dict], allow_overlap: bool = False) -> None:
@@ -69,20 +76,43 @@ def check_no_leakage(checkpoint: str | Path, items: Sequence[dict], allow_overla
         logger.warning(f"{checkpoint}: evaluating on {len(overlap)} patients it was trained or selected on")
 
 
-def overlay(image: np.ndarray, label: np.ndarray | None, pred: np.ndarray) -> np.ndarray:
-    """BGR overlay of one slice: grey FLAIR, ground truth green, prediction red (both: yellow)."""
+def _grey(image: np.ndarray) -> np.ndarray:
+    """A slice as a float32 BGR picture, 1st-99th percentile of its non-zero pixels stretched to 0..255."""
     grey = image.astype(np.float32)
     brain = grey != 0  # normalised images keep the background at exactly 0: show it black
     lo, hi = np.percentile(grey[brain], (1, 99)) if brain.any() else (0.0, 1.0)
     grey = (np.clip((grey - lo) / max(hi - lo, 1e-6) * 255, 0, 255) * brain).astype(np.uint8)
-    out = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR).astype(np.float32)
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR).astype(np.float32)
+
+
+def _blend(out: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    drawn = colour.any(-1, keepdims=True)
+    return np.where(drawn, 0.55 * out + 0.45 * colour, out).astype(np.uint8)
+
+
+def overlay(image: np.ndarray, label: np.ndarray | None, pred: np.ndarray) -> np.ndarray:
+    """BGR overlay of one slice: grey FLAIR, ground truth green, prediction red (both: yellow)."""
+    out = _grey(image)
     colour = np.zeros_like(out)
     if label is not None:
         colour[..., 1] = 255 * (label > 0)
     colour[..., 2] = 255 * (pred > 0)
-    drawn = colour.any(-1, keepdims=True)
-    out = np.where(drawn, 0.55 * out + 0.45 * colour, out)
-    return out.astype(np.uint8)
+    return _blend(out, colour)
+
+
+def class_overlay(image: np.ndarray, label: np.ndarray | None, pred: np.ndarray) -> np.ndarray:
+    """BGR overlay of one slice with class-index maps, each class in its :data:`CLASS_COLOURS` colour.
+
+    With a ``label`` the picture has two panels side by side, ground truth left and prediction right;
+    without one, the prediction alone.
+    """
+    panels = []
+    for labels in ([label] if label is not None else []) + [pred]:
+        colour = np.zeros((*labels.shape, 3), dtype=np.float32)
+        for c in np.unique(labels[labels > 0]).astype(int):
+            colour[labels == c] = CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)]
+        panels.append(_blend(_grey(image), colour))
+    return np.concatenate(panels, axis=1)
 
 
 class PatientReport:
@@ -93,53 +123,108 @@ class PatientReport:
     tumour-free slices and patients, the empty-mask rules) and ``overlays/<case>_<slice>.png`` for
     the ``overlays`` slices per patient with the most tumour (ground truth or predicted).
 
+    Multi-class outputs (one-hot ``pred`` and ``label`` with ``K > 1`` channels, from
+    ``components.postprocessing``) are scored per foreground class with the same functions: the
+    score columns hold the means over the foreground classes, and ``dice_<class>`` / ``iou_<class>``
+    columns (also summarised in ``summary.json``) each class; overlays show ground truth and
+    prediction side by side, each class in its colour (:func:`class_overlay`).
+
     Args:
         output_dir: folder for the outputs.
         overlays: overlay slices per patient (0: none).
         image_channel: channel drawn under the overlay (1 = FLAIR).
         info: extra fields for ``summary.json`` (checkpoint, split, ...).
+        class_names: names of the classes 0..K-1 for the per-class columns (default ``class1``, ...).
     """
 
-    def __init__(self, output_dir: str | Path, overlays: int = 3, image_channel: int = 1, info: dict | None = None) -> None:
+    def __init__(
+        self,
+        output_dir: str | Path,
+        overlays: int = 3,
+        image_channel: int = 1,
+        info: dict | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
         self.output_dir, self.overlays, self.image_channel, self.info = Path(output_dir), overlays, image_channel, dict(info or {})
+        self.class_names = list(class_names) if class_names is not None else None
         self.rows: list[dict] = []
         self.slice_dice: list[float] = []
         self.slice_fp: list[tuple[bool, bool]] = []
+        self.class_columns: list[str] = []
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, lambda _: self.__init__(self.output_dir, self.overlays, self.image_channel, self.info))
+        engine.add_event_handler(
+            Events.STARTED,
+            lambda _: self.__init__(self.output_dir, self.overlays, self.image_channel, self.info, self.class_names),
+        )
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
         engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def _names(self, num_classes: int) -> list[str]:
+        names = self.class_names if self.class_names is not None and len(self.class_names) == num_classes else None
+        return [class_key(n) for n in class_names(num_classes, names)]
 
     def collect(self, engine: Engine) -> None:
         batch = engine.state.batch if isinstance(engine.state.batch, list) else [{}] * len(engine.state.output)
         for item, source in zip(engine.state.output, batch):
-            pred = torch.as_tensor(item["pred"]).detach().cpu()[0].numpy() > 0
-            label = torch.as_tensor(item["label"]).detach().cpu()[0].numpy() > 0
+            pred = torch.as_tensor(item["pred"]).detach().cpu()
+            label = torch.as_tensor(item["label"]).detach().cpu()
             case = str(source.get("case", item.get("case", f"case{len(self.rows)}")))
-            scores = volume_scores(pred, label)
-            per_slice = compute_slice_dice(torch.as_tensor(pred)[None, None], torch.as_tensor(label)[None, None])[:, 0].tolist()
-            pred_any, gt_any = slice_flags(pred, label)
-            self.slice_dice += per_slice
+            if pred.shape[0] == 1:
+                pred_map, label_map = pred[0].numpy() > 0, label[0].numpy() > 0
+                row = self._binary_scores(pred_map, label_map)
+            else:  # one-hot K classes -> class-index maps
+                pred_map, label_map = pred.argmax(0).numpy(), label.argmax(0).numpy()
+                row = self._class_scores(pred_map, label_map, pred.shape[0])
+            fg_pred, fg_label = pred_map > 0, label_map > 0
+            pred_any, gt_any = slice_flags(fg_pred, fg_label)
             self.slice_fp += list(zip(pred_any.tolist(), gt_any.tolist()))
             self.rows.append({
-                "case": case, **{k: scores[k] for k in CSV_COLUMNS[1:8]}, "slice_dice": float(np.mean(per_slice)),
-                "gt_voxels": int(label.sum()), "pred_voxels": int(pred.sum()), "slices": int(label.shape[-1]),
+                "case": case, **row,
+                "gt_voxels": int(fg_label.sum()), "pred_voxels": int(fg_pred.sum()), "slices": int(fg_label.shape[-1]),
                 "tumour_free_slices": int((~gt_any).sum()), "false_positive_slices": int((pred_any & ~gt_any).sum()),
             })
             if self.overlays:
-                self._write_overlays(case, torch.as_tensor(item["image"]).detach().cpu()[self.image_channel].numpy(), label, pred)
+                image = torch.as_tensor(item["image"]).detach().cpu()
+                channel = min(self.image_channel, image.shape[0] - 1)  # grey (1-channel) images have no FLAIR channel
+                self._write_overlays(case, image[channel].numpy(), label_map, pred_map)
+
+    def _binary_scores(self, pred: np.ndarray, label: np.ndarray) -> dict:
+        scores = volume_scores(pred, label)
+        per_slice = compute_slice_dice(torch.as_tensor(pred)[None, None], torch.as_tensor(label)[None, None])[:, 0].tolist()
+        self.slice_dice += per_slice
+        return {**{k: scores[k] for k in CSV_COLUMNS[1:8]}, "slice_dice": float(np.mean(per_slice))}
+
+    def _class_scores(self, pred: np.ndarray, label: np.ndarray, num_classes: int) -> dict:
+        """Scores of each foreground class (class c against the rest), their means, and per-class columns."""
+        names = self._names(num_classes)
+        classes = range(1, num_classes)
+        scores = [volume_scores(pred == c, label == c) for c in classes]
+        one_hot = [torch.as_tensor(np.stack([m == c for c in classes]))[None] for m in (pred, label)]
+        per_slice = compute_slice_dice(*one_hot).mean(1).tolist()  # (slices, K-1) -> mean over the classes
+        self.slice_dice += per_slice
+        row = {k: float(np.mean([s[k] for s in scores])) for k in CSV_COLUMNS[1:7]}
+        hd95 = [s["hd95"] for s in scores if not np.isnan(s["hd95"])]
+        row["hd95"] = float(np.mean(hd95)) if hd95 else float("nan")
+        row["slice_dice"] = float(np.mean(per_slice))
+        for c, s in zip(classes, scores, strict=True):
+            row[f"dice_{names[c]}"], row[f"iou_{names[c]}"] = s["dice"], s["iou"]
+        self.class_columns = [f"{k}_{names[c]}" for c in classes for k in ("dice", "iou")]
+        return row
 
     def _write_overlays(self, case: str, image: np.ndarray, label: np.ndarray, pred: np.ndarray) -> None:
-        area = (label | pred).reshape(-1, label.shape[-1]).sum(0)
+        multiclass = label.dtype != np.bool_
+        area = ((label > 0) | (pred > 0)).reshape(-1, label.shape[-1]).sum(0)
         chosen = [int(k) for k in np.argsort(-area, kind="stable")[: self.overlays] if area[k] > 0] or [label.shape[-1] // 2]
+        draw = class_overlay if multiclass else overlay
         for k in chosen:
             with atomic_path(safe_child(self.output_dir / "overlays", f"{case}_{k + 1:03d}.png")) as tmp:
-                cv2.imwrite(str(tmp), overlay(image[..., k], label[..., k], pred[..., k]))
+                cv2.imwrite(str(tmp), draw(image[..., k], label[..., k], pred[..., k]))
 
     def write(self, engine: Engine | None = None) -> dict:
+        columns = list(CSV_COLUMNS[:9]) + self.class_columns + list(CSV_COLUMNS[9:])
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(buffer, fieldnames=columns)
         writer.writeheader()
         writer.writerows(self.rows)
         with atomic_path(self.output_dir / "per_patient.csv") as tmp:
@@ -149,13 +234,13 @@ class PatientReport:
         summary = {
             **self.info,
             "patients": len(self.rows),
-            "per_patient": {k: summarize([r[k] for r in self.rows]) for k in CSV_COLUMNS[1:9]},
+            "per_patient": {k: summarize([r[k] for r in self.rows]) for k in columns[1 : 9 + len(self.class_columns)]},
             "pooled_slice_dice": {"mean": float(np.mean(self.slice_dice)) if self.slice_dice else float("nan"), "slices": len(self.slice_dice)},
             "false_positive_rate": {
                 "tumour_free_slices": _rate(flags[:, 0] & ~flags[:, 1], ~flags[:, 1]),
                 "tumour_free_patients": _rate(np.array([r["pred_voxels"] > 0 for r in tumour_free_patients], dtype=bool), np.ones(len(tumour_free_patients), dtype=bool)),
             },
-            "empty_mask_rules": EMPTY_RULES,
+            "empty_mask_rules": EMPTY_RULES + (" " + MULTICLASS_RULES if self.class_columns else ""),
         }
         write_json(self.output_dir / "summary.json", summary)
         return summary
@@ -174,8 +259,11 @@ def evaluation_handlers(
     overlays: int = 3,
     allow_overlap: bool = False,
     info: dict | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> list:
     """Handlers of ``evaluate.json``: load the checkpoint (``weights_only``), check leakage, log, report.
+
+    ``class_names``: names of the classes 0..K-1 for the per-class columns of a multi-class model.
 
     Raises:
         LGGInputError: the checkpoint is missing, or was trained or selected on evaluated patients.
@@ -183,9 +271,9 @@ def evaluation_handlers(
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise LGGInputError(checkpoint, "checkpoint not found (train the bundle first, or pass --ckpt_path)")
-    check_no_leakage(checkpoint, items, allow_overlap)
+    check_no_leakage(checkpoint, items, as_flag(allow_overlap, "allow_overlap"))
     return [
         SafeCheckpointLoader(load_path=str(checkpoint), load_dict={"model": unwrap(network)}, map_location="cpu"),
         StatsHandler(iteration_log=False),
-        PatientReport(output_dir, overlays=overlays, info={"checkpoint": str(checkpoint), **(info or {})}),
+        PatientReport(output_dir, overlays=overlays, info={"checkpoint": str(checkpoint), **(info or {})}, class_names=class_names),
     ]

@@ -8,6 +8,7 @@ since a shared machine slows everything down.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -48,6 +49,10 @@ def benchmark(
     repeats: int = 5,
     batch_size: int = 8,
     devices: Sequence[str] | None = None,
+    variants: Sequence[tuple[str, bool]] = (("fp32", False), ("bf16", True)),
+    spatial_size: Sequence[int] | None = None,
+    roi_size: Sequence[int] | None = None,
+    tta: Sequence[bool] = (False, True),
     json_path: str | Path | None = None,
 ) -> list[dict]:
     """Measure per-slice and per-volume latency.
@@ -61,6 +66,11 @@ def benchmark(
         repeats: timed runs per measurement (the median is reported).
         batch_size: 2D windows per forward pass.
         devices: devices to time (default ``cpu`` and, when present, ``cuda``).
+        variants: ``(precision, channels_last)`` pairs to time (the :class:`Predictor` options).
+        spatial_size: the training patch size, if not the bundle's (UNETR and TransUNet are built for it).
+        roi_size: sliding-window size (default: ``spatial_size``); a convolutional network trained on
+            small patches can segment a whole slice in one window.
+        tta: the test-time-augmentation settings to time.
         json_path: also write the results here as JSON.
 
     Returns:
@@ -71,14 +81,24 @@ def benchmark(
     volume = torch.randn(3, size, size, num_slices, generator=torch.Generator().manual_seed(0))
     rows = []
     for device in devices:
-        network, info = load_network(bundle, checkpoint, device=device)
-        for tta in (False, True):
-            predictor = Predictor([network], info.spatial_size, device, batch_size=batch_size, tta=tta)
+        network, info = load_network(bundle, checkpoint, spatial_size, device=device)
+        for (precision, channels_last), flip in itertools.product(variants, tta):
+            predictor = Predictor(
+                [network],
+                roi_size or info.spatial_size,
+                device,
+                batch_size=batch_size,
+                tta=flip,
+                precision=precision,
+                channels_last=channels_last,
+            )
             rows.append(
                 {
                     "bundle": info.name,
                     "device": torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu ({threads} threads)",
-                    "tta": tta,
+                    "precision": precision,
+                    "channels_last": channels_last,
+                    "tta": flip,
                     "slice_ms": 1000 * _median_seconds(predictor, volume[..., 0], repeats),
                     "volume_ms": 1000 * _median_seconds(predictor, volume, repeats),
                     "num_slices": num_slices,
@@ -101,12 +121,12 @@ def benchmark(
 def format_table(rows: Sequence[dict]) -> str:
     """Markdown table of :func:`benchmark` rows."""
     lines = [
-        "| device | TTA | 1 slice (ms) | volume (ms) | slices | size | load avg |",
-        "|---|---|---|---|---|---|---|",
+        "| device | precision | channels_last | TTA | 1 slice (ms) | volume (ms) | slices | size | load avg |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['device']} | {'yes' if r['tta'] else 'no'} | {r['slice_ms']:.1f} | {r['volume_ms']:.0f} | "
+            f"| {r['device']} | {r['precision']} | {'yes' if r['channels_last'] else 'no'} | {'yes' if r['tta'] else 'no'} | {r['slice_ms']:.1f} | {r['volume_ms']:.0f} | "
             f"{r['num_slices']} | {r['size']}² | {r['load_average_1min']} |"
         )
     return "\n".join(lines)

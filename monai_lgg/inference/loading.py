@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -167,6 +167,20 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return resolved
 
 
+def trained_out_channels(checkpoint: Path) -> int | None:
+    """``out_channels`` recorded by training in the checkpoint's sidecar (``model.pt`` -> ``model.json``), if any.
+
+    A bundle trained with ``--out_channels K`` keeps ``out_channels: 1`` in its ``inference.json``; the
+    sidecar tells inference how many classes its network has.
+    """
+    sidecar = Path(checkpoint).with_suffix(".json")
+    try:
+        value = json.loads(sidecar.read_text()).get("out_channels") if sidecar.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(value) if isinstance(value, int) and value >= 1 else None
+
+
 def load_network(
     bundle: str | Path,
     checkpoint: str | Path | None = None,
@@ -184,6 +198,7 @@ def load_network(
     root = resolve_bundle(bundle)
     info = bundle_info(root, spatial_size)
     checkpoint = Path(checkpoint) if checkpoint else root / "models" / "model.pt"
+    info = replace(info, out_channels=trained_out_channels(checkpoint) or info.out_channels)
     if checkpoint.suffix == ".ts":
         if not checkpoint.is_file():
             raise LGGInputError(checkpoint, "TorchScript model not found")

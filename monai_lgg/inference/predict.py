@@ -9,6 +9,12 @@ Outputs mirror the input form:
 Optionally probability maps (``<name>_prob.tif`` / ``<case>_prob.nii.gz``, float32) and overlay PNGs
 (``overlays/``); always ``<case>_tumour.csv`` (tumour area per slice, volume in voxels and mm³) and
 ``tumour_summary.csv`` (one row per case).
+
+A multi-class bundle (``out_channels = K > 1``) writes label maps instead of binary masks: slice masks hold
+the class indices ``0 .. K-1`` as uint8 pixel values (not scaled: they look black in an image viewer; the
+overlays show each class in colour), volumes uint8 ``0 .. K-1``; probability maps hold the K softmax
+channels (TIFF pages ``(K, H, W)``, NIfTI ``(H, W, D, K)``); "tumour" counts are foreground (any class > 0)
+and the per-slice table adds ``class<c>_pixels`` columns.
 """
 
 from __future__ import annotations
@@ -75,12 +81,14 @@ def _write_case(
     spacing: Sequence[float],
     probabilities: bool,
     overlays: bool,
+    out_channels: int = 1,
 ) -> dict:
     """Stage every output of one case and return its summary row."""
+    multiclass = out_channels > 1
     if case.form == "slices":
         labels: list[int | str] = [_stem(f) for f in case.files]
         for k, path in enumerate(case.files):
-            write_slice_mask(stage.path(case.out_dir / _mask_name(path)), mask[..., k])
+            write_slice_mask(stage.path(case.out_dir / _mask_name(path)), mask[..., k], label_map=multiclass)
             if probabilities:
                 write_probability_slice(stage.path(case.out_dir / f"{_stem(path)}_prob.tif"), probability[..., k])
         overlay_names = [f"{_stem(f)}.png" for f in case.files]
@@ -90,14 +98,17 @@ def _write_case(
         output = case.out_dir / f"{case.name}.nii.gz"
         write_nifti(stage.path(output), mask, reference, np.uint8)
         if probabilities:
-            write_nifti(stage.path(case.out_dir / f"{case.name}_prob.nii.gz"), probability, reference, np.float32)
+            channels_last = np.moveaxis(probability, 0, -1) if multiclass else probability  # (H, W, D, K)
+            write_nifti(stage.path(case.out_dir / f"{case.name}_prob.nii.gz"), channels_last, reference, np.float32)
         overlay_names = [f"{case.name}_{k:03d}.png" for k in labels]
     if overlays:
+        channel = min(FLAIR, image.shape[0] - 1)  # FLAIR for LGG; the one channel of grey images
         for k in _overlay_slices(mask):
             write_overlay(
-                stage.path(case.out_dir / "overlays" / overlay_names[k]), image[FLAIR, ..., k].numpy(), mask[..., k]
+                stage.path(case.out_dir / "overlays" / overlay_names[k]), image[channel, ..., k].numpy(), mask[..., k],
+                label_map=multiclass,
             )
-    rows = tumour_rows(mask, spacing, labels)
+    rows = tumour_rows(mask, spacing, labels, num_classes=max(2, out_channels))
     write_csv(stage.path(case.out_dir / f"{case.name}_tumour.csv"), rows)
     return {
         "case": case.name,
@@ -138,6 +149,8 @@ def predict(
     spatial_size: Sequence[int] | None = None,
     spacing: Sequence[float] | None = None,
     overlap: float = 0.25,
+    precision: str = "fp32",
+    channels_last: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> list[dict]:
@@ -160,6 +173,9 @@ def predict(
         spatial_size: the bundle's training patch size, if it was trained with another one.
         spacing: (row, column, slice) mm for the tumour table of slice inputs (default 1 mm; NIfTI: header).
         overlap: sliding-window overlap for slices larger than the patch size.
+        precision: ``fp32`` or ``bf16`` (about 2x faster on CPUs with native bfloat16; masks can differ
+            from fp32 at a few boundary pixels).
+        channels_last: channels-last memory format (faster for the UNet on CPU).
         overwrite: replace existing output files.
         progress: show a progress bar.
 
@@ -183,6 +199,9 @@ def predict(
             tta,
             info.threshold if threshold is None else threshold,
             largest_component,
+            precision,
+            channels_last,
+            out_channels=info.out_channels,
         )
         summary = []
         with tqdm(
@@ -202,6 +221,7 @@ def predict(
                         _spacing(case, reference, spacing),
                         probabilities,
                         overlays,
+                        info.out_channels,
                     )
                 )
                 bar.update(case.num_files)

@@ -1,4 +1,4 @@
-"""Tumour probabilities and masks for 2D slices and slice stacks (volumes).
+"""Tumour (or class) probabilities and masks for 2D slices and slice stacks (volumes).
 
 Every slice is segmented in 2D with MONAI's ``sliding_window_inference`` at the training patch size:
 larger images (e.g. 512 x 512) are tiled with overlapping windows, smaller ones are padded to one
@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from monai.inferers import sliding_window_inference
+from monai.inferers import SlidingWindowInferer
 from monai.transforms import AsDiscrete, KeepLargestConnectedComponent
 from monai.utils import convert_to_tensor
+
+from monai_lgg.engines.performance import FastInferer, prepare_network
 
 __all__ = ["Predictor"]
 
@@ -27,8 +29,13 @@ class Predictor:
     ``largest_component`` then keeps the largest 3D connected component (full connectivity), as the
     post-processing of the data set's authors (Buda et al. 2019) does.
 
+    Multi-class networks (``out_channels = K > 1``, class 0 the background) are averaged the same way on
+    their softmax probabilities, ``(K, H, W)`` for a slice and ``(K, H, W, D)`` for a volume; the mask is the
+    argmax label map (uint8 ``0 .. K-1``, ``threshold`` unused) and ``largest_component`` keeps the largest
+    connected component of each foreground class separately.
+
     Args:
-        networks: eval-mode networks mapping ``(N, C, h, w)`` to ``(N, 1, h, w)`` logits.
+        networks: eval-mode networks mapping ``(N, C, h, w)`` to ``(N, out_channels, h, w)`` logits.
         roi_size: sliding-window size (the training patch size).
         device: where the networks run; inputs are moved there and results come back to the CPU.
         batch_size: windows per forward pass.
@@ -36,6 +43,10 @@ class Predictor:
         tta: average with the left-right flipped prediction.
         threshold: mask threshold on the probability.
         largest_component: keep only the largest connected component of each mask.
+        precision: ``"fp32"`` or ``"bf16"`` (forward under bfloat16 autocast; about 2x faster on CPUs
+            with native bf16, probabilities within about 1e-2 of fp32).
+        channels_last: run the networks in channels-last memory format (faster for the UNet on CPU).
+        out_channels: the networks' outputs: 1 (binary, sigmoid) or the number of classes ``K`` (softmax).
 
     Example::
 
@@ -43,6 +54,10 @@ class Predictor:
         >>> prob, mask = Predictor([net], roi_size=(64, 64))(torch.rand(3, 100, 80, 5))
         >>> prob.shape, mask.dtype
         (torch.Size([100, 80, 5]), torch.uint8)
+        >>> net3 = torch.nn.Conv2d(3, 3, 1).eval()
+        >>> prob, mask = Predictor([net3], roi_size=(64, 64), out_channels=3)(torch.rand(3, 100, 80))
+        >>> prob.shape, mask.shape, int(mask.max()) <= 2
+        (torch.Size([3, 100, 80]), torch.Size([100, 80]), True)
     """
 
     def __init__(
@@ -55,6 +70,9 @@ class Predictor:
         tta: bool = False,
         threshold: float = 0.5,
         largest_component: bool = False,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        out_channels: int = 1,
     ) -> None:
         if not networks:
             raise ValueError("at least one network is needed")
@@ -62,39 +80,64 @@ class Predictor:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-        self.networks = list(networks)
-        self.roi_size = tuple(int(s) for s in roi_size)
+        if out_channels < 1:
+            raise ValueError(f"out_channels must be at least 1, got {out_channels}")
         self.device = torch.device(device)
-        self.batch_size, self.overlap, self.tta = batch_size, overlap, tta
-        self.discrete = AsDiscrete(threshold=threshold)
-        self.largest = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False) if largest_component else None
+        self.networks = [prepare_network(n, self.device, channels_last) for n in networks]
+        self.roi_size = tuple(int(s) for s in roi_size)
+        self.tta = tta
+        window = SlidingWindowInferer(self.roi_size, batch_size, overlap)
+        self.inferer = FastInferer(window, precision=precision, channels_last=channels_last)
+        self.out_channels = int(out_channels)
+        self.discrete = AsDiscrete(threshold=threshold) if out_channels == 1 else AsDiscrete(argmax=True)
+        foreground = list(range(1, max(2, out_channels)))
+        self.largest = (
+            KeepLargestConnectedComponent(applied_labels=foreground, is_onehot=False, independent=True)
+            if largest_component
+            else None
+        )
+
+    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(N, K, H, W)`` logits -> sigmoid ``(N, H, W)`` (binary) or softmax ``(N, K, H, W)``."""
+        logits = convert_to_tensor(logits, track_meta=False).float()
+        if logits.shape[1] != self.out_channels:
+            raise ValueError(
+                f"the network gives {logits.shape[1]} output channel(s), expected out_channels={self.out_channels}"
+            )
+        return torch.sigmoid(logits)[:, 0] if self.out_channels == 1 else torch.softmax(logits, dim=1)
 
     def _mean_probability(self, batch: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W)`` -> ``(N, H, W)`` mean sigmoid over members and flips."""
-        total = torch.zeros(batch.shape[0], *batch.shape[2:], device=self.device)
+        """``(N, C, H, W)`` -> mean probability over members and flips: ``(N, H, W)`` or ``(N, K, H, W)``."""
+        total = None
         flips = (False, True) if self.tta else (False,)
         for network in self.networks:
             for flip in flips:
                 x = batch.flip(-1) if flip else batch
-                logits = sliding_window_inference(x, self.roi_size, self.batch_size, network, overlap=self.overlap)
-                prob = torch.sigmoid(convert_to_tensor(logits, track_meta=False).float())[:, 0]
-                total += prob.flip(-1) if flip else prob
+                prob = self._activate(self.inferer(x, network))
+                prob = prob.flip(-1) if flip else prob
+                total = prob if total is None else total + prob
         return total / (len(self.networks) * len(flips))
 
     @torch.inference_mode()
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
-        """Tumour probability ``(H, W)`` for a ``(C, H, W)`` slice, ``(H, W, D)`` for a ``(C, H, W, D)`` volume."""
+        """Probabilities of a ``(C, H, W)`` slice or a ``(C, H, W, D)`` volume.
+
+        Binary: the tumour probability ``(H, W)`` / ``(H, W, D)``; ``K`` classes: ``(K, H, W)`` / ``(K, H, W, D)``.
+        """
         if image.ndim not in (3, 4):
             raise ValueError(f"expected (C, H, W) or (C, H, W, D), got shape {tuple(image.shape)}")
         volume = image.ndim == 4
         batch = convert_to_tensor(image, track_meta=False).float()
         batch = batch.permute(3, 0, 1, 2) if volume else batch[None]
         prob = self._mean_probability(batch.to(self.device)).cpu()
-        return prob.permute(1, 2, 0).contiguous() if volume else prob[0]
+        if not volume:
+            return prob[0]
+        return (prob.permute(1, 2, 0) if self.out_channels == 1 else prob.permute(1, 2, 3, 0)).contiguous()
 
     def mask(self, probability: torch.Tensor) -> torch.Tensor:
-        """Binary uint8 mask {0, 1} of a probability map, with the optional largest-component filter."""
-        mask = self.discrete(probability[None])
+        """uint8 mask of a probability map: binary {0, 1}, or the argmax label map ``0 .. K-1`` (class axis
+        first in ``probability``, gone in the mask); then the optional largest-component filter."""
+        mask = self.discrete(probability[None] if self.out_channels == 1 else probability)
         if self.largest is not None:
             mask = self.largest(mask)
         return convert_to_tensor(mask, track_meta=False)[0].to(torch.uint8)

@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import tifffile
 
-from monai_lgg.engines.reports import overlay
+from monai_lgg.engines.reports import class_overlay, overlay
 from monai_lgg.errors import LGGInputError
 
 __all__ = [
@@ -88,9 +88,12 @@ def staged_output(root: str | Path, overwrite: bool = False) -> Iterator[StagedO
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_slice_mask(path: Path, mask: np.ndarray) -> None:
-    """A Kaggle-style mask, uint8 {0, 255}, as TIFF or PNG by the file's extension."""
-    values = (np.asarray(mask) > 0).astype(np.uint8) * 255
+def write_slice_mask(path: Path, mask: np.ndarray, label_map: bool = False) -> None:
+    """A Kaggle-style mask, uint8 {0, 255}, as TIFF or PNG by the file's extension.
+
+    ``label_map``: write a multi-class mask's class indices ``0 .. K-1`` as they are (uint8, not scaled).
+    """
+    values = np.asarray(mask).astype(np.uint8) if label_map else (np.asarray(mask) > 0).astype(np.uint8) * 255
     if path.suffix.lower() in (".tif", ".tiff"):
         tifffile.imwrite(path, values)
     elif not cv2.imwrite(str(path), values):
@@ -98,12 +101,12 @@ def write_slice_mask(path: Path, mask: np.ndarray) -> None:
 
 
 def write_probability_slice(path: Path, probability: np.ndarray) -> None:
-    """A float32 TIFF of tumour probabilities in [0, 1]."""
+    """A float32 TIFF of tumour probabilities in [0, 1] (``(K, H, W)``: one page per class)."""
     tifffile.imwrite(path, np.asarray(probability, dtype=np.float32))
 
 
 def write_nifti(path: Path, array: np.ndarray, reference: nib.Nifti1Image, dtype: type = np.uint8) -> None:
-    """``array`` (rows x columns x slices) as NIfTI with ``reference``'s affine and header (3D, ``dtype``)."""
+    """``array`` (rows x columns x slices [x classes]) as NIfTI with ``reference``'s affine and header (``dtype``)."""
     header = reference.header.copy()
     image = nib.Nifti1Image(np.asarray(array, dtype=dtype), reference.affine, header)
     image.set_data_dtype(dtype)
@@ -112,41 +115,45 @@ def write_nifti(path: Path, array: np.ndarray, reference: nib.Nifti1Image, dtype
     nib.save(image, path)
 
 
-def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray) -> None:
-    """PNG of one slice: grey FLAIR with the predicted tumour in red (``engines.reports.overlay``)."""
-    if not cv2.imwrite(str(path), overlay(np.asarray(image), None, np.asarray(mask))):
+def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, label_map: bool = False) -> None:
+    """PNG of one slice: grey FLAIR with the predicted tumour in red (``engines.reports.overlay``).
+
+    ``label_map``: ``mask`` holds class indices, each drawn in its colour (``engines.reports.class_overlay``).
+    """
+    draw = class_overlay if label_map else overlay
+    if not cv2.imwrite(str(path), draw(np.asarray(image), None, np.asarray(mask))):
         raise OSError(f"cannot write {path}")
 
 
-def tumour_rows(mask: np.ndarray, spacing: Sequence[float], numbers: Sequence[int | str]) -> list[dict]:
+def tumour_rows(
+    mask: np.ndarray, spacing: Sequence[float], numbers: Sequence[int | str], num_classes: int = 2
+) -> list[dict]:
     """Per-slice tumour area and volume rows, then an ``all`` row with the totals.
 
     Args:
-        mask: binary mask (rows, columns, slices).
+        mask: binary mask or class-index map (rows, columns, slices); "tumour" is every voxel > 0.
         spacing: (row, column, slice) voxel size in mm.
         numbers: the slice labels written in the ``slice`` column.
+        num_classes: classes of a label map (background included); above 2, each row also counts
+            every foreground class (``class<c>_pixels``).
     """
     pixel_mm2 = float(spacing[0]) * float(spacing[1])
     voxel_mm3 = pixel_mm2 * float(spacing[2])
-    counts = (np.asarray(mask) > 0).reshape(-1, mask.shape[-1]).sum(0)
-    rows = [
-        {
+    flat = np.asarray(mask).reshape(-1, mask.shape[-1])
+    counts = (flat > 0).sum(0)
+    per_class = {f"class{c}_pixels": (flat == c).sum(0) for c in range(1, num_classes)} if num_classes > 2 else {}
+
+    def row(number: int | str, n: int, classes: dict) -> dict:
+        return {
             "slice": number,
             "tumour_pixels": int(n),
             "tumour_area_mm2": round(n * pixel_mm2, 4),
             "tumour_volume_mm3": round(n * voxel_mm3, 4),
+            **{k: int(v) for k, v in classes.items()},
         }
-        for number, n in zip(numbers, counts, strict=True)
-    ]
-    total = int(counts.sum())
-    rows.append(
-        {
-            "slice": "all",
-            "tumour_pixels": total,
-            "tumour_area_mm2": round(total * pixel_mm2, 4),
-            "tumour_volume_mm3": round(total * voxel_mm3, 4),
-        }
-    )
+
+    rows = [row(number, n, {k: v[i] for k, v in per_class.items()}) for i, (number, n) in enumerate(zip(numbers, counts, strict=True))]
+    rows.append(row("all", int(counts.sum()), {k: v.sum() for k, v in per_class.items()}))
     return rows
 
 

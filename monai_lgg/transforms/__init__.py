@@ -1,8 +1,9 @@
 """Transforms of monai_lgg: custom array/dictionary transforms and the preset pipelines."""
 
-from monai_lgg.transforms.array import CheckChannels, SliceWiseNormalizeIntensity
+from monai_lgg.transforms.array import CheckChannels, CheckLabelValues, SliceWiseNormalizeIntensity
 from monai_lgg.transforms.dictionary import (
     CheckChannelsd,
+    CheckLabelValuesd,
     CheckSameShaped,
     PinnedLoadImaged,
     SliceWiseNormalizeIntensityd,
@@ -13,6 +14,8 @@ __all__ = [
     "SliceWiseNormalizeIntensityd",
     "CheckChannels",
     "CheckChannelsd",
+    "CheckLabelValues",
+    "CheckLabelValuesd",
     "CheckSameShaped",
     "PinnedLoadImaged",
 ]

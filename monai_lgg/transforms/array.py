@@ -10,7 +10,7 @@ from monai.utils import convert_to_tensor
 
 from monai_lgg.errors import DataProblem
 
-__all__ = ["SliceWiseNormalizeIntensity", "CheckChannels"]
+__all__ = ["SliceWiseNormalizeIntensity", "CheckChannels", "CheckLabelValues"]
 
 
 class SliceWiseNormalizeIntensity(Transform):
@@ -106,4 +106,40 @@ class CheckChannels(Transform):
             name = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
             expected = f"{self.channels} ({self.what})" if self.what else str(self.channels)
             raise DataProblem(name, f"has {img.shape[0]} channel(s), expected {expected}")
+        return img
+
+
+class CheckLabelValues(Transform):
+    """Refuse a label map whose values are not the class indices ``0 .. num_classes - 1``, naming its file.
+
+    Multi-class labels are used as they are (no threshold), so a mask saved as ``{0, 127, 255}`` or with
+    a class the network has no output for would otherwise fail inside the loss or one-hot conversion.
+
+    Args:
+        num_classes: the number of classes, background included (the network's ``out_channels``).
+
+    Raises:
+        DataProblem: a value is not an integer in ``0 .. num_classes - 1``.
+
+    Example::
+
+        >>> CheckLabelValues(3)(torch.tensor([[[0.0, 1.0], [2.0, 0.0]]])).shape
+        torch.Size([1, 2, 2])
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        self.num_classes = int(num_classes)
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        values = torch.unique(convert_to_tensor(img, track_meta=False))
+        bad = values[(values < 0) | (values >= self.num_classes) | (values != torch.round(values))]
+        if bad.numel():
+            name = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
+            shown = ", ".join(f"{float(v):g}" for v in bad[:5])
+            raise DataProblem(
+                name, f"label holds value(s) {shown}: expected class indices 0..{self.num_classes - 1} "
+                f"(out_channels={self.num_classes})"
+            )
         return img

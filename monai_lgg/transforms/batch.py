@@ -75,6 +75,10 @@ def affine_grid(theta: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 class RandBatchAugment(torch.nn.Module):
     """Random 2D augmentation of a batch ``(B, C, H, W)`` (image) and ``(B, 1, H, W)`` (label).
 
+    The label is a binary mask or a map of class indices ``0 .. K-1``: it is resampled with
+    nearest-neighbour interpolation and zero (background) padding, so its values stay exactly those of
+    the input (tested for multi-class maps).
+
     Args:
         spatial_size: output ``(h, w)``: pad / randomly crop to it (``None``: keep the input size).
         flip_prob: probability of a left-right flip (last axis).

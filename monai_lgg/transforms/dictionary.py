@@ -10,9 +10,9 @@ from monai.data import ImageReader, MetaTensor
 from monai.transforms import LoadImaged, MapTransform
 
 from monai_lgg.errors import DataProblem
-from monai_lgg.transforms.array import CheckChannels, SliceWiseNormalizeIntensity
+from monai_lgg.transforms.array import CheckChannels, CheckLabelValues, SliceWiseNormalizeIntensity
 
-__all__ = ["SliceWiseNormalizeIntensityd", "CheckChannelsd", "CheckSameShaped", "PinnedLoadImaged"]
+__all__ = ["SliceWiseNormalizeIntensityd", "CheckChannelsd", "CheckLabelValuesd", "CheckSameShaped", "PinnedLoadImaged"]
 
 
 class SliceWiseNormalizeIntensityd(MapTransform):
@@ -50,6 +50,26 @@ class CheckChannelsd(MapTransform):
     def __init__(self, keys: KeysCollection, channels: int, what: str = "", allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.checker = CheckChannels(channels, what)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.checker(d[key])
+        return d
+
+
+class CheckLabelValuesd(MapTransform):
+    """Dictionary version of :class:`~monai_lgg.transforms.array.CheckLabelValues`.
+
+    Args:
+        keys: keys of the label maps to check.
+        num_classes: the number of classes, background included.
+        allow_missing_keys: do not raise if a key is absent.
+    """
+
+    def __init__(self, keys: KeysCollection, num_classes: int, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.checker = CheckLabelValues(num_classes)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

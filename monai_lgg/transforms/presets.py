@@ -27,6 +27,7 @@ from monai_lgg.data.kaggle import CHANNEL_NAMES
 from monai_lgg.data.readers import NiftiVolumeReader, SliceImageReader
 from monai_lgg.transforms.dictionary import (
     CheckChannelsd,
+    CheckLabelValuesd,
     CheckSameShaped,
     PinnedLoadImaged,
     SliceWiseNormalizeIntensityd,
@@ -69,16 +70,25 @@ def load(
 
 
 def preprocess(
-    image_key: str = "image", label_key: str | None = "label", slice_dim: int | None = None, normalization: str = "zscore"
+    image_key: str = "image",
+    label_key: str | None = "label",
+    slice_dim: int | None = None,
+    normalization: str = "zscore",
+    out_channels: int = 1,
 ) -> list:
-    """Deterministic preprocessing shared by every entry: per-slice normalisation, binary float label.
+    """Deterministic preprocessing shared by every entry: per-slice normalisation, float label.
 
     Args:
         slice_dim: ``-1`` for channel-first volumes (slices on the last axis), ``None`` for 2D slices.
         normalization: ``"zscore"`` or ``"percentile"`` (see ``SliceWiseNormalizeIntensity``).
+        out_channels: the network's outputs. 1 (binary): the label is thresholded at 0.5 (any mask
+            becomes {0, 1}); ``K > 1`` classes: the label map is kept as it is and must hold the class
+            indices ``0 .. K-1`` (``CheckLabelValuesd``).
     """
     chain: list = [SliceWiseNormalizeIntensityd(image_key, slice_dim=slice_dim, method=normalization)]
-    if label_key:
+    if label_key and out_channels > 1:
+        chain.append(CheckLabelValuesd(label_key, num_classes=out_channels))
+    elif label_key:
         chain.append(AsDiscreted(label_key, threshold=0.5))  # {0,1} and Kaggle's {0,255} alike
     chain.append(EnsureTyped(_keys(image_key, label_key), dtype=np.float32))
     return chain
@@ -132,14 +142,18 @@ def augment(
 
 
 def volume_transforms(
-    image_key: str = "image", label_key: str | None = "label", normalization: str = "zscore", image_channels: int | None = 3
+    image_key: str = "image",
+    label_key: str | None = "label",
+    normalization: str = "zscore",
+    image_channels: int | None = 3,
+    out_channels: int = 1,
 ) -> Compose:
     """Load and preprocess a patient volume ``(C, H, W, D)`` for validation, evaluation or inference.
 
-    ``image_channels``: see :func:`load`.
+    ``image_channels``: see :func:`load`; ``out_channels``: see :func:`preprocess`.
     """
     chain = load("volume", image_key, label_key, image_channels)
-    return Compose(chain + preprocess(image_key, label_key, slice_dim=-1, normalization=normalization))
+    return Compose(chain + preprocess(image_key, label_key, -1, normalization, out_channels))
 
 
 def slice_transforms(
@@ -161,7 +175,13 @@ def slice_transforms(
 
 
 def train_slice_transforms(
-    image_key: str = "image", label_key: str = "label", normalization: str = "zscore", **augment_args
+    image_key: str = "image", label_key: str = "label", normalization: str = "zscore", out_channels: int = 1, **augment_args
 ) -> Compose:
-    """Per-slice chain of :class:`~monai_lgg.data.datasets.VolumeSliceDataset` at training time."""
-    return Compose(preprocess(image_key, label_key, None, normalization) + augment(image_key, label_key, **augment_args))
+    """Per-slice chain of :class:`~monai_lgg.data.datasets.VolumeSliceDataset` at training time.
+
+    ``out_channels``: see :func:`preprocess` (labels of ``K > 1`` classes keep their values through the
+    augmentation: it resamples labels with nearest-neighbour interpolation and pads with 0).
+    """
+    return Compose(
+        preprocess(image_key, label_key, None, normalization, out_channels) + augment(image_key, label_key, **augment_args)
+    )
