@@ -271,3 +271,23 @@ def test_console_script_help():
     )
     assert "--largest_component" in helped.stdout + helped.stderr
     assert "keep only the largest 3D connected component" in helped.stdout + helped.stderr
+
+
+def test_grey_model_predicts_grey_images(tmp_path):
+    """A bundle trained on 1-channel images (its sidecar records in_channels) segments grey PNGs of any size."""
+    from monai_lgg.engines.bundle import bundle_network
+    from monai_lgg.io import save_checkpoint, write_json
+
+    bundle = tmp_path / "unet"
+    shutil.copytree(PROJECT_ROOT / "bundles" / "unet", bundle, ignore=shutil.ignore_patterns("models", "eval", "logs", "predictions"))
+    net = bundle_network(bundle, in_channels=1, out_channels=1, spatial_size=[64, 64])
+    save_checkpoint(net.state_dict(), bundle / "models" / "model.pt")
+    write_json(bundle / "models" / "model.json", {"in_channels": 1, "out_channels": 1})
+    grey = (np.random.default_rng(0).random((100, 80)) * 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "em_7.png"), grey)
+    predict(str(tmp_path / "em_7.png"), str(tmp_path / "out"), "--bundle", str(bundle))
+    mask = cv2.imread(str(tmp_path / "out" / "em_7_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == grey.shape and set(np.unique(mask)) <= {0, 255}
+    # the LGG model (3 channels) refuses the same grey image with a one-line message naming it
+    with pytest.raises(SystemExit):
+        main(["predict", str(tmp_path / "em_7.png"), str(tmp_path / "out3"), "--bundle", "unet", "--progress", "False"])

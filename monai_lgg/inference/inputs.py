@@ -175,7 +175,8 @@ def input_error(path: str | Path, err: BaseException, what: str) -> LGGInputErro
 def _check_channels(path: Path, image: torch.Tensor, in_channels: int) -> None:
     if image.shape[0] != in_channels:
         raise LGGInputError(
-            path, f"has {image.shape[0]} channel(s), the model needs {in_channels} (pre-contrast, FLAIR, post-contrast)"
+            path, f"has {image.shape[0]} channel(s), the model needs {in_channels}"
+            + (" (pre-contrast, FLAIR, post-contrast)" if in_channels == 3 else "")
         )
 
 
@@ -222,5 +223,5 @@ def load_case(case: Case, in_channels: int = 3) -> tuple[torch.Tensor, nib.Nifti
     from monai_lgg.transforms.presets import slice_transforms, volume_transforms
 
     if case.form == "slices":
-        return _load_slices(case, in_channels, slice_transforms(label_key=None)), None
-    return _load_volume(case, in_channels, volume_transforms(label_key=None))
+        return _load_slices(case, in_channels, slice_transforms(label_key=None, image_channels=in_channels)), None
+    return _load_volume(case, in_channels, volume_transforms(label_key=None, image_channels=in_channels))

@@ -167,18 +167,21 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return resolved
 
 
-def trained_out_channels(checkpoint: Path) -> int | None:
-    """``out_channels`` recorded by training in the checkpoint's sidecar (``model.pt`` -> ``model.json``), if any.
+def trained_channels(checkpoint: Path) -> dict[str, int]:
+    """``in_channels`` / ``out_channels`` recorded by training in the checkpoint's sidecar (``model.json``).
 
-    A bundle trained with ``--out_channels K`` keeps ``out_channels: 1`` in its ``inference.json``; the
-    sidecar tells inference how many classes its network has.
+    A bundle trained with ``--in_channels 1 --out_channels K`` (grey images, K classes) keeps the LGG
+    values in its ``inference.json``; the sidecar tells inference what its network takes and gives.
+    Absent or unreadable values are left out.
     """
     sidecar = Path(checkpoint).with_suffix(".json")
     try:
-        value = json.loads(sidecar.read_text()).get("out_channels") if sidecar.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        return None
-    return int(value) if isinstance(value, int) and value >= 1 else None
+        record = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(record, dict):
+        return {}
+    return {k: int(v) for k in ("in_channels", "out_channels") if isinstance(v := record.get(k), int) and v >= 1}
 
 
 def load_network(
@@ -198,7 +201,7 @@ def load_network(
     root = resolve_bundle(bundle)
     info = bundle_info(root, spatial_size)
     checkpoint = Path(checkpoint) if checkpoint else root / "models" / "model.pt"
-    info = replace(info, out_channels=trained_out_channels(checkpoint) or info.out_channels)
+    info = replace(info, **trained_channels(checkpoint))
     if checkpoint.suffix == ".ts":
         if not checkpoint.is_file():
             raise LGGInputError(checkpoint, "TorchScript model not found")
