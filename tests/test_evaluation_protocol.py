@@ -185,3 +185,14 @@ def test_random_slice_split_and_scoring(tmp_path, tiny_dataset):  # noqa: F811 (
     assert scores["test_slices"] == len(flags)
     assert scores["slice_dice_empty_as_1"] == pytest.approx(flags.count(False) / len(flags))
     assert scores["slice_dice_tumour_slices"] == 0.0
+
+
+@pytest.mark.parametrize("config", ["train.json", "inference.json"])
+@pytest.mark.parametrize("num_classes, out_channels", [(2, 1), (3, 3), (5, 5)])
+def test_num_classes_sets_out_channels(config, num_classes, out_channels):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(PROJECT_ROOT / "bundles" / "unet" / "configs" / config))
+    parser["num_classes"] = num_classes
+    assert parser.get_parsed_content("out_channels") == out_channels
