@@ -384,3 +384,19 @@ def test_tiny_training_and_evaluation_through_the_bundle(grey_converted, tmp_pat
     test_cases = {i["case"] for i in load_split(grey_converted / "datalist.json", 0, "test")}
     assert {r["case"] for r in rows} == test_cases
     assert all(0 <= float(r["dice"]) <= 1 and 0 <= float(r["accuracy"]) <= 1 for r in rows)
+
+
+@pytest.mark.parametrize("depth", [1, 5])
+def test_saved_masks_keep_the_slice_axis(tmp_path, depth):
+    """A one-slice volume's mask is saved (H, W, 1) like its image, not squeezed to 2D; volumes stay 3D."""
+    import nibabel as nib
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import SaveImage
+
+    from monai_lgg.data.readers import AtomicNibabelWriter
+
+    mask = MetaTensor(torch.ones(1, 6, 4, depth), meta={"filename_or_obj": str(tmp_path / "case.nii.gz")})
+    SaveImage(output_dir=tmp_path / "out", output_postfix="", separate_folder=False, resample=False,
+              writer=AtomicNibabelWriter, print_log=False)(mask)
+    assert nib.load(tmp_path / "out" / "case.nii.gz").shape == (6, 4, depth)

@@ -149,6 +149,16 @@ class AtomicNibabelWriter(NibabelWriter):
         SaveImaged("pred", output_dir="predictions", writer=AtomicNibabelWriter)
     """
 
+    def set_data_array(self, data_array, channel_dim: int | None = 0, squeeze_end_dims: bool = True, **kwargs) -> None:
+        """Drop a single channel but keep every spatial axis, a one-slice volume's slice axis included.
+
+        MONAI's default squeezes all trailing size-1 axes: a ``(1, H, W, 1)`` mask of a one-slice volume
+        (a converted 2D image) came out 2D, and its saving then failed while matching the 3D metadata.
+        """
+        super().set_data_array(data_array, channel_dim=channel_dim, squeeze_end_dims=False, **kwargs)
+        if squeeze_end_dims and self.data_obj.shape[-1] == 1:  # channel last now: drop only that axis
+            self.data_obj = self.data_obj[..., 0]
+
     def write(self, filename, verbose: bool = False, **obj_kwargs) -> None:
         with atomic_path(filename) as tmp:
             super().write(tmp, verbose=verbose, **obj_kwargs)
