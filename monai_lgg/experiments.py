@@ -53,7 +53,11 @@ class Cell:
 
 
 def grid_cells(
-    bundles: Sequence[str], losses: Sequence[str], optimizers: Sequence[str], design: str = "oneway", base: Sequence[str] = BASE
+    bundles: Sequence[str],
+    losses: Sequence[str],
+    optimizers: Sequence[str],
+    design: str = "oneway",
+    base: Sequence[str] = BASE,
 ) -> list[Cell]:
     """The cells of a grid.
 
@@ -69,7 +73,9 @@ def grid_cells(
     if design != "oneway":
         raise LGGInputError(None, f"design must be 'oneway' or 'cross', got {design!r}")
     b0, l0, o0 = base
-    cells = [Cell(b, l0, o0) for b in bundles] + [Cell(b0, lo, o0) for lo in losses] + [Cell(b0, l0, o) for o in optimizers]
+    cells = (
+        [Cell(b, l0, o0) for b in bundles] + [Cell(b0, lo, o0) for lo in losses] + [Cell(b0, l0, o) for o in optimizers]
+    )
     return list(dict.fromkeys(cells))  # drop repeats of the base cell, keep order
 
 
@@ -138,7 +144,9 @@ def run_cell_fold(
     _run(train, folder / "train.log")
     seconds = epoch_seconds(folder / "train.log")
     _run(evaluate, folder / "evaluate.log")
-    last = json.loads((folder / "models" / "last.json").read_text()) if (folder / "models" / "last.json").is_file() else {}
+    last = (
+        json.loads((folder / "models" / "last.json").read_text()) if (folder / "models" / "last.json").is_file() else {}
+    )
     run = FoldRun(folder, seconds, int(last.get("epoch", 0)), [shlex.join(train), shlex.join(evaluate)])
     write_json(done, {"train_seconds": seconds, "epochs": run.epochs, "commands": run.commands})
     return run
@@ -162,7 +170,9 @@ def epoch_seconds(log: Path) -> float:
 
 def _read_rows(table: Path, fold: int) -> list[dict]:
     with open(table, newline="") as f:
-        return [{"fold": fold, **{k: v if k == "case" else float(v) for k, v in row.items()}} for row in csv.DictReader(f)]
+        return [
+            {"fold": fold, **{k: v if k == "case" else float(v) for k, v in row.items()}} for row in csv.DictReader(f)
+        ]
 
 
 def slice_dice_variants(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
@@ -204,10 +214,14 @@ def pool_folds(cell_dir: Path, folds: Sequence[int]) -> dict:
     summary = {
         "patients": len(rows),
         "folds": list(folds),
-        "per_patient": {k: summarize([r[k] for r in rows]) for k in ("dice", "iou", "precision", "recall", "hd95", "slice_dice")},
+        "per_patient": {
+            k: summarize([r[k] for r in rows]) for k in ("dice", "iou", "precision", "recall", "hd95", "slice_dice")
+        },
         "per_slice": slice_dice_variants(rows),
         "false_positive_rate": {
-            "tumour_free_slices": _rate(sum(r["false_positive_slices"] for r in rows), sum(r["tumour_free_slices"] for r in rows)),
+            "tumour_free_slices": _rate(
+                sum(r["false_positive_slices"] for r in rows), sum(r["tumour_free_slices"] for r in rows)
+            ),
             "tumour_free_patients": _rate(sum(r["pred_voxels"] > 0 for r in tumour_free), len(tumour_free)),
         },
     }
@@ -234,7 +248,14 @@ def inference_ms_per_slice(
     network, _ = load_network(bundles_dir / cell.bundle, checkpoint, spatial_size)
     params = sum(p.numel() for p in network.parameters())
     rows = benchmark(
-        bundles_dir / cell.bundle, checkpoint, repeats=3, devices=["cpu"], variants=[("fp32", False)], spatial_size=spatial_size, roi_size=roi_size, tta=[False]
+        bundles_dir / cell.bundle,
+        checkpoint,
+        repeats=3,
+        devices=["cpu"],
+        variants=[("fp32", False)],
+        spatial_size=spatial_size,
+        roi_size=roi_size,
+        tta=[False],
     )
     return rows[0]["volume_ms"] / rows[0]["num_slices"], params
 
@@ -258,16 +279,33 @@ def run_grid(
         runs = [run_cell_fold(cell, f, dataset_dir, work_dir, overrides, bundles_dir) for f in folds]
         summary = pool_folds(work_dir / cell.name, folds)
         ms, params = inference_ms_per_slice(cell, runs[0].folder / "models" / "model.pt", patch, roi, bundles_dir)
-        results.append({
-            "cell": asdict(cell), "name": cell.name, "summary": summary, "params": params, "inference_ms_per_slice": ms,
-            "train_seconds": [r.train_seconds for r in runs], "epochs": [r.epochs for r in runs],
-            "commands": {f"fold{f}": r.commands for f, r in zip(folds, runs)},
-        })
-        print(f"{cell.name}: per-patient Dice mean {summary['per_patient']['dice']['mean']:.3f} over {summary['patients']} patients", flush=True)
+        results.append(
+            {
+                "cell": asdict(cell),
+                "name": cell.name,
+                "summary": summary,
+                "params": params,
+                "inference_ms_per_slice": ms,
+                "train_seconds": [r.train_seconds for r in runs],
+                "epochs": [r.epochs for r in runs],
+                "commands": {f"fold{f}": r.commands for f, r in zip(folds, runs)},
+            }
+        )
+        print(
+            f"{cell.name}: per-patient Dice mean {summary['per_patient']['dice']['mean']:.3f} over {summary['patients']} patients",
+            flush=True,
+        )
     return {
-        "name": name, "dataset_dir": dataset_dir, "folds": list(folds), "overrides": dict(overrides), "budget": budget,
+        "name": name,
+        "dataset_dir": dataset_dir,
+        "folds": list(folds),
+        "overrides": dict(overrides),
+        "budget": budget,
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
-        "machine": _machine(), "date": datetime.date.today().isoformat(), "work_dir": str(work_dir), "results": results,
+        "machine": _machine(),
+        "date": datetime.date.today().isoformat(),
+        "work_dir": str(work_dir),
+        "results": results,
     }
 
 
@@ -280,8 +318,11 @@ def _machine() -> dict:
     except (OSError, StopIteration):
         pass
     return {
-        "cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__,
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "python": platform.python_version(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
     }
 
 
@@ -315,7 +356,10 @@ def _plots(record: Mapping, work_dir: Path) -> dict[str, bytes]:
     names = [r["name"] for r in record["results"]]
     fig = _figure(max(6.0, 1.1 * len(names)), 4.0)
     ax = fig.subplots()
-    data = [np.loadtxt(work_dir / n / "cv" / "per_patient.csv", delimiter=",", skiprows=1, usecols=2, ndmin=1) for n in names]
+    data = [
+        np.loadtxt(work_dir / n / "cv" / "per_patient.csv", delimiter=",", skiprows=1, usecols=2, ndmin=1)
+        for n in names
+    ]
     ax.boxplot(data, showmeans=True)
     ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("per-patient 3D Dice (test folds)")
@@ -333,7 +377,9 @@ def _plots(record: Mapping, work_dir: Path) -> dict[str, bytes]:
                 steps, values = zip(*curves[tag])
                 ax.plot(steps, values, marker=".", label=n)
     loss_ax.set(xlabel="epoch", ylabel="training loss", title=f"training loss (fold {first_fold})")
-    dice_ax.set(xlabel="epoch", ylabel="per-patient Dice", title=f"validation patients (fold {first_fold})", ylim=(0, 1))
+    dice_ax.set(
+        xlabel="epoch", ylabel="per-patient Dice", title=f"validation patients (fold {first_fold})", ylim=(0, 1)
+    )
     dice_ax.legend(fontsize=7)
     for ax in (loss_ax, dice_ax):
         ax.grid(alpha=0.3)
@@ -380,8 +426,13 @@ def write_results(record: Mapping, output: str | Path, report_cells: int = 1) ->
         for key, png in plots.items():
             (tmp / f"{key}.png").write_bytes(png)
         for r in ranked[:report_cells]:
-            make_report(work_dir / r["name"] / "cv", tmp / r["name"], log_dir=work_dir / r["name"] / f"fold{record['folds'][0]}" / "logs",
-                        format="md", title=f"{r['name']}: pooled test patients of folds {record['folds']}")
+            make_report(
+                work_dir / r["name"] / "cv",
+                tmp / r["name"],
+                log_dir=work_dir / r["name"] / f"fold{record['folds'][0]}" / "logs",
+                format="md",
+                title=f"{r['name']}: pooled test patients of folds {record['folds']}",
+            )
             text += [f"Per-patient report of `{r['name']}`: [{r['name']}/report.md]({r['name']}/report.md)", ""]
         text += ["Commands of every run (train, then evaluate on the test fold) are in `results.json`."]
         with atomic_path(tmp / "README.md") as md:

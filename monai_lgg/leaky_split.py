@@ -36,7 +36,9 @@ def random_slice_split(
     and returns ``{case: test slice indices}``.
     """
     if not (0 < test_fraction and 0 < train_fraction and test_fraction + train_fraction <= 1):
-        raise ValueError(f"need 0 < test_fraction, train_fraction and their sum <= 1, got {test_fraction}, {train_fraction}")
+        raise ValueError(
+            f"need 0 < test_fraction, train_fraction and their sum <= 1, got {test_fraction}, {train_fraction}"
+        )
     items = load_fold(datalist, split="all")
     rng = np.random.default_rng(seed)
     test: dict[str, list[int]] = {}
@@ -52,7 +54,11 @@ def random_slice_split(
 
 
 def score_held_out_slices(
-    network: torch.nn.Module, datalist: str | Path, test_slices: Mapping[str, Sequence[int]], roi_size: Sequence[int], threshold: float = 0.5
+    network: torch.nn.Module,
+    datalist: str | Path,
+    test_slices: Mapping[str, Sequence[int]],
+    roi_size: Sequence[int],
+    threshold: float = 0.5,
 ) -> dict:
     """Per-slice and per-patient Dice of ``network`` on each patient's held-out slices."""
     from monai_lgg.inference.predictor import Predictor

@@ -13,7 +13,15 @@ import torch
 
 from monai_lgg.engines.handlers import BestModelSaver, sidecar_path
 from monai_lgg.errors import LGGInputError, as_flag
-from monai_lgg.experiments import Cell, epoch_seconds, grid_cells, pool_folds, run_grid, slice_dice_variants, write_results
+from monai_lgg.experiments import (
+    Cell,
+    epoch_seconds,
+    grid_cells,
+    pool_folds,
+    run_grid,
+    slice_dice_variants,
+    write_results,
+)
 from monai_lgg.inference.predictor import Predictor
 from monai_lgg.io import save_checkpoint, write_json
 
@@ -32,8 +40,18 @@ def test_grid_designs():
 
 def _row(case: str, slices: int, tumour_free: int, fp: int, slice_dice: float, dice: float = 0.5, gt: int = 10) -> dict:
     return {
-        "case": case, "dice": dice, "iou": dice / (2 - dice), "precision": dice, "recall": dice, "hd95": 3.0, "slice_dice": slice_dice,
-        "gt_voxels": gt, "pred_voxels": 5, "slices": slices, "tumour_free_slices": tumour_free, "false_positive_slices": fp,
+        "case": case,
+        "dice": dice,
+        "iou": dice / (2 - dice),
+        "precision": dice,
+        "recall": dice,
+        "hd95": 3.0,
+        "slice_dice": slice_dice,
+        "gt_voxels": gt,
+        "pred_voxels": 5,
+        "slices": slices,
+        "tumour_free_slices": tumour_free,
+        "false_positive_slices": fp,
     }
 
 
@@ -77,12 +95,17 @@ def test_pool_folds(tmp_path):
 
 def test_epoch_seconds_counts_a_resumed_epoch_once(tmp_path):
     log = tmp_path / "train.log"
-    line = "2026-11-21 - ignite.engine.engine.SupervisedTrainer - INFO - Epoch[{}] Complete. Time taken: 00:01:{:06.3f}\n"
+    line = (
+        "2026-11-21 - ignite.engine.engine.SupervisedTrainer - INFO - Epoch[{}] Complete. Time taken: 00:01:{:06.3f}\n"
+    )
     log.write_text(line.format(1, 10) + line.format(2, 20) + "killed\n" + line.format(2, 30) + line.format(3, 5.5))
     assert epoch_seconds(log) == pytest.approx(70 + 90 + 65.5)
 
 
-@pytest.mark.parametrize("text, expected", [("false", False), ("False", False), ("0", False), ("true", True), ("yes", True), (True, True), (0, False)])
+@pytest.mark.parametrize(
+    "text, expected",
+    [("false", False), ("False", False), ("0", False), ("true", True), ("yes", True), (True, True), (0, False)],
+)
 def test_as_flag(text, expected):
     assert as_flag(text, "resume") is expected
 
@@ -103,7 +126,9 @@ def test_best_model_saver_resume_false_starts_afresh(tmp_path):
 
 def test_predictor_bf16_close_to_fp32():
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 3, padding=1)).eval()
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 3, padding=1)
+    ).eval()
     volume = torch.rand(3, 40, 40, 3)
     p32, _ = Predictor([net], (32, 32))(volume)
     p16, _ = Predictor([net], (32, 32), precision="bf16", channels_last=True)(volume)
@@ -117,14 +142,22 @@ def test_predictor_bf16_close_to_fp32():
 def test_final_model_recipe(tmp_path, tiny_dataset):  # noqa: F811 (fixture)
     """configs/final.json trains on every patient without validation and saves the last epoch as model.pt."""
     bundle = tmp_path / "unet"
-    shutil.copytree(PROJECT_ROOT / "bundles" / "unet", bundle, ignore=shutil.ignore_patterns("models", "eval", "logs", "predictions"))
+    shutil.copytree(
+        PROJECT_ROOT / "bundles" / "unet",
+        bundle,
+        ignore=shutil.ignore_patterns("models", "eval", "logs", "predictions"),
+    )
     cfg = bundle / "configs"
     data = ["--dataset_dir", str(tiny_dataset)]
     out = _ok(run_bundle([cfg / "train.json", cfg / "final.json"], *data, *_overrides(epochs=2), run_id="training"))
     assert "val_mean_dice" not in out  # no validation ran
     sidecar = json.loads((bundle / "models" / "model.json").read_text())
     all_cases = sorted(i["case"] for i in json.loads((tiny_dataset / "datalist.json").read_text())["training"])
-    assert sidecar["training_cases"] == all_cases and sidecar["epoch"] == 2 and sidecar["selection"].startswith("last epoch")
+    assert (
+        sidecar["training_cases"] == all_cases
+        and sidecar["epoch"] == 2
+        and sidecar["selection"].startswith("last epoch")
+    )
     last = torch.load(bundle / "models" / "last.ckpt", map_location="cpu", weights_only=True)["network"]
     final = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert all(torch.equal(final[k], last[k]) for k in final)
@@ -139,7 +172,9 @@ def test_final_model_recipe(tmp_path, tiny_dataset):  # noqa: F811 (fixture)
 def test_experiment_grid_end_to_end(tmp_path, tiny_dataset):  # noqa: F811 (fixture)
     """One cell over two folds through the real bundle commands, pooled and written as a results folder."""
     cells, overrides = [Cell("unet", "dicece", "adamw")], {"epochs": 1, "spatial_size": [64, 64], "batch_size": 4}
-    record = run_grid("tiny", str(tiny_dataset), cells, [0, 1], overrides, tmp_path / "runs", PROJECT_ROOT / "bundles", "test budget")
+    record = run_grid(
+        "tiny", str(tiny_dataset), cells, [0, 1], overrides, tmp_path / "runs", PROJECT_ROOT / "bundles", "test budget"
+    )
     result = record["results"][0]
     assert result["summary"]["patients"] == 2  # one test patient per fold of the 5-patient set
     assert 0.0 <= result["summary"]["per_patient"]["dice"]["mean"] <= 1.0
@@ -150,9 +185,13 @@ def test_experiment_grid_end_to_end(tmp_path, tiny_dataset):  # noqa: F811 (fixt
     assert "| unet | dicece | adamw | 2 |" in readme and "test budget" in readme
     assert (out / "dice_boxplot.png").stat().st_size > 0 and (out / "unet-dicece-adamw" / "report.md").is_file()
     # finished runs are skipped: a second call only pools and re-measures
-    again = run_grid("tiny", str(tiny_dataset), cells, [0, 1], overrides, tmp_path / "runs", PROJECT_ROOT / "bundles", "b")
+    again = run_grid(
+        "tiny", str(tiny_dataset), cells, [0, 1], overrides, tmp_path / "runs", PROJECT_ROOT / "bundles", "b"
+    )
     assert again["results"][0]["train_seconds"] == result["train_seconds"]
-    assert np.isclose(again["results"][0]["summary"]["per_patient"]["dice"]["mean"], result["summary"]["per_patient"]["dice"]["mean"])
+    assert np.isclose(
+        again["results"][0]["summary"]["per_patient"]["dice"]["mean"], result["summary"]["per_patient"]["dice"]["mean"]
+    )
 
 
 class _Nothing(torch.nn.Module):

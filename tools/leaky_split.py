@@ -65,8 +65,16 @@ def main(
     models = work / "models"
     if not (models / "model.pt").is_file():
         command = bundle_command(
-            PROJECT / "bundles" / "unet", ["train.json", "final.json"], "training",
-            {"datalist": str(leaky), "ckpt_dir": str(models), "log_dir": str(work / "logs"), "output_dir": str(work / "eval"), **extra},
+            PROJECT / "bundles" / "unet",
+            ["train.json", "final.json"],
+            "training",
+            {
+                "datalist": str(leaky),
+                "ckpt_dir": str(models),
+                "log_dir": str(work / "logs"),
+                "output_dir": str(work / "eval"),
+                **extra,
+            },
         )
         with open(work / "train.log", "a") as log:
             subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
@@ -76,36 +84,61 @@ def main(
     reference = json.loads(Path(honest).read_text())["results"][0]
     h = reference["summary"]
     record = {
-        "dataset_dir": dataset_dir, "overrides": extra, "test_fraction": test_fraction, "train_fraction": train_fraction, "seed": seed, "leaky": scores,
-        "train_seconds": epoch_seconds(work / "train.log"), "honest": {"source": honest, "cell": reference["name"], "summary": h},
-        "machine": _machine(), "date": datetime.date.today().isoformat(),
+        "dataset_dir": dataset_dir,
+        "overrides": extra,
+        "test_fraction": test_fraction,
+        "train_fraction": train_fraction,
+        "seed": seed,
+        "leaky": scores,
+        "train_seconds": epoch_seconds(work / "train.log"),
+        "honest": {"source": honest, "cell": reference["name"], "summary": h},
+        "machine": _machine(),
+        "date": datetime.date.today().isoformat(),
     }
     rows = [
-        ("honest: patient-level 5-fold CV (test patients never seen)", h["patients"], h["per_slice"]["slices"],
-         h["per_slice"]["slice_dice_empty_as_1"], h["per_slice"]["slice_dice_tumour_slices"],
-         h["per_patient"]["dice"]["mean"], h["per_patient"]["dice"]["median"]),
-        (f"leaky: random slice split, {round(100 * train_fraction)} % of slices train, {round(100 * test_fraction)} % test (every test patient also trained)",
-         scores["patients"], scores["test_slices"], scores["slice_dice_empty_as_1"], scores["slice_dice_tumour_slices"],
-         scores["per_patient_dice"]["mean"], scores["per_patient_dice"]["median"]),
+        (
+            "honest: patient-level 5-fold CV (test patients never seen)",
+            h["patients"],
+            h["per_slice"]["slices"],
+            h["per_slice"]["slice_dice_empty_as_1"],
+            h["per_slice"]["slice_dice_tumour_slices"],
+            h["per_patient"]["dice"]["mean"],
+            h["per_patient"]["dice"]["median"],
+        ),
+        (
+            f"leaky: random slice split, {round(100 * train_fraction)} % of slices train, {round(100 * test_fraction)} % test (every test patient also trained)",
+            scores["patients"],
+            scores["test_slices"],
+            scores["slice_dice_empty_as_1"],
+            scores["slice_dice_tumour_slices"],
+            scores["per_patient_dice"]["mean"],
+            scores["per_patient_dice"]["median"],
+        ),
     ]
     table = [
         "| protocol | patients | test slices | per-slice Dice (empty = 1) | per-slice Dice (tumour slices) | per-patient Dice mean | median |",
         "|---|---:|---:|---:|---:|---:|---:|",
         *[f"| {r[0]} | {r[1]} | {r[2]} | " + " | ".join(_fmt(x) for x in r[3:]) + " |" for r in rows],
-        "| **inflation (leaky − honest)** | | | " + " | ".join(f"**{rows[1][i] - rows[0][i]:+.3f}**" for i in range(3, 7)) + " |",
+        "| **inflation (leaky − honest)** | | | "
+        + " | ".join(f"**{rows[1][i] - rows[0][i]:+.3f}**" for i in range(3, 7))
+        + " |",
     ]
     m = record["machine"]
     text = [
-        f"# Leaky random slice split vs honest patient split (`{name}`)", "",
-        f"Produced by `python tools/leaky_split.py --dataset_dir {dataset_dir} --honest {honest} --overrides \"{extra}\"` "
-        f"on {record['date']}: {m['cpu']} ({m['cpu_count']} cores), GPU: {m['gpu'] or 'none'}, torch {m['torch']}.", "",
+        f"# Leaky random slice split vs honest patient split (`{name}`)",
+        "",
+        f'Produced by `python tools/leaky_split.py --dataset_dir {dataset_dir} --honest {honest} --overrides "{extra}"` '
+        f"on {record['date']}: {m['cpu']} ({m['cpu_count']} cores), GPU: {m['gpu'] or 'none'}, torch {m['torch']}.",
+        "",
         "Same network, loss, optimizer and training budget (the bundle overrides above) as the honest cross-validation. "
         f"The leaky model trains on a random {round(100 * train_fraction)} % of every patient's slices (every patient; about the "
         "share of slices the cross-validation's three training folds hold, so both train on about as much data) and is scored "
         f"on another random {round(100 * test_fraction)} %, whose neighbouring slices it has seen. Per-slice Dice: `empty = 1` scores an empty "
         "prediction on a tumour-free slice 1 and a false positive there 0 (as the seed notebooks do). Per-patient Dice of the "
-        "leaky row is over each patient's held-out slices only.", "",
-        *table, "",
+        "leaky row is over each patient's held-out slices only.",
+        "",
+        *table,
+        "",
         f"Leaky run training time: {record['train_seconds'] / 60:.1f} min. The honest numbers come from `{honest}`.",
     ]
     with atomic_dir(Path(output or PROJECT / "docs" / "results" / name)) as tmp:
