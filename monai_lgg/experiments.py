@@ -34,7 +34,16 @@ from monai_lgg.errors import LGGInputError
 from monai_lgg.io import atomic_dir, atomic_path, write_json
 from monai_lgg.metrics import summarize
 
-__all__ = ["Cell", "grid_cells", "run_cell_fold", "pool_folds", "run_grid", "write_results"]
+__all__ = [
+    "Cell",
+    "grid_cells",
+    "run_cell_fold",
+    "pool_folds",
+    "run_grid",
+    "write_results",
+    "machine_info",
+    "format_number",
+]
 
 BASE = ("unet", "dicece", "adamw")
 
@@ -243,10 +252,7 @@ def inference_ms_per_slice(
 ) -> tuple[float, int]:
     """CPU milliseconds per 256² slice (a 40-slice volume, fp32, 2 threads) and the parameter count."""
     from monai_lgg.inference.benchmark import benchmark
-    from monai_lgg.inference.loading import load_network
 
-    network, _ = load_network(bundles_dir / cell.bundle, checkpoint, spatial_size)
-    params = sum(p.numel() for p in network.parameters())
     rows = benchmark(
         bundles_dir / cell.bundle,
         checkpoint,
@@ -257,7 +263,7 @@ def inference_ms_per_slice(
         roi_size=roi_size,
         tta=[False],
     )
-    return rows[0]["volume_ms"] / rows[0]["num_slices"], params
+    return rows[0]["volume_ms"] / rows[0]["num_slices"], rows[0]["params"]
 
 
 def run_grid(
@@ -302,14 +308,15 @@ def run_grid(
         "overrides": dict(overrides),
         "budget": budget,
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
-        "machine": _machine(),
+        "machine": machine_info(),
         "date": datetime.date.today().isoformat(),
         "work_dir": str(work_dir),
         "results": results,
     }
 
 
-def _machine() -> dict:
+def machine_info() -> dict:
+    """CPU model and count, GPU name, torch and Python versions: the machine line of a results table."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -326,7 +333,8 @@ def _machine() -> dict:
     }
 
 
-def _fmt(x: Any, digits: int = 3) -> str:
+def format_number(x: Any, digits: int = 3) -> str:
+    """``x`` with ``digits`` decimals, or ``n/a`` for a missing or NaN value."""
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
 
 
@@ -341,20 +349,20 @@ def results_table(record: Mapping) -> str:
         s, c = r["summary"], r["cell"]
         d = s["per_patient"]["dice"]
         lines.append(
-            f"| {c['bundle']} | {c['loss']} | {c['optimizer']} | {s['patients']} | {_fmt(d['mean'])} [{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}] "
-            f"| {_fmt(d['median'])} | {_fmt(s['per_patient']['iou']['mean'])} | {_fmt(s['per_patient']['hd95']['median'], 1)} "
-            f"| {_fmt(s['false_positive_rate']['tumour_free_slices']['rate'])} | {_fmt(s['per_slice']['slice_dice_empty_as_1'])} "
-            f"| {_fmt(s['per_slice']['slice_dice_tumour_slices'])} | {_fmt(float(np.mean(r['train_seconds'])) / 60, 1)} "
-            f"| {r['params'] / 1e6:.2f} | {_fmt(r['inference_ms_per_slice'], 1)} |"
+            f"| {c['bundle']} | {c['loss']} | {c['optimizer']} | {s['patients']} | {format_number(d['mean'])} [{format_number(d['ci_low'])}, {format_number(d['ci_high'])}] "
+            f"| {format_number(d['median'])} | {format_number(s['per_patient']['iou']['mean'])} | {format_number(s['per_patient']['hd95']['median'], 1)} "
+            f"| {format_number(s['false_positive_rate']['tumour_free_slices']['rate'])} | {format_number(s['per_slice']['slice_dice_empty_as_1'])} "
+            f"| {format_number(s['per_slice']['slice_dice_tumour_slices'])} | {format_number(float(np.mean(r['train_seconds'])) / 60, 1)} "
+            f"| {r['params'] / 1e6:.2f} | {format_number(r['inference_ms_per_slice'], 1)} |"
         )
     return "\n".join(lines)
 
 
 def _plots(record: Mapping, work_dir: Path) -> dict[str, bytes]:
-    from monai_lgg.report import _figure, _png, read_training_curves
+    from monai_lgg.report import figure_png, new_figure, read_training_curves
 
     names = [r["name"] for r in record["results"]]
-    fig = _figure(max(6.0, 1.1 * len(names)), 4.0)
+    fig = new_figure(max(6.0, 1.1 * len(names)), 4.0)
     ax = fig.subplots()
     data = [
         np.loadtxt(work_dir / n / "cv" / "per_patient.csv", delimiter=",", skiprows=1, usecols=2, ndmin=1)
@@ -365,9 +373,9 @@ def _plots(record: Mapping, work_dir: Path) -> dict[str, bytes]:
     ax.set_ylabel("per-patient 3D Dice (test folds)")
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
-    box = _png(fig)
+    box = figure_png(fig)
 
-    fig = _figure(11.0, 4.0)
+    fig = new_figure(11.0, 4.0)
     loss_ax, dice_ax = fig.subplots(ncols=2)
     first_fold = record["folds"][0]
     for n in names:
@@ -383,7 +391,7 @@ def _plots(record: Mapping, work_dir: Path) -> dict[str, bytes]:
     dice_ax.legend(fontsize=7)
     for ax in (loss_ax, dice_ax):
         ax.grid(alpha=0.3)
-    return {"dice_boxplot": box, "learning_curves": _png(fig)}
+    return {"dice_boxplot": box, "learning_curves": figure_png(fig)}
 
 
 def write_results(record: Mapping, output: str | Path, report_cells: int = 1) -> Path:

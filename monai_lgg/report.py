@@ -25,7 +25,7 @@ import numpy as np
 from monai_lgg.errors import LGGInputError
 from monai_lgg.io import atomic_dir, atomic_path
 
-__all__ = ["Evaluation", "load_evaluation", "read_training_curves", "make_figures", "make_report"]
+__all__ = ["Evaluation", "load_evaluation", "read_training_curves", "new_figure", "figure_png", "make_figures", "make_report"]
 
 SCORES = ("dice", "iou", "precision", "recall", "f1", "slice_dice")
 TABLE_METRICS = ("dice", "iou", "precision", "recall", "f1", "accuracy", "hd95", "slice_dice")
@@ -105,13 +105,15 @@ def read_training_curves(log_dir: str | Path) -> dict[str, list[tuple[int, float
     return {tag: sorted((step, value) for step, (_, value) in steps.items()) for tag, steps in latest.items()}
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A matplotlib figure for the PNG plots (no pyplot state, so it is safe off the main thread)."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=110, layout="constrained")
 
 
-def _png(fig) -> bytes:
+def figure_png(fig) -> bytes:
+    """The figure as PNG bytes."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
@@ -122,7 +124,7 @@ def dice_bar_chart(evaluation: Evaluation) -> bytes:
     order = np.argsort(-evaluation.scores("dice"), kind="stable")
     cases = [evaluation.rows[i]["case"] for i in order]
     dice = evaluation.scores("dice")[order]
-    fig = _figure(min(max(6.0, 0.22 * len(cases) + 1.5), 24.0), 4.2)
+    fig = new_figure(min(max(6.0, 0.22 * len(cases) + 1.5), 24.0), 4.2)
     ax = fig.add_subplot()
     ax.bar(range(len(cases)), dice, color=COLOURS["bar"], width=0.8)
     for name, value in (("mean", np.nanmean(dice)), ("median", np.nanmedian(dice))):
@@ -140,13 +142,13 @@ def dice_bar_chart(evaluation: Evaluation) -> bytes:
     ax.set_title(f"Per-patient Dice ({len(cases)} patients)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="lower left")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def score_box_plot(evaluation: Evaluation) -> bytes:
     """Box plots of the per-patient scores with every patient as a jittered point."""
     keys = [k for k in SCORES if k in evaluation.rows[0]] + [k for k in evaluation.class_columns if k.startswith("dice_")]
-    fig = _figure(7.5 + 0.6 * max(0, len(keys) - len(SCORES)), 4.2)
+    fig = new_figure(7.5 + 0.6 * max(0, len(keys) - len(SCORES)), 4.2)
     ax = fig.add_subplot()
     data = [evaluation.scores(k)[~np.isnan(evaluation.scores(k))] for k in keys]
     ax.boxplot(
@@ -169,7 +171,7 @@ def score_box_plot(evaluation: Evaluation) -> bytes:
     ax.set_ylabel("score per patient")
     ax.set_title("Per-patient scores (box: quartiles, line: median, diamond: mean)")
     ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def training_curves_plot(curves: dict[str, list[tuple[int, float]]]) -> bytes | None:
@@ -182,7 +184,7 @@ def training_curves_plot(curves: dict[str, list[tuple[int, float]]]) -> bytes | 
     }
     if not losses and not scores:
         return None
-    fig = _figure(10.0, 3.8)
+    fig = new_figure(10.0, 3.8)
     for position, (group, title, ylabel) in enumerate(
         ((losses, "Training loss", "loss"), (scores, "Validation", "score")), start=1
     ):
@@ -198,7 +200,7 @@ def training_curves_plot(curves: dict[str, list[tuple[int, float]]]) -> bytes | 
             ax.legend(fontsize=8)
         if group is scores:
             ax.set_ylim(0, 1.0)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def overlay_grid(evaluation: Evaluation, num_patients: int = 3) -> bytes | None:
@@ -212,7 +214,7 @@ def overlay_grid(evaluation: Evaluation, num_patients: int = 3) -> bytes | None:
     worst = [r for r in ranked[::-1][:num_patients] if r not in best][::-1]
     chosen = [("best", r) for r in best] + [("worst", r) for r in worst]
     columns = max(len(evaluation.overlays[r["case"]]) for _, r in chosen)
-    fig = _figure(2.3 * columns + 0.4, 2.5 * len(chosen) + 0.5)
+    fig = new_figure(2.3 * columns + 0.4, 2.5 * len(chosen) + 0.5)
     grid = fig.add_gridspec(len(chosen), columns)
     for row, (kind, record) in enumerate(chosen):
         for col, png in enumerate(evaluation.overlays[record["case"]]):
@@ -224,7 +226,7 @@ def overlay_grid(evaluation: Evaluation, num_patients: int = 3) -> bytes | None:
             if col == 0:
                 ax.set_title(f"{kind}: {record['case']}  (Dice {record['dice']:.3f})", loc="left", fontsize=9)
     fig.suptitle("Best and worst patients - ground truth green, prediction red, overlap yellow", fontsize=10)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def make_figures(evaluation: Evaluation, log_dir: str | Path | None = None, num_patients: int = 3) -> dict[str, bytes]:

@@ -21,8 +21,6 @@ import torch
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
 
 from monai_lgg.bundle_checks import verify_bundle_metadata
-from monai_lgg.data.kaggle import convert_kaggle
-from monai_lgg.data.synthetic import generate_synthetic_kaggle
 
 from .conftest import PROJECT_ROOT
 
@@ -35,15 +33,6 @@ def _overrides(**extra) -> list[str]:
     for key, value in {**TINY, **extra}.items():
         args += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
     return args
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    generate_synthetic_kaggle(root / "kaggle_3m", num_patients=5, num_slices=8, size=64, seed=1)
-    result = convert_kaggle(root / "kaggle_3m", root / "lgg", num_folds=5, progress=False, num_workers=1)
-    assert result.ok
-    return root / "lgg"
 
 
 @pytest.fixture

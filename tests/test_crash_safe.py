@@ -25,8 +25,6 @@ from monai.losses import DiceCELoss
 from monai.transforms import Compose, RandFlipd, RandGaussianNoised
 from monai.utils import set_determinism
 
-from monai_lgg.data.kaggle import convert_kaggle
-from monai_lgg.data.synthetic import generate_synthetic_kaggle
 from monai_lgg.engines.components import make_scheduler
 from monai_lgg.engines.handlers import (
     EpochSeed,
@@ -38,7 +36,7 @@ from monai_lgg.engines.handlers import (
 from monai_lgg.errors import LGGInputError
 from monai_lgg.io import remove_stale_parts
 
-from .conftest import PROJECT_ROOT
+from .conftest import PROJECT_ROOT, converted_synthetic
 
 SEED = 7
 
@@ -347,10 +345,7 @@ class KillSwitch:
 @pytest.fixture(scope="module")
 def micro_dataset(tmp_path_factory) -> Path:
     """3 patients (one per split of fold 0), 32x32 slices: a bundle epoch is 2-3 iterations."""
-    root = tmp_path_factory.mktemp("micro")
-    generate_synthetic_kaggle(root / "kaggle_3m", num_patients=3, num_slices=8, size=32, seed=3)
-    assert convert_kaggle(root / "kaggle_3m", root / "lgg", num_folds=3, progress=False, num_workers=1).ok
-    return root / "lgg"
+    return converted_synthetic(tmp_path_factory.mktemp("micro"), num_patients=3, num_slices=8, size=32, num_folds=3, seed=3)
 
 
 def _bundle_command(run_dir: Path, dataset: Path) -> list[str]:

@@ -26,7 +26,7 @@ from monai_lgg.inference.predictor import Predictor
 from monai_lgg.io import save_checkpoint, write_json
 
 from .conftest import PROJECT_ROOT
-from .test_bundles import _isolated_cache, _ok, _overrides, run_bundle, tiny_dataset  # noqa: F401 (fixtures)
+from .test_bundles import _ok, _overrides, run_bundle
 
 
 def test_grid_designs():
@@ -139,7 +139,7 @@ def test_predictor_bf16_close_to_fp32():
 
 
 @pytest.mark.slow
-def test_final_model_recipe(tmp_path, tiny_dataset):  # noqa: F811 (fixture)
+def test_final_model_recipe(tmp_path, tiny_dataset):
     """configs/final.json trains on every patient without validation and saves the last epoch as model.pt."""
     bundle = tmp_path / "unet"
     shutil.copytree(
@@ -169,7 +169,7 @@ def test_final_model_recipe(tmp_path, tiny_dataset):  # noqa: F811 (fixture)
 
 
 @pytest.mark.slow
-def test_experiment_grid_end_to_end(tmp_path, tiny_dataset):  # noqa: F811 (fixture)
+def test_experiment_grid_end_to_end(tmp_path, tiny_dataset):
     """One cell over two folds through the real bundle commands, pooled and written as a results folder."""
     cells, overrides = [Cell("unet", "dicece", "adamw")], {"epochs": 1, "spatial_size": [64, 64], "batch_size": 4}
     record = run_grid(
@@ -201,7 +201,7 @@ class _Nothing(torch.nn.Module):
         return torch.full_like(x[:, :1], -20.0)
 
 
-def test_random_slice_split_and_scoring(tmp_path, tiny_dataset):  # noqa: F811 (fixture)
+def test_random_slice_split_and_scoring(tmp_path, tiny_dataset):
     from monai_lgg.data.datalist import load_fold
     from monai_lgg.data.datasets import VolumeSliceDataset
     from monai_lgg.leaky_split import random_slice_split, score_held_out_slices

@@ -20,15 +20,13 @@ from scipy.stats import ks_2samp
 
 from monai_lgg.data.datalist import load_fold
 from monai_lgg.data.datasets import VolumeSliceDataset
-from monai_lgg.data.kaggle import convert_kaggle
 from monai_lgg.data.slice_bank import SliceBank, batch_loader
-from monai_lgg.data.synthetic import generate_synthetic_kaggle
 from monai_lgg.engines import FastInferer, fast_default, make_loss, make_optimizer, prepare_network, train_loader
 from monai_lgg.engines.performance import DEVICE_DEFAULTS, cpu_has_bf16, device_defaults
 from monai_lgg.transforms import presets
 from monai_lgg.transforms.batch import RandBatchAugment, affine_grid
 
-from .conftest import PROJECT_ROOT
+from .conftest import PROJECT_ROOT, converted_synthetic
 
 CPU = torch.device("cpu")
 
@@ -36,10 +34,7 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """5 synthetic patients x 6 slices of 64 x 64, converted (5 folds: 3 training patients in fold 0)."""
-    root = tmp_path_factory.mktemp("fast")
-    generate_synthetic_kaggle(root / "kaggle_3m", num_patients=5, num_slices=6, size=64, seed=3)
-    assert convert_kaggle(root / "kaggle_3m", root / "lgg", num_folds=5, progress=False, num_workers=1).ok
-    return root / "lgg"
+    return converted_synthetic(tmp_path_factory.mktemp("fast"), num_patients=5, num_slices=6, size=64, num_folds=5, seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -21,16 +21,12 @@ from pathlib import Path
 import fire
 
 from monai_lgg.engines.bundle import prepare_dataset
-from monai_lgg.experiments import _machine, bundle_command, epoch_seconds
+from monai_lgg.experiments import bundle_command, epoch_seconds, format_number, machine_info
 from monai_lgg.inference.loading import load_network
 from monai_lgg.io import atomic_dir, write_json
 from monai_lgg.leaky_split import random_slice_split, score_held_out_slices
 
 PROJECT = Path(__file__).resolve().parents[1]
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.3f}"
 
 
 def main(
@@ -92,7 +88,7 @@ def main(
         "leaky": scores,
         "train_seconds": epoch_seconds(work / "train.log"),
         "honest": {"source": honest, "cell": reference["name"], "summary": h},
-        "machine": _machine(),
+        "machine": machine_info(),
         "date": datetime.date.today().isoformat(),
     }
     rows = [
@@ -118,7 +114,7 @@ def main(
     table = [
         "| protocol | patients | test slices | per-slice Dice (empty = 1) | per-slice Dice (tumour slices) | per-patient Dice mean | median |",
         "|---|---:|---:|---:|---:|---:|---:|",
-        *[f"| {r[0]} | {r[1]} | {r[2]} | " + " | ".join(_fmt(x) for x in r[3:]) + " |" for r in rows],
+        *[f"| {r[0]} | {r[1]} | {r[2]} | " + " | ".join(format_number(x) for x in r[3:]) + " |" for r in rows],
         "| **inflation (leaky − honest)** | | | "
         + " | ".join(f"**{rows[1][i] - rows[0][i]:+.3f}**" for i in range(3, 7))
         + " |",

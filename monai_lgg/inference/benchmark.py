@@ -74,7 +74,7 @@ def benchmark(
         json_path: also write the results here as JSON.
 
     Returns:
-        one row per (device, tta): ``slice_ms``, ``volume_ms`` and the context.
+        one row per (device, variant, tta): ``slice_ms``, ``volume_ms``, the network's ``params`` and the context.
     """
     torch.set_num_threads(threads)
     devices = list(devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])))
@@ -82,6 +82,7 @@ def benchmark(
     rows = []
     for device in devices:
         network, info = load_network(bundle, checkpoint, spatial_size, device=device)
+        params = sum(p.numel() for p in network.parameters())
         for (precision, channels_last), flip in itertools.product(variants, tta):
             predictor = Predictor(
                 [network],
@@ -98,6 +99,7 @@ def benchmark(
                     "device": torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu ({threads} threads)",
                     "precision": precision,
                     "channels_last": channels_last,
+                    "params": params,
                     "tta": flip,
                     "slice_ms": 1000 * _median_seconds(predictor, volume[..., 0], repeats),
                     "volume_ms": 1000 * _median_seconds(predictor, volume, repeats),
