@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-monailabel lint clean
 
 install: $(VENV)/.installed
 
@@ -36,8 +36,28 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# MONAI Label for real, in its own environment (about 8 GB; not part of `make test`): MONAI Label's documented
+# install (pip install monailabel) beside a torch/torchvision pair that imports and runs on the CPU here (a CUDA
+# build: PyPI's torchvision does not load beside the CPU torch of .venv), pydicom 2.4 (pydicom 3 breaks
+# pydicom-seg) with the dicomweb-client release that accepts it, and this project (editable).
+ML_VENV ?= .venv-monailabel
+ML_BIN := $(ML_VENV)/bin
+ML_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+ML_SPEC ?= monailabel==0.8.5 pydicom==2.4.4 dicomweb-client==0.59.1
+
+$(ML_VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(ML_VENV)
+	$(ML_BIN)/python -m pip install -q --upgrade pip
+	$(ML_BIN)/python -m pip install -q $(ML_TORCH_SPEC)
+	$(ML_BIN)/python -m pip install -q $(ML_SPEC) -e . pytest
+	touch $@
+
+# starts `monailabel start_server` on 127.0.0.1 with the exported UNet and checks /infer on a real patient
+test-monailabel: $(ML_VENV)/.installed
+	$(ML_BIN)/python -m pytest -q tests/test_monailabel.py $(PYTEST_ARGS)
+
 lint: install
 	$(BIN)/ruff check monai_lgg tests tools
 
 clean:
-	rm -rf $(VENV) $(DEMO)
+	rm -rf $(VENV) $(ML_VENV) $(DEMO)

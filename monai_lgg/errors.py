@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["LGGInputError", "DataProblem", "OutputError", "input_error_in", "reraise_input_errors", "as_flag"]
+__all__ = [
+    "LGGInputError",
+    "DataProblem",
+    "OutputError",
+    "input_error_in",
+    "reraise_input_errors",
+    "as_flag",
+    "DEBUG_ENV",
+    "debug_enabled",
+    "error_line",
+    "one_line_errors_in_bundle_runs",
+]
+
+DEBUG_ENV = "MONAI_LGG_DEBUG"
 
 
 class LGGInputError(ValueError):
@@ -53,6 +68,52 @@ def input_error_in(err: BaseException | None) -> LGGInputError | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def debug_enabled() -> bool:
+    """True when ``$MONAI_LGG_DEBUG`` asks for full tracebacks instead of one-line errors."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def error_line(err: LGGInputError) -> str:
+    """The one line a user error ends with: ``monai-lgg: error: <file>: <problem>``."""
+    return f"monai-lgg: error: {err}"
+
+
+def _bundle_run_excepthook(previous):
+    def hook(exc_type, exc, traceback):
+        cause = input_error_in(exc)
+        if cause is None or debug_enabled():
+            return previous(exc_type, exc, traceback)
+        sys.stdout.flush()
+        print(error_line(cause), file=sys.stderr, flush=True)
+        # Raising SystemExit from the hook makes the interpreter exit with this code after its normal
+        # clean-up (atexit, flushing), as for ``sys.exit(2)`` in the program; an uncaught error would give 1.
+        raise SystemExit(2)
+
+    hook.monai_lgg = True  # type: ignore[attr-defined]
+    return hook
+
+
+def one_line_errors_in_bundle_runs() -> None:
+    """Make ``python -m monai.bundle run ...`` end a user error with our one line and exit code 2.
+
+    MONAI evaluates every config expression inside ``try: ... except Exception as e: raise
+    RuntimeError(f"Failed to evaluate {item}") from e`` and the bundle runner has no error handling of
+    its own, so a wrong ``--dataset_dir`` would end in a 60-line traceback with the clear message buried
+    in the middle. No code of ours runs around MONAI's runner, so the only place to act is the
+    interpreter's last step: this installs a ``sys.excepthook`` that, when an :class:`LGGInputError`
+    is anywhere in the exception chain, prints ``monai-lgg: error: <file>: <problem>`` and exits with
+    code 2; any other error keeps Python's traceback. ``MONAI_LGG_DEBUG=1`` keeps the full traceback.
+
+    Installed only when the running program is MONAI's bundle runner (``__main__`` is
+    ``monai.bundle.__main__``, also in each ``torchrun`` worker), and once; a program that merely imports
+    ``monai_lgg`` keeps its own hook. ``monai-lgg train / evaluate`` handle errors in :func:`monai_lgg.cli.main`.
+    """
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if getattr(main_spec, "name", None) != "monai.bundle.__main__" or getattr(sys.excepthook, "monai_lgg", False):
+        return
+    sys.excepthook = _bundle_run_excepthook(sys.excepthook)
 
 
 @contextmanager

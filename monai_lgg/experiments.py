@@ -388,10 +388,23 @@ def _plots(record: Mapping, work_dir: Path) -> dict[str, bytes]:
     dice_ax.set(
         xlabel="epoch", ylabel="per-patient Dice", title=f"validation patients (fold {first_fold})", ylim=(0, 1)
     )
-    dice_ax.legend(fontsize=7)
+    if dice_ax.lines:
+        dice_ax.legend(fontsize=7)
+    else:  # a fixed schedule (train_split trainval) validates nothing: say so instead of an empty panel
+        dice_ax.text(0.5, 0.5, "no validation patients:\nfixed schedule, every non-test fold trains", ha="center",
+                     va="center", transform=dice_ax.transAxes, fontsize=10, color="0.35")
+    if len(names) > 1:
+        loss_ax.legend(fontsize=7)
     for ax in (loss_ax, dice_ax):
         ax.grid(alpha=0.3)
     return {"dice_boxplot": box, "learning_curves": figure_png(fig)}
+
+
+def _split_words(overrides: Mapping[str, Any]) -> str:
+    """How the folds were used, in words, from the runs' overrides."""
+    if overrides.get("train_split") == "trainval":
+        return "patient-level split: test = fold f, training = every other fold, fixed schedule, no epoch selection"
+    return "patient-level nested split: test = fold f, validation = fold f+1 selects the epoch, training = the rest"
 
 
 def write_results(record: Mapping, output: str | Path, report_cells: int = 1) -> Path:
@@ -413,7 +426,7 @@ def write_results(record: Mapping, output: str | Path, report_cells: int = 1) ->
         f"GPU: {m['gpu'] or 'none'}, torch {m['torch']}. Budget: {record['budget']}.",
         "",
         f"Data: `{record['dataset_dir']}`; folds {record['folds']}. Every number is over the test patients of those folds "
-        "(patient-level nested split: test = fold f, validation = fold f+1 selects the epoch, training = the rest); "
+        f"({_split_words(record['overrides'])}); "
         "each patient is tested exactly once. Config overrides shared by every run: "
         f"`{json.dumps(record['overrides'])}`.",
         "",

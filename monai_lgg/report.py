@@ -49,7 +49,7 @@ class Evaluation:
     overlays: dict[str, list[Path]] = field(default_factory=dict)
 
     def scores(self, key: str) -> np.ndarray:
-        return np.array([r[key] for r in self.rows], dtype=float)
+        return np.array([r[key] if isinstance(r[key], (int, float)) else np.nan for r in self.rows], dtype=float)
 
     @property
     def class_columns(self) -> list[str]:
@@ -57,11 +57,14 @@ class Evaluation:
         return [k for k in self.rows[0] if k.startswith(("dice_", "iou_"))]
 
 
-def _number(value: str) -> float | str:
-    try:
-        return float(value)
-    except ValueError:
-        return value
+def _number(value: str) -> int | float | str:
+    """A CSV cell as a number: counts stay integers (``25``, not ``25.000`` in the tables)."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            continue
+    return value
 
 
 def load_evaluation(folder: str | Path) -> Evaluation:
@@ -120,28 +123,42 @@ def figure_png(fig) -> bytes:
 
 
 def dice_bar_chart(evaluation: Evaluation) -> bytes:
-    """Per-patient Dice, sorted, with mean and median lines."""
+    """Per-patient Dice as horizontal bars, best at the top, with mean and median lines.
+
+    Horizontal, so that every patient's name stays readable however many there are. Tumour-free patients
+    are hatched: one scores 1 when nothing is predicted and 0 otherwise, which is not what a tumour
+    patient's bar means. With few patients each bar carries its value.
+    """
     order = np.argsort(-evaluation.scores("dice"), kind="stable")
-    cases = [evaluation.rows[i]["case"] for i in order]
+    rows = [evaluation.rows[i] for i in order]
     dice = evaluation.scores("dice")[order]
-    fig = new_figure(min(max(6.0, 0.22 * len(cases) + 1.5), 24.0), 4.2)
+    n = len(rows)
+    fig = new_figure(9.0, max(2.6, 0.19 * n + 1.3))
     ax = fig.add_subplot()
-    ax.bar(range(len(cases)), dice, color=COLOURS["bar"], width=0.8)
-    for name, value in (("mean", np.nanmean(dice)), ("median", np.nanmedian(dice))):
-        ax.axhline(
-            value,
-            color=COLOURS[name],
-            linestyle="--" if name == "mean" else ":",
-            linewidth=1.6,
-            label=f"{name} {value:.3f}",
-        )
-    ax.set_xticks(range(len(cases)), cases, rotation=90, fontsize=7 if len(cases) > 30 else 8)
-    ax.set_ylim(0, 1.0)
-    ax.set_xlim(-0.6, len(cases) - 0.4)
-    ax.set_ylabel("Dice (3D, per patient)")
-    ax.set_title(f"Per-patient Dice ({len(cases)} patients)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="lower left")
+    tumour_free = [r.get("gt_voxels") == 0 for r in rows]
+    bars = ax.barh(range(n), dice, color=COLOURS["bar"], height=0.8 if n > 4 else 0.5,
+                   hatch=["//" if free else "" for free in tumour_free], edgecolor="white")
+    # values on the bars when there is room, and always on the near-zero bars that are otherwise invisible
+    ax.bar_label(bars, labels=[f"{d:.3f}" if n <= 30 or d < 0.05 else "" for d in dice], fontsize=8, padding=2)
+    # equal mean and median lines stay visible: the mean is drawn wide underneath, the median thin on top
+    ax.axvline(np.nanmean(dice), color=COLOURS["mean"], linestyle="--", linewidth=3.0, alpha=0.7, zorder=2,
+               label=f"mean {np.nanmean(dice):.3f}")
+    ax.axvline(np.nanmedian(dice), color=COLOURS["median"], linestyle=":", linewidth=1.6, zorder=3,
+               label=f"median {np.nanmedian(dice):.3f}")
+    handles = ax.get_legend_handles_labels()[0]
+    if any(tumour_free):
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(facecolor=COLOURS["bar"], hatch="//", edgecolor="white",
+                             label="tumour-free patient:\n1 if nothing predicted, else 0"))
+    ax.set_yticks(range(n), [r["case"] for r in rows], fontsize=8)
+    ax.set_ylim(n - 0.4, -0.6)  # best at the top
+    ax.set_xlim(0, 1.08)
+    ax.set_xlabel("Dice (3D, per patient)")
+    ax.set_title(f"Per-patient Dice, best first ({n} patients)", loc="left")
+    ax.grid(axis="x", alpha=0.3)
+    # beside the axes: never over the bars
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
     return figure_png(fig)
 
 
@@ -174,58 +191,105 @@ def score_box_plot(evaluation: Evaluation) -> bytes:
     return figure_png(fig)
 
 
+# Validation curves, drawn in this order: each has its own colour, marker and dash, and the earlier ones are
+# drawn wider underneath, so that curves with equal values (IoU and precision often are, early on) stay visible.
+CURVE_STYLES = {
+    "val_mean_dice": ("Dice (per patient)", "#4C72B0", "o", "-"),
+    "val_slice_dice": ("Dice (per slice)", "#8172B2", "D", (0, (5, 2))),
+    "val_iou": ("IoU", "#55A868", "s", "--"),
+    "val_precision": ("precision", "#C44E52", "^", "-."),
+    "val_recall": ("recall", "#DD8452", "v", ":"),
+}
+
+
 def training_curves_plot(curves: dict[str, list[tuple[int, float]]]) -> bytes | None:
-    """Training loss and validation scores per epoch; None without curves."""
+    """Training loss and validation scores per epoch; None without curves.
+
+    The validation panel marks the epoch with the best per-patient Dice (the one a best-epoch run saves).
+    """
     losses = {t: v for t, v in curves.items() if "loss" in t}
-    scores = {
-        t: v
-        for t, v in curves.items()
-        if t in ("val_mean_dice", "val_slice_dice", "val_iou", "val_recall", "val_precision")
-    }
+    scores = {t: curves[t] for t in CURVE_STYLES if t in curves}
     if not losses and not scores:
         return None
-    fig = new_figure(10.0, 3.8)
-    for position, (group, title, ylabel) in enumerate(
-        ((losses, "Training loss", "loss"), (scores, "Validation", "score")), start=1
-    ):
-        ax = fig.add_subplot(1, 2, position)
-        for tag, points in sorted(group.items()):
-            steps, values = zip(*points, strict=True)
-            ax.plot(steps, values, marker="o", markersize=3, label=tag.replace("val_", "").replace("_", " "))
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
+    from matplotlib.ticker import MaxNLocator
+
+    # a run without validation (a fixed schedule) has no score panel rather than an empty one
+    panels = int(bool(losses)) + int(bool(scores))
+    fig = new_figure(5.5 * panels + (1.6 if scores else 0.0), 4.0)
+    loss_ax = fig.add_subplot(1, panels, 1) if losses else None
+    score_ax = fig.add_subplot(1, panels, panels) if scores else None
+    for tag, points in sorted(losses.items()):
+        steps, values = zip(*points, strict=True)
+        loss_ax.plot(steps, values, marker="o", markersize=3, label=tag.replace("_", " "))
+    if loss_ax is not None:
+        loss_ax.set(title="Training loss", xlabel="epoch", ylabel="loss")
+    for order, (tag, points) in enumerate(scores.items()):
+        label, colour, marker, dash = CURVE_STYLES[tag]
+        steps, values = zip(*points, strict=True)
+        score_ax.plot(steps, values, color=colour, marker=marker, markersize=6 - order * 0.7, linestyle=dash,
+                      linewidth=3.2 - order * 0.5, alpha=0.9, label=label, zorder=2 + order)
+    if "val_mean_dice" in scores:
+        best_epoch, best = max(scores["val_mean_dice"], key=lambda p: (p[1], -p[0]))
+        score_ax.axvline(best_epoch, color="grey", linewidth=1, linestyle=":", zorder=1,
+                         label=f"best Dice {best:.3f} (epoch {best_epoch})")
+    if score_ax is not None:
+        # a little room beyond 0 and 1, so that curves lying on them stay visible
+        score_ax.set(title="Validation patients", xlabel="epoch", ylabel="score", ylim=(-0.03, 1.03))
+    for ax in (a for a in (loss_ax, score_ax) if a is not None):
         ax.grid(alpha=0.3)
-        if group:
-            ax.legend(fontsize=8)
-        if group is scores:
-            ax.set_ylim(0, 1.0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if loss_ax is not None:
+        loss_ax.legend(fontsize=8, loc="upper right")
+    if score_ax is not None:  # beside the axes: curves near 0 and 1 are common and a legend inside would hide them
+        score_ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return figure_png(fig)
 
 
+def best_and_worst(ranked: Sequence[dict], num_patients: int = 3) -> list[tuple[str, dict]]:
+    """The best and the worst ``num_patients`` of ``ranked`` (best first), never one patient twice.
+
+    With fewer than ``2 * num_patients`` patients the set is split in halves (the odd one out counts as
+    best): two patients are one best and one worst, not two "best".
+
+    Returns:
+        ``("best" | "worst", row)`` pairs, best first.
+    """
+    n_best = min(num_patients, (len(ranked) + 1) // 2)
+    n_worst = min(num_patients, len(ranked) - n_best)
+    return [("best", r) for r in ranked[:n_best]] + [("worst", r) for r in ranked[len(ranked) - n_worst :]]
+
+
 def overlay_grid(evaluation: Evaluation, num_patients: int = 3) -> bytes | None:
-    """Overlays of the best and worst patients (by Dice), one row per patient; None without overlays."""
+    """Overlays of the best and worst patients (by Dice), one row per patient; None without overlays.
+
+    Each overlay picture carries its own caption (slice, why it was chosen, slice Dice, legend).
+    """
     import cv2
 
     ranked = sorted((r for r in evaluation.rows if evaluation.overlays.get(r["case"])), key=lambda r: -r["dice"])
     if not ranked:
         return None
-    best = ranked[:num_patients]
-    worst = [r for r in ranked[::-1][:num_patients] if r not in best][::-1]
-    chosen = [("best", r) for r in best] + [("worst", r) for r in worst]
+    chosen = best_and_worst(ranked, num_patients)
     columns = max(len(evaluation.overlays[r["case"]]) for _, r in chosen)
-    fig = new_figure(2.3 * columns + 0.4, 2.5 * len(chosen) + 0.5)
+    pictures = {r["case"]: [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in evaluation.overlays[r["case"]]]
+                for _, r in chosen}
+    aspect = max(p.shape[0] / p.shape[1] for row in pictures.values() for p in row)
+    fig = new_figure(3.3 * columns + 0.3, (3.3 * aspect + 0.35) * len(chosen) + 0.4)
     grid = fig.add_gridspec(len(chosen), columns)
+    rank = {r["case"]: i for i, r in enumerate(ranked, start=1)}
     for row, (kind, record) in enumerate(chosen):
-        for col, png in enumerate(evaluation.overlays[record["case"]]):
+        for col, picture in enumerate(pictures[record["case"]]):
             ax = fig.add_subplot(grid[row, col])
-            ax.imshow(cv2.cvtColor(cv2.imread(str(png)), cv2.COLOR_BGR2RGB))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_xlabel(f"slice {png.stem.rsplit('_', 1)[-1].lstrip('0') or '0'}", fontsize=8)
+            ax.imshow(picture)
+            ax.set_axis_off()
             if col == 0:
-                ax.set_title(f"{kind}: {record['case']}  (Dice {record['dice']:.3f})", loc="left", fontsize=9)
-    fig.suptitle("Best and worst patients - ground truth green, prediction red, overlap yellow", fontsize=10)
+                place = f"{kind} (#{rank[record['case']]} of {len(ranked)})" if len(ranked) > 1 else "the only patient"
+                ax.set_title(f"{place}: {record['case']}  Dice {record['dice']:.3f}", loc="left", fontsize=10,
+                             fontweight="bold")
+    shown = "all" if len(chosen) == len(ranked) else f"best {sum(k == 'best' for k, _ in chosen)} and worst " \
+        f"{sum(k == 'worst' for k, _ in chosen)}"
+    fig.suptitle(f"Patients by per-patient Dice ({shown} of {len(ranked)}); each picture's caption says why that slice "
+                 "is shown", fontsize=11)
     return figure_png(fig)
 
 
@@ -271,12 +335,34 @@ def metrics_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+# The per-patient table of the report, with short headers so that it fits the page; every column (F1, which
+# equals Dice for binary masks, voxel accuracy, per-class IoU) stays in per_patient.csv.
+PATIENT_COLUMNS = {
+    "case": "patient",
+    "dice": "Dice",
+    "iou": "IoU",
+    "precision": "precision",
+    "recall": "recall",
+    "hd95": "HD95",
+    "slice_dice": "slice Dice",
+    "gt_voxels": "tumour voxels",
+    "pred_voxels": "predicted voxels",
+    "slices": "slices",
+    "tumour_free_slices": "tumour-free slices",
+    "false_positive_slices": "false-positive slices",
+}
+PATIENT_TABLE_NOTE = "Best Dice first. All columns (also F1 and voxel accuracy) are in per_patient.csv."
+
+
 def patient_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the per-patient table, best Dice first."""
-    header = list(evaluation.rows[0])
-    rows = [
-        [_fmt(r[k]) if k != "case" else r[k] for k in header] for r in sorted(evaluation.rows, key=lambda r: -r["dice"])
-    ]
+    """Header and rows of the per-patient table, best Dice first (the columns of :data:`PATIENT_COLUMNS`
+    present, plus the per-class Dice of a multi-class evaluation)."""
+    keys = [k for k in PATIENT_COLUMNS if k in evaluation.rows[0]]
+    after_dice = keys.index("dice") + 1
+    keys[after_dice:after_dice] = [k for k in evaluation.class_columns if k.startswith("dice_")]
+    header = [PATIENT_COLUMNS.get(k, k.replace("_", " ")) for k in keys]
+    ranked = sorted(evaluation.rows, key=lambda r: -r["dice"])
+    rows = [[_fmt(r[k]) if k != "case" else r[k] for k in keys] for r in ranked]
     return header, rows
 
 
@@ -303,8 +389,8 @@ CAPTIONS = {
 }
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-    "table{border-collapse:collapse;font-size:13px;margin:1em 0}"
-    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    "table{border-collapse:collapse;font-size:13px;margin:1em 0}.wide{overflow-x:auto}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{vertical-align:bottom;max-width:6em}"
     "td:first-child,th:first-child{text-align:left}th{background:#f2f2f2}img{max-width:100%;border:1px solid #eee}"
     "ul{font-size:14px}"
 )
@@ -330,7 +416,11 @@ def render_html(evaluation: Evaluation, figures: dict[str, bytes], title: str) -
     for name, png in figures.items():
         data = base64.b64encode(png).decode()
         parts.append(f"<h2>{CAPTIONS[name]}</h2><img alt='{name}' src='data:image/png;base64,{data}'>")
-    parts += ["<h2>Per-patient results</h2>", _html_table(*patient_table(evaluation)), "</body></html>"]
+    parts += [
+        "<h2>Per-patient results</h2>",
+        f"<p>{html.escape(PATIENT_TABLE_NOTE)}</p><div class='wide'>{_html_table(*patient_table(evaluation))}</div>",
+        "</body></html>",
+    ]
     return "\n".join(parts)
 
 
@@ -348,7 +438,7 @@ def render_markdown(evaluation: Evaluation, figures: dict[str, bytes], title: st
         _md_table(*metrics_table(evaluation)),
     ]
     parts += [f"## {CAPTIONS[name]}\n\n![{name}]({name}.png)" for name in figures]
-    parts += ["## Per-patient results", _md_table(*patient_table(evaluation))]
+    parts += ["## Per-patient results", PATIENT_TABLE_NOTE, _md_table(*patient_table(evaluation))]
     return "\n\n".join(parts) + "\n"
 
 

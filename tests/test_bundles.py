@@ -39,7 +39,7 @@ def _overrides(**extra) -> list[str]:
 def exported_bundle(request, tmp_path) -> Path:
     """The bundle folder copied alone, symlinks replaced by the files they point to."""
     target = tmp_path / request.param
-    shutil.copytree(PROJECT_ROOT / "bundles" / request.param, target, symlinks=False, ignore=shutil.ignore_patterns("models", "eval", "logs", "predictions"))
+    shutil.copytree(PROJECT_ROOT / "bundles" / request.param, target, symlinks=False, ignore=shutil.ignore_patterns("models", "eval", "logs", "predictions", "runs"))
     assert not any(p.is_symlink() for p in target.rglob("*"))
     return target
 
@@ -64,32 +64,40 @@ def _ok(result: subprocess.CompletedProcess) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("exported_bundle", BUNDLES, indirect=True)
 def test_cli_cycle(exported_bundle, tiny_dataset):
-    """train (run id 'training') -> resume to 2 epochs ('run') -> evaluate -> inference, via python -m monai.bundle."""
+    """train (run id 'training') -> resume to 2 epochs ('run') -> evaluate -> inference, via python -m monai.bundle.
+
+    Training writes into the run folder runs/<data set>_fold0 (the bundle's models/ holds its published model
+    only), evaluate.json with the same options evaluates that run's model, and inference.json is pointed at it.
+    """
     cfg = exported_bundle / "configs"
     data = ["--dataset_dir", str(tiny_dataset)]
-    _ok(run_bundle([cfg / "train.json"], *data, *_overrides(epochs=1), run_id="training"))
-    models = exported_bundle / "models"
+    out = _ok(run_bundle([cfg / "train.json"], *data, *_overrides(epochs=1), run_id="training"))
+    run = exported_bundle / "runs" / f"{tiny_dataset.name}_fold0"
+    models = run / "models"
+    assert f"checkpoints go to {models}" in out
+    assert not (exported_bundle / "models").exists(), "training wrote into the bundle's published models/"
     assert (models / "model.pt").is_file() and json.loads((models / "last.json").read_text())["epoch"] == 1
     sidecar = json.loads((models / "model.json").read_text())
     assert sidecar["fold"] == 0 and len(sidecar["training_cases"]) == 3 and len(sidecar["validation_cases"]) == 1
 
     out = _ok(run_bundle([cfg / "train.json"], *data, *_overrides(epochs=2)))
-    assert "resumed from" in out and "at epoch 1" in out
+    assert f"resuming the run in {models} after epoch 1 of 2" in out and "--resume false starts afresh" in out
     assert json.loads((models / "last.json").read_text())["epoch"] == 2
 
     _ok(run_bundle([cfg / "train.json", cfg / "evaluate.json"], *data, *_overrides()))
-    rows = (exported_bundle / "eval" / "per_patient.csv").read_text().strip().splitlines()
+    rows = (run / "eval" / "per_patient.csv").read_text().strip().splitlines()
     test_case = json.loads((tiny_dataset / "datalist.json").read_text())["training"]
     expected = [i["case"] for i in test_case if i["fold"] == 0]
     assert [r.split(",")[0] for r in rows[1:]] == expected
-    summary = json.loads((exported_bundle / "eval" / "summary.json").read_text())
+    summary = json.loads((run / "eval" / "summary.json").read_text())
     assert summary["patients"] == 1 and 0.0 <= summary["per_patient"]["dice"]["mean"] <= 1.0
-    assert list((exported_bundle / "eval" / "overlays").glob("*.png"))
+    assert summary["checkpoint"] == str(models / "model.pt")
+    assert list((run / "eval" / "overlays").glob("*.png"))
 
     leak = run_bundle([cfg / "train.json", cfg / "evaluate.json"], *data, *_overrides(eval_split="train"))
-    assert leak.returncode != 0 and "was trained or selected on" in leak.stdout + leak.stderr
+    assert leak.returncode == 2 and "was trained or selected on" in leak.stderr.strip().splitlines()[-1]
 
-    _ok(run_bundle([cfg / "inference.json"], *data, *_overrides()))
+    _ok(run_bundle([cfg / "inference.json"], *data, *_overrides(ckpt_path=str(models / "model.pt"))))
     predictions = sorted((exported_bundle / "predictions").glob("*.nii.gz"))
     assert [p.name for p in predictions] == sorted(f"{i['case']}.nii.gz" for i in test_case)
     case = test_case[0]
@@ -110,10 +118,11 @@ def test_config_workflow_and_model_zoo_checks(exported_bundle, tiny_dataset, tmp
     assert train.bundle_root == str(exported_bundle)
     train.run()
     train.finalize()
-    assert (exported_bundle / "models" / "model.pt").is_file()
+    trained = exported_bundle / "runs" / f"{tiny_dataset.name}_fold0" / "models" / "model.pt"
+    assert trained.is_file() and not (exported_bundle / "models").exists()
 
     infer = ConfigWorkflow(config_file=str(cfg / "inference.json"), workflow_type="infer", dataset_dir=str(tiny_dataset),
-                           spatial_size=[64, 64], output_dir=str(tmp_path / "pred"))
+                           spatial_size=[64, 64], output_dir=str(tmp_path / "pred"), ckpt_path=str(trained))
     infer.initialize()
     assert not infer.check_properties()
     infer.run()
@@ -128,7 +137,7 @@ def test_config_workflow_and_model_zoo_checks(exported_bundle, tiny_dataset, tmp
 
     # TorchScript export of the trained 64x64 checkpoint, output equal to eager
     ts = tmp_path / "model.ts"
-    ckpt_export(net_id="network_def", filepath=str(ts), ckpt_file=str(exported_bundle / "models" / "model.pt"),
+    ckpt_export(net_id="network_def", filepath=str(ts), ckpt_file=str(trained),
                 meta_file=str(cfg / "metadata.json"), config_file=str(cfg / "inference.json"),
                 bundle_root=str(exported_bundle), spatial_size=[64, 64])
     scripted = torch.jit.load(str(ts))
@@ -146,8 +155,9 @@ def test_torchrun_two_processes_gloo(exported_bundle, tiny_dataset):
     runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle"]
     out = _ok(run_bundle([cfg / "train.json", cfg / "multi_gpu_train.json"], "--dataset_dir", str(tiny_dataset),
                          *_overrides(epochs=1), runner=runner))
-    assert (exported_bundle / "models" / "model.pt").is_file(), out[-2000:]
-    assert json.loads((exported_bundle / "models" / "last.json").read_text())["epoch"] == 1
+    models = exported_bundle / "runs" / f"{tiny_dataset.name}_fold0" / "models"
+    assert (models / "model.pt").is_file(), out[-2000:]
+    assert json.loads((models / "last.json").read_text())["epoch"] == 1
 
 
 def test_bundles_state_only_their_differences():

@@ -145,27 +145,30 @@ def test_final_model_recipe(tmp_path, tiny_dataset):
     shutil.copytree(
         PROJECT_ROOT / "bundles" / "unet",
         bundle,
-        ignore=shutil.ignore_patterns("models", "eval", "logs", "predictions"),
+        ignore=shutil.ignore_patterns("models", "eval", "logs", "predictions", "runs"),
     )
     cfg = bundle / "configs"
     data = ["--dataset_dir", str(tiny_dataset)]
     out = _ok(run_bundle([cfg / "train.json", cfg / "final.json"], *data, *_overrides(epochs=2), run_id="training"))
     assert "val_mean_dice" not in out  # no validation ran
-    sidecar = json.loads((bundle / "models" / "model.json").read_text())
+    models = bundle / "runs" / f"{tiny_dataset.name}_all" / "models"  # the run folder of a run on every patient
+    sidecar = json.loads((models / "model.json").read_text())
     all_cases = sorted(i["case"] for i in json.loads((tiny_dataset / "datalist.json").read_text())["training"])
     assert (
         sidecar["training_cases"] == all_cases
         and sidecar["epoch"] == 2
         and sidecar["selection"].startswith("last epoch")
     )
-    last = torch.load(bundle / "models" / "last.ckpt", map_location="cpu", weights_only=True)["network"]
-    final = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
+    last = torch.load(models / "last.ckpt", map_location="cpu", weights_only=True)["network"]
+    final = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
     assert all(torch.equal(final[k], last[k]) for k in final)
 
-    refused = run_bundle([cfg / "train.json", cfg / "evaluate.json"], *data, *_overrides())
+    # evaluated with the training's configs and options, evaluate.json finds this run's model
+    evaluate = [cfg / "train.json", cfg / "final.json", cfg / "evaluate.json"]
+    refused = run_bundle(evaluate, *data, *_overrides())
     assert refused.returncode != 0 and "was trained or selected on" in refused.stdout + refused.stderr
     # the command-line word "true" is read as a yes (python-fire passes it as a string)
-    _ok(run_bundle([cfg / "train.json", cfg / "evaluate.json"], *data, *_overrides(allow_overlap="true")))
+    _ok(run_bundle(evaluate, *data, *_overrides(allow_overlap="true")))
 
 
 @pytest.mark.slow

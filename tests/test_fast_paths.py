@@ -298,7 +298,9 @@ def test_bundle_trains_with_the_options(tiny, tmp_path, options):
 
 
 # ------------------------------------------------------------------------------------------ GPU (skipped without one)
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def cuda(test):
+    """A test that needs a CUDA GPU: skipped without one, selected by ``pytest -m cuda`` (tools/gpu_suite.py)."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
 
 
 @cuda

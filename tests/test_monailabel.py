@@ -1,25 +1,30 @@
 """A monai-lgg bundle served by MONAI Label's monaibundle app (``BundleInferTask``).
 
-monailabel 0.8.5 does not install beside this project's CPU torch: it requires ``torchvision`` (PyPI
-has only CUDA builds, whose ``_C`` extension links ``libtorch_cuda.so``/``libc10_cuda.so``, absent
-from CPU torch, so ``import torchvision`` fails with "operator torchvision::nms does not exist";
-letting pip resolve it replaces torch with a CUDA build) and ``sam2`` (which pulls torchvision too).
-Installed with ``pip install --no-deps monailabel==0.8.5`` plus its pure-Python imports
-(docs/monailabel.md), only ``monailabel.transform.post`` needs torchvision, for ``make_grid`` /
-``save_image``, which bundle inference never calls: :func:`test_real_bundle_infer_task` then runs the
-real ``BundleInferTask`` with a stand-in ``torchvision.utils``. Without monailabel it skips, and
-:func:`test_bundle_infer_task_path` repeats, with MONAI alone, every read and call that
-``BundleInferTask`` makes on our bundle (see :mod:`monai_lgg.inference.monailabel`).
+Two levels:
+
+* Everywhere (``make test``): the bundle prepared for an app has every file and key MONAI Label 0.8.5
+  reads, and :func:`test_bundle_infer_task_path` repeats, with MONAI alone, every read and call that
+  ``BundleInferTask`` makes on it (see :mod:`monai_lgg.inference.monailabel`).
+* For real (``make test-monailabel``, which builds an environment with MONAI Label's documented
+  install: ``pip install monailabel`` beside torch 2.14.1 / torchvision 0.29.1, pydicom 2.4):
+  :func:`test_monailabel_server_serves_the_exported_unet` starts ``monailabel start_server`` on
+  127.0.0.1 with the monaibundle app serving the Model Zoo export of the UNet, POSTs ``/infer`` for a
+  converted real patient and checks the returned NIfTI. Where MONAI Label is not installed it skips
+  and says so; nothing stands in for it.
 """
 
 from __future__ import annotations
 
-import copy
-import importlib
+import hashlib
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
-import types
+import time
+import urllib.request
 from pathlib import Path
 
 import nibabel as nib
@@ -30,6 +35,7 @@ from monai.bundle import ConfigParser
 from monai.transforms import Compose, LoadImaged, SaveImaged
 
 from monai_lgg.cli import main
+from monai_lgg.errors import LGGInputError
 from monai_lgg.inference.monailabel import (
     check_monailabel_bundle,
     monailabel_labels,
@@ -37,6 +43,7 @@ from monai_lgg.inference.monailabel import (
     write_multichannel_studies,
 )
 
+from .conftest import PROJECT_ROOT
 from .test_predict import tiny_bundle
 
 
@@ -60,19 +67,24 @@ def served(tmp_path_factory) -> dict[str, Path]:
 
 
 def assert_same_mask(mask: np.ndarray, served: dict[str, Path]) -> None:
-    """Equal to the CLI's mask, except voxels whose probability is within float noise of the threshold
-    (the two paths batch the slices differently, which changes the last bits of the convolutions)."""
+    """Equal to the CLI's mask, except voxels whose probability is within 1e-3 of the bundle's threshold
+    (the two paths batch the slices differently, which changes the last bits of the convolutions, and
+    resample the probabilities back from the brain crop: a few voxels at the threshold may flip)."""
     expected = np.asarray(nib.load(served["expected"]).dataobj) > 0
     probability = np.asarray(nib.load(served["probability"]).dataobj)
+    threshold = json.loads((served["bundle"] / "configs" / "inference.json").read_text()).get("threshold", 0.5)
+    threshold = threshold if isinstance(threshold, int | float) else 0.5
     assert mask.shape == expected.shape
     differ = (mask > 0) != expected
-    assert np.all(np.abs(probability[differ] - 0.5) < 1e-4), f"{differ.sum()} voxels differ"
+    assert np.all(np.abs(probability[differ] - threshold) < 1e-3), f"{differ.sum()} voxels differ"
+    assert differ.sum() <= max(5, expected.sum() // 1000), f"{differ.sum()} voxels differ"
 
 
 def test_prepared_bundle_has_every_key_and_file(served, tmp_path):
     """Every file and key BundleInferTask reads is there, and a stray training checkpoint is flagged."""
     assert check_monailabel_bundle(served["bundle"]) == []
-    assert sorted(p.name for p in (served["bundle"] / "models").iterdir()) == ["model.pt"]
+    # model.json: the sidecar inference.json reads (geometry, input size, ensemble members)
+    assert sorted(p.name for p in (served["bundle"] / "models").iterdir()) == ["model.json", "model.pt"]
     assert not any(p.is_symlink() for p in served["bundle"].rglob("*"))
     metadata = json.loads((served["bundle"] / "configs" / "metadata.json").read_text())
     assert next(iter(metadata["network_data_format"]["inputs"])) == "image"
@@ -115,40 +127,130 @@ def test_bundle_infer_task_path(served):
     assert_same_mask(_run_like_bundle_infer_task(served["bundle"], served["study"]), served)
 
 
-def _import_monailabel(monkeypatch):
-    try:
-        importlib.import_module("torchvision.utils")
-    except Exception:  # not installed, or a CUDA build that cannot load beside CPU torch
-        stub, utils = types.ModuleType("torchvision"), types.ModuleType("torchvision.utils")
+def test_prepare_from_a_zoo_export_downloads_the_weights(served, tmp_path):
+    """A Model Zoo export holds no weights: preparing the app fetches them through large_files.yml (hash-checked)."""
+    export = tmp_path / "lgg_mri_unet_segmentation"
+    shutil.copytree(served["tiny"], export, symlinks=False, ignore=shutil.ignore_patterns("models", "eval", "logs"))
+    weights = served["tiny"] / "models" / "model.pt"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    large = f'large_files:\n  - path: "models/model.pt"\n    url: "{weights.resolve().as_uri()}"\n'
+    (export / "large_files.yml").write_text(large + f'    hash_val: "{digest}"\n    hash_type: "sha256"\n')
+    target = prepare_monailabel_bundle(export, tmp_path / "app" / "model" / export.name)
+    assert (target / "models" / "model.pt").read_bytes() == weights.read_bytes()
+    assert check_monailabel_bundle(target) == [] and not (target / "large_files.yml").exists()
+    (export / "large_files.yml").write_text(large + '    hash_val: "0000"\n    hash_type: "sha256"\n')
+    with pytest.raises(LGGInputError, match="cannot be downloaded"):
+        prepare_monailabel_bundle(export, tmp_path / "app2" / "model" / export.name)
+    assert not (tmp_path / "app2" / "model" / export.name).exists()
 
-        def unavailable(*args, **kwargs):
-            raise RuntimeError("torchvision is not available here")
 
-        utils.make_grid = utils.save_image = unavailable
-        stub.utils = utils
-        monkeypatch.setitem(sys.modules, "torchvision", stub)
-        monkeypatch.setitem(sys.modules, "torchvision.utils", utils)
+SERVED_CASE = "TCGA_CS_4941_19960909"
+DICE_FLOOR = 0.7  # the shipped UNet gave 0.86 on this patient through the server; a broken path (flipped axes,
+# wrong channels, random weights) gives far less
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_server(url: str, server: subprocess.Popen, log: Path, timeout_s: float = 900) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"monailabel start_server exited with {server.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/info/", timeout=10) as response:
+                return json.loads(response.read())
+        except OSError:
+            time.sleep(2)
+    pytest.fail(f"monailabel start_server did not answer within {timeout_s} s:\n{log.read_text()[-4000:]}")
+
+
+def _post_infer(url: str, model: str, image: str) -> bytes:
+    """POST /infer/<model>?image=<id>&output=image (a NIfTI, not the default multipart answer), params as a form field."""
+    boundary = "monai-lgg-test-boundary"
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n\r\n"
+        f"{json.dumps({'device': 'cpu'})}\r\n--{boundary}--\r\n"
+    ).encode()
+    request = urllib.request.Request(
+        f"{url}/infer/{model}?image={image}&output=image", data=body, method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(request, timeout=1200) as response:
+        assert response.status == 200
+        return response.read()
+
+
+@pytest.mark.slow
+def test_monailabel_server_serves_the_exported_unet(shared_lgg, tmp_path):
+    """monailabel start_server + monaibundle app + the exported UNet: /infer on a real patient gives its tumour.
+
+    The returned NIfTI must be a uint8 {0, 1} label map with the study's affine (the converted volume's),
+    and its 3D Dice against the patient's manual mask must clear :data:`DICE_FLOOR`.
+    """
     try:
-        return importlib.import_module("monailabel.tasks.infer.bundle")
-    except ImportError as err:
+        import monailabel.tasks.infer.bundle  # noqa: F401  (imports torchvision, which must load beside torch)
+    except Exception as err:
         pytest.skip(
-            f"monailabel not importable ({err}); it cannot be installed with its dependencies beside CPU "
-            "torch (torchvision/sam2): see this module's docstring and docs/monailabel.md"
+            f"MONAI Label is not usable in this environment ({type(err).__name__}: {err}); "
+            "`make test-monailabel` builds one (docs/monailabel.md) and runs this test there"
         )
+    from monai_lgg.bundle_export import export_bundle
+    from monai_lgg.data.kaggle import convert_kaggle
 
+    kaggle = tmp_path / "kaggle_3m"
+    kaggle.mkdir()
+    (kaggle / SERVED_CASE).symlink_to(shared_lgg / SERVED_CASE)
+    data = tmp_path / "lgg"
+    assert convert_kaggle(kaggle, data, progress=False, num_workers=1).ok
+    export = export_bundle("unet", tmp_path / "zoo")
 
-def test_real_bundle_infer_task(served, monkeypatch):
-    """MONAI Label's own BundleInferTask loads the bundle and segments the study like our CLI."""
-    bundle_module = _import_monailabel(monkeypatch)
-    task = bundle_module.BundleInferTask(str(served["bundle"]), {})
-    assert task.is_valid()
-    info = task.info()
-    assert info["type"] == "segmentation" and "tumour" in info["labels"] and info["version"]
-    result_file, result = task(copy.deepcopy({"image": str(served["study"]), "device": "cpu"}))
+    python = [sys.executable]
+    apps = tmp_path / "apps"
+    subprocess.run([*python, "-m", "monailabel.main", "apps", "--download", "--name", "monaibundle", "--output", str(apps)],
+                   check=True, capture_output=True, timeout=300)
+    app = apps / "monaibundle"
+    prepared = subprocess.run(
+        [*python, str(PROJECT_ROOT / "tools" / "prepare_monailabel.py"), str(export.bundle), str(app), "--dataset", str(data)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+    study = app / "studies" / f"{SERVED_CASE}.nii.gz"
+    assert nib.load(study).shape[-1] == 3
+
+    port, log = _free_port(), tmp_path / "server.log"
+    command = [*python, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(app / "studies"),
+               "--conf", "models", export.name, "--conf", "zoo_source", "ngc", "--conf", "sam2", "false",
+               "--conf", "skip_trainers", "true", "--host", "127.0.0.1", "--port", str(port)]
+    with open(log, "w") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
     try:
-        mask = nib.load(result_file)
-        np.testing.assert_allclose(mask.affine, nib.load(served["expected"]).affine, atol=1e-5)
-        assert_same_mask(np.asarray(mask.dataobj), served)
-        assert result["label_names"] == task.labels
+        info = _wait_for_server(url, server, log)
+        assert info["models"][export.name]["labels"] == {"tumour": 0}
+        assert info["models"][export.name]["version"] == export.version
+        answer = _post_infer(url, export.name, SERVED_CASE)
     finally:
-        Path(result_file).unlink(missing_ok=True)
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    assert answer[:2] == b"\x1f\x8b", "not a gzipped NIfTI (without output=image MONAI Label answers multipart)"
+    result = tmp_path / "mask.nii.gz"
+    result.write_bytes(answer)
+    mask = nib.load(result)
+    values = np.asarray(mask.dataobj)
+    assert mask.get_data_dtype() == np.uint8 and set(np.unique(values)) <= {0, 1}
+    flair = nib.load(data / "imagesTr" / f"{SERVED_CASE}_0001.nii.gz")
+    assert values.shape == flair.shape
+    np.testing.assert_allclose(mask.affine, flair.affine, atol=1e-5)
+    np.testing.assert_allclose(mask.affine, nib.load(study).affine, atol=1e-5)
+    label = np.asarray(nib.load(data / "labelsTr" / f"{SERVED_CASE}.nii.gz").dataobj) > 0
+    predicted = values > 0
+    dice = 2 * np.logical_and(predicted, label).sum() / (predicted.sum() + label.sum())
+    assert dice >= DICE_FLOOR, f"Dice {dice:.3f} of the served mask is below {DICE_FLOOR}"

@@ -22,6 +22,7 @@ from monai_lgg.cli import main
 from monai_lgg.data.kaggle import convert_kaggle
 from monai_lgg.data.synthetic import generate_synthetic_kaggle
 from monai_lgg.inference import Predictor, find_cases, load_case, load_network
+from monai_lgg.inference.loading import bundle_info
 
 from .conftest import CONSOLE_SCRIPT, PROJECT_ROOT
 
@@ -38,9 +39,12 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     shutil.rmtree(root, ignore_errors=True)
     generate_synthetic_kaggle(paths["kaggle"], num_patients=5, num_slices=8, size=64, seed=1)
     assert convert_kaggle(paths["kaggle"], paths["dataset"], num_folds=5, progress=False, num_workers=1).ok
-    ignore = shutil.ignore_patterns("models", "eval", "logs", "predictions")
+    ignore = shutil.ignore_patterns("models", "eval", "logs", "predictions", "runs")
     shutil.copytree(PROJECT_ROOT / "bundles" / "unet", paths["bundle"], symlinks=False, ignore=ignore)
     common = ["--bundle", str(paths["bundle"]), "--dataset_dir", str(paths["dataset"]), *TINY, "--batch_size", "4"]
+    # written into the copy's own models/ on purpose (the default is runs/...): predict --bundle loads it from there
+    bundle_dirs = {"ckpt_dir": "models", "log_dir": "logs", "output_dir": "eval"}
+    common += [a for key, name in bundle_dirs.items() for a in (f"--{key}", str(paths["bundle"] / name))]
     main(["train", *common, "--epochs", "2"])
     main(["evaluate", *common])
     assert (paths["bundle"] / "models" / "model.pt").is_file() and (paths["eval"] / "per_patient.csv").is_file()
@@ -80,13 +84,15 @@ def kaggle_prediction(tiny, tmp_path_factory) -> Path:
 def test_kaggle_folder(tiny, kaggle_prediction):
     """Many patients: one Kaggle-named {0,255} mask per slice in the same folders, CSVs, overlays, probabilities."""
     images = sorted(p for p in tiny["kaggle"].rglob("*.tif") if not p.stem.endswith("_mask"))
+    threshold = bundle_info(Path(tiny["bundle"])).threshold
     for image in images:
         rel = image.relative_to(tiny["kaggle"])
         mask = tifffile.imread(kaggle_prediction / rel.parent / f"{image.stem}_mask.tif")
         assert mask.dtype == np.uint8 and mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 255}
         prob = tifffile.imread(kaggle_prediction / rel.parent / f"{image.stem}_prob.tif")
         assert prob.dtype == np.float32 and 0 <= prob.min() and prob.max() <= 1
-        assert np.array_equal(mask == 255, prob >= 0.5)
+        # the mask is the probability at the bundle's threshold, less the components the post-processing drops
+        assert not np.any((mask == 255) & (prob < threshold))
     case = images[0].parent.name
     rows = (kaggle_prediction / case / f"{case}_tumour.csv").read_text().strip().splitlines()
     assert rows[0] == "slice,tumour_pixels,tumour_area_mm2,tumour_volume_mm3" and rows[-1].startswith("all,")
@@ -98,12 +104,16 @@ def test_kaggle_folder(tiny, kaggle_prediction):
     assert not list(kaggle_prediction.parent.glob(".*part*")), "staging folder left behind"
 
 
-def test_single_slice_tiff_and_png_match_the_stack(tiny, kaggle_prediction, tmp_path):
-    """A slice alone (TIFF, or the same pixels as PNG) gets the mask it gets inside its patient's stack."""
+def test_single_slice_tiff_and_png_agree(tiny, kaggle_prediction, tmp_path):
+    """A slice alone (TIFF, or the same pixels as PNG) gets one mask, whatever its file format.
+
+    With the ``brain`` geometry a slice alone is a one-slice volume: its brain box and per-volume
+    normalisation are its own, so its mask may differ from the one it gets inside its patient's stack
+    (the recipe normalises per volume, which scored better; docs/evaluation.md)."""
     image = sorted(tiny["kaggle"].glob("*/*_4.tif"))[0]
-    expected = tifffile.imread(kaggle_prediction / image.parent.name / f"{image.stem}_mask.tif")
     predict(str(image), str(tmp_path / "tif"), "--bundle", str(tiny["bundle"]))
-    assert np.array_equal(tifffile.imread(tmp_path / "tif" / f"{image.stem}_mask.tif"), expected)
+    expected = tifffile.imread(tmp_path / "tif" / f"{image.stem}_mask.tif")
+    assert expected.shape == tifffile.imread(image).shape[:2] and set(np.unique(expected)) <= {0, 255}
     png = tmp_path / f"{image.stem}.png"
     cv2.imwrite(str(png), cv2.cvtColor(tifffile.imread(image), cv2.COLOR_RGB2BGR))
     predict(str(png), str(tmp_path / "png"), "--bundle", str(tiny["bundle"]))
@@ -279,7 +289,7 @@ def test_grey_model_predicts_grey_images(tmp_path):
     from monai_lgg.io import save_checkpoint, write_json
 
     bundle = tmp_path / "unet"
-    shutil.copytree(PROJECT_ROOT / "bundles" / "unet", bundle, ignore=shutil.ignore_patterns("models", "eval", "logs", "predictions"))
+    shutil.copytree(PROJECT_ROOT / "bundles" / "unet", bundle, ignore=shutil.ignore_patterns("models", "eval", "logs", "predictions", "runs"))
     net = bundle_network(bundle, in_channels=1, out_channels=1, spatial_size=[64, 64])
     save_checkpoint(net.state_dict(), bundle / "models" / "model.pt")
     write_json(bundle / "models" / "model.json", {"in_channels": 1, "out_channels": 1})

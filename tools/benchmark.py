@@ -8,10 +8,12 @@
 
 Training ("ours") is the bundle's own ``train.json`` (dataset, DataLoader, network, loss, optimizer,
 MONAI ``SupervisedTrainer``) with the validation / checkpoint handlers removed, run for ``warmup + steps``
-iterations; throughput is measured over the last ``steps`` (steady state). Each *variant* overrides the
-speed options of ``train.json`` (``monai_lgg.engines.performance``) on top of ``plain`` (all off: MONAI
-per-sample augmentation in the DataLoader, fp32); ``default`` is what the bundle uses on this device.
-The *reference* is a plain PyTorch loop written the way the dataset authors' repository
+iterations; throughput is measured over the last ``steps`` (steady state). With ``--max_seconds S`` a run
+stops earlier, after at least ``--min_steps`` timed steps, once its timed window has lasted ``S`` seconds
+(slow variants then need no more steps than fast ones). Each *variant* overrides the speed options of
+``train.json`` (``monai_lgg.engines.performance``) on top of ``plain`` (all off: MONAI per-sample
+augmentation in the DataLoader, uniform slice sampling, fp32); ``default`` is what the bundle uses on this
+device. The *reference* is a plain PyTorch loop written the way the dataset authors' repository
 (mateuszbuda/brain-segmentation-pytorch) trains: a numpy dataset of per-volume normalised slices,
 per-sample scikit-image rescale / rotate / flip in a standard DataLoader, fp32, same network, loss,
 batch size and learning rate. ``bare`` rows feed the trainer one fixed batch (no data pipeline), so
@@ -19,20 +21,24 @@ batch size and learning rate. ``bare`` rows feed the trainer one fixed batch (no
 through all variants alike); each row reports its best run (the one least disturbed by other jobs on a
 shared machine) with the median in the notes, the process's CPU milliseconds per slice and
 ``other_load``, the busy cores other processes used during that run (from /proc/stat). Ratios are
-within this run only.
+within this run only. Inference rows come from the project's one inference timer
+(:func:`monai_lgg.inference.benchmark.time_inference`, also behind ``monai-lgg benchmark``) on the bundle's
+network with random weights.
 
 Data: ``--dataset_dir auto`` is the shared Kaggle set (``../shared/data/lgg/kaggle_3m``, converted once
 into the cache) when present, else the built-in synthetic set (256 x 256). On CUDA the table adds the
 achieved TFLOP/s (FLOPs of one training step counted with ``torch.utils.flop_counter``) against the
 GPU's datasheet bf16 peak, and peak memory is ``torch.cuda.max_memory_allocated``; on CPU it is the
 peak resident set size of the process during the run.
+
+``tools/gpu_suite.py`` calls :func:`measure` for its throughput table.
 """
 
 from __future__ import annotations
 
-import copy
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -44,7 +50,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import fire
 import numpy as np
 import torch
 from ignite.engine import Events
@@ -52,14 +57,18 @@ from monai.bundle import ConfigParser
 from monai.utils import set_determinism
 from torch.utils.flop_counter import FlopCounterMode
 
-from monai_lgg.engines.performance import FastInferer, device_defaults, prepare_network
+from monai_lgg.engines.performance import device_defaults
+from monai_lgg.inference.benchmark import time_inference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_convert import SHARED  # noqa: E402
 from benchmark_convert import measure as measure_conversion  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
-PLAIN = {"augmentation": "loader", "precision": "fp32", "channels_last": False, "compile": False, "num_workers": 0}
+# The MONAI per-sample chain cannot draw area-weighted batches (that needs the slice bank), so "plain" and the
+# variants built on it sample uniformly; "default" is the bundle exactly as configured.
+PLAIN = {"augmentation": "loader", "precision": "fp32", "channels_last": False, "compile": False, "num_workers": 0,
+         "sampling": "uniform"}
 BATCH = {"augmentation": "batch"}
 VARIANTS: dict[str, dict[str, Any]] = {
     "plain": {},
@@ -70,10 +79,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "batch+compile": {**BATCH, "compile": True},
     "batch+bf16+channels_last": {**BATCH, "precision": "bf16", "channels_last": True},
     "batch+bf16+compile": {**BATCH, "precision": "bf16", "compile": True},
+    "batch+bf16+channels_last+compile": {**BATCH, "precision": "bf16", "channels_last": True, "compile": True},
+    "batch+bf16+channels_last+cudnn_benchmark": {**BATCH, "precision": "bf16", "channels_last": True,
+                                                 "cudnn_benchmark": True},
 }
+# Settings the benchmark applies itself (not train.json keys), to measure what such an option would give: the
+# bundles call MONAI's set_determinism(seed), which pins cuDNN to deterministic algorithms without autotuning.
+BENCH_ONLY = ("cudnn_benchmark",)
 # Dense bf16 tensor-core peaks from NVIDIA datasheets (TFLOP/s, no sparsity), by the first substring of the
 # device name that matches ("NVIDIA H100 80GB HBM3" is the SXM part).
 GPU_PEAK_BF16 = {"H200": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0, "L40S": 362.1}
+# Keys of train.json that decide which training DataLoader a variant gets (loaders are built once per key).
+LOADER_KEYS = ("augmentation", "num_workers", "sampling")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -187,14 +204,45 @@ def bundle_parser(config: str, bundle: str, common: dict, overrides: dict, objec
     return parser
 
 
+class StepBudget:
+    """When a timed run stops: after ``warmup + steps`` iterations, or earlier once at least ``min_steps``
+    timed steps ran and the timed window has lasted ``max_seconds`` (host clock; no device synchronisation).
+
+    Args:
+        warmup: untimed iterations (compilation, allocations, cuDNN autotuning happen there); at least 1.
+        steps: most timed iterations.
+        min_steps: fewest timed iterations (default ``steps``: a fixed count).
+        max_seconds: timed-window length after which a run may stop early (default: never).
+    """
+
+    def __init__(self, warmup: int, steps: int, min_steps: int | None = None, max_seconds: float | None = None) -> None:
+        if warmup < 1 or steps < 1:
+            raise ValueError(f"warmup and steps must be at least 1, got {warmup} and {steps}")
+        self.warmup, self.steps = int(warmup), int(steps)
+        self.min_steps = self.steps if min_steps is None else max(1, min(int(min_steps), self.steps))
+        self.max_seconds = math.inf if max_seconds is None else float(max_seconds)
+
+    @property
+    def total(self) -> int:
+        return self.warmup + self.steps
+
+    def done(self, iteration: int, window_start: float) -> bool:
+        """Whether the run can stop after ``iteration`` (1-based) iterations."""
+        timed = iteration - self.warmup
+        if timed >= self.steps:
+            return True
+        return timed >= self.min_steps and time.perf_counter() - window_start >= self.max_seconds
+
+
 class IterationClock:
     """Times an ignite run: first iteration, the steady-state window after ``warmup`` iterations, data waits.
 
-    On CUDA the device is synchronised only at the window's edges, so the steps themselves run as in training.
+    It also ends the run (``engine.terminate()``) when the :class:`StepBudget` says so. On CUDA the device
+    is synchronised only at the window's edges, so the steps themselves run as in training.
     """
 
-    def __init__(self, device: torch.device, warmup: int) -> None:
-        self.device, self.warmup = device, warmup
+    def __init__(self, device: torch.device, budget: StepBudget) -> None:
+        self.device, self.budget, self.warmup = device, budget, budget.warmup
         self.fetch: list[float] = []
         self.window = Window()
         self.begin = self.first = self._fetch_start = 0.0
@@ -218,12 +266,15 @@ class IterationClock:
         self.fetch.append(time.perf_counter() - self._fetch_start)
 
     def _iteration_completed(self, engine) -> None:
-        if engine.state.iteration == 1:
+        iteration = engine.state.iteration
+        if iteration == 1:
             synchronize(self.device)
             self.first = time.perf_counter() - self.begin
-        if engine.state.iteration == self.warmup:
+        if iteration == self.warmup:
             synchronize(self.device)
             self.window.start()
+        if iteration > self.warmup and self.budget.done(iteration, self.window.wall):
+            engine.terminate()
 
     def _completed(self, engine) -> None:
         synchronize(self.device)
@@ -235,18 +286,33 @@ class IterationClock:
         return _rate(self.result, batch_size * steps, data_share=data_share, first_iteration_s=self.first, steps=steps)
 
 
-def run_trainer(
-    parser: ConfigParser, device: torch.device, warmup: int, steps: int, batch_size: int, seed: int
-) -> dict:
-    """Build ``train#trainer`` from the parser and time ``warmup + steps`` iterations of one epoch."""
+@contextmanager
+def cudnn_flags(deterministic: bool, benchmark: bool) -> Iterable[None]:
+    """cuDNN's ``deterministic`` / ``benchmark`` flags for the block, restored afterwards."""
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic, benchmark
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+
+
+def run_trainer(parser: ConfigParser, device: torch.device, budget: StepBudget, batch_size: int, seed: int,
+                cudnn_benchmark: bool = False) -> dict:
+    """Build ``train#trainer`` from the parser and time it for the iterations ``budget`` allows.
+
+    Epochs are the loader's own (a run of more iterations than one epoch holds crosses epoch boundaries, as
+    training does); the clock ends the run. cuDNN runs as in the bundles (deterministic algorithms, set by
+    ``set_determinism``) unless ``cudnn_benchmark`` (autotuned, non-deterministic algorithms).
+    """
     set_determinism(seed)
-    parser["train#trainer#max_epochs"] = 1
-    parser["train#trainer#epoch_length"] = warmup + steps
+    parser["train#trainer#max_epochs"] = budget.total  # an upper bound: every epoch has at least one iteration
     trainer = parser.get_parsed_content("train#trainer")
-    clock = IterationClock(device, warmup)
+    clock = IterationClock(device, budget)
     clock.attach(trainer)
     result: dict = {}
-    with peak_memory(device, result):
+    flags = (False, True) if cudnn_benchmark else (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    with peak_memory(device, result), cudnn_flags(*flags):
         trainer.run()
     result.update(clock.summary(batch_size))
     output = trainer.state.output
@@ -341,18 +407,30 @@ def reference_loader(dataset: ReferenceDataset, batch_size: int, num_workers: in
                                        num_workers=num_workers, worker_init_fn=_worker_init)
 
 
+
+
 def run_reference(network: torch.nn.Module, loss: Callable, lr: float, weight_decay: float, loader: Iterable,
-                  device: torch.device, warmup: int, steps: int, batch_size: int) -> dict:
-    """The plain training loop (fp32, ``loss.item()`` every step as in the authors' code), timed like ours."""
+                  device: torch.device, budget: StepBudget, batch_size: int) -> dict:
+    """The plain training loop (fp32, ``loss.item()`` every step as in the authors' code), timed like ours.
+
+    The loader is iterated epoch after epoch (its workers start again each epoch, as in the authors' loop)
+    until ``budget`` says stop. cuDNN keeps torch's defaults (no deterministic pinning, no autotuning), as the
+    authors' script does.
+    """
     network.to(device).train()
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay)
     fetch, losses, result, window = [], [], {}, Window()
     begin = time.perf_counter()
-    with peak_memory(device, result):
+    with peak_memory(device, result), cudnn_flags(False, False):
         it = iter(loader)
-        for step in range(warmup + steps):
+        step = 0
+        while True:
             t0 = time.perf_counter()
-            x, y = next(it)
+            try:
+                x, y = next(it)
+            except StopIteration:
+                it = iter(loader)
+                x, y = next(it)
             fetch.append(time.perf_counter() - t0)
             x, y = x.to(device), y.to(device)
             optimizer.zero_grad()
@@ -360,60 +438,43 @@ def run_reference(network: torch.nn.Module, loss: Callable, lr: float, weight_de
             out.backward()
             optimizer.step()
             losses.append(out.item())
-            if step == 0:
+            step += 1
+            if step == 1:
                 result["first_iteration_s"] = time.perf_counter() - begin
-            if step == warmup - 1:
+            if step == budget.warmup:
                 window.start()
+            if step > budget.warmup and budget.done(step, window.wall):
+                break
         measured = window.stop()
-    result.update(_rate(measured, batch_size * steps, data_share=sum(fetch[warmup:]) / measured["seconds"],
+    steps = step - budget.warmup
+    result.update(_rate(measured, batch_size * steps, data_share=sum(fetch[budget.warmup:]) / measured["seconds"],
                         steps=steps, loss=losses[-1]))
     return result
 
 
 # ----------------------------------------------------------------------------------------------- inference
-def _latency(network: torch.nn.Module, inferer: Callable, volume: torch.Tensor, device: torch.device,
-             repeats: int, amp: bool) -> tuple[float, float]:
-    """Best-of-``repeats`` seconds per slice (batch of 1) and per volume (the inferer), after a warm-up."""
-    slice_times, volume_times = [], []
-    with torch.inference_mode(), torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-        inferer(volume, network)
-        for _ in range(repeats):
-            synchronize(device)
-            start = time.perf_counter()
-            for z in range(volume.shape[-1]):
-                network(volume[..., z])
-            synchronize(device)
-            slice_times.append((time.perf_counter() - start) / volume.shape[-1])
-            start = time.perf_counter()
-            inferer(volume, network)
-            synchronize(device)
-            volume_times.append(time.perf_counter() - start)
-    return min(slice_times), min(volume_times)
+def run_inference(network: torch.nn.Module, spatial_size: int, device: torch.device, repeats: int,
+                  in_channels: int = 3, out_channels: int = 1, num_slices: int = 40,
+                  batch_sizes: Iterable[int] = (8,), tta: Iterable[bool] = (False,)) -> list[dict]:
+    """Latency of the bundle's network (random weights) through the ``monai-lgg predict`` path, as table rows.
 
-
-def run_inference(parser: ConfigParser, device: torch.device, repeats: int) -> list[dict]:
-    """Latency of the bundle's inference path (random weights): per slice (batch of 1) and per patient volume.
-
-    Rows: ``inference.json`` as configured (its evaluator's ``amp``: fp16 autocast on CUDA), and the same
-    network and inferer with the training speed options bf16 + channels-last applied (``FastInferer``),
-    which ``inference.json`` does not expose (yet): a measurement for that decision.
+    The timer is :func:`monai_lgg.inference.benchmark.time_inference` (the one behind ``monai-lgg
+    benchmark``): per slice (batch of 1) and per ``num_slices`` volume, fp32 and bf16 + channels-last.
     """
-    network = parser.get_parsed_content("network").eval()
-    inferer = parser.get_parsed_content("inferer")
-    amp = bool(parser.get_parsed_content("amp"))
-    volume = torch.as_tensor(parser.get_parsed_content("dataset")[0]["image"]).as_tensor()[None].to(device)
-    depth, sw_batch = volume.shape[-1], getattr(inferer, "sw_batch_size", "?")
-    cases = {"as configured": (network, inferer, amp),
-             "bf16 + channels_last (what-if)": (prepare_network(copy.deepcopy(network), device, channels_last=True),
-                                                FastInferer(inferer, "bf16", channels_last=True), False)}
+    timed = time_inference(network.eval(), [spatial_size] * 2, device, num_slices=num_slices, size=spatial_size,
+                           in_channels=in_channels, out_channels=out_channels, repeats=repeats,
+                           batch_sizes=list(batch_sizes), tta=list(tta))
     rows = []
-    for label, (net, inf, use_amp) in cases.items():
-        per_slice, per_volume = _latency(net, inf, volume, device, repeats, use_amp)
-        rows.append({"measure": "inference", "variant": f"per slice (batch 1), {label}", "value": 1000 * per_slice,
-                     "unit": "ms/slice", "notes": f"{1 / per_slice:.1f} slices/s; best of {repeats}"})
-        rows.append({"measure": "inference", "variant": f"per volume ({depth} slices, SliceInferer), {label}",
-                     "value": 1000 * per_volume, "unit": "ms/volume",
-                     "notes": f"sw_batch_size {sw_batch}; {depth / per_volume:.1f} slices/s; best of {repeats}"})
+    for t in timed:
+        label = f"{t['precision']}{' + channels_last' if t['channels_last'] else ''}{' + TTA' if t['tta'] else ''}"
+        common = {"measure": "inference", "timing": t}
+        rows.append({**common, "variant": f"per slice (batch 1), {label}", "value": t["slice_ms"], "unit": "ms/slice",
+                     "notes": f"median of {repeats}, best {t['slice_ms_best']:.3g} ms; "
+                              f"{1000 / t['slice_ms']:.1f} slices/s"})
+        rows.append({**common, "variant": f"per volume ({num_slices} slices, batch {t['batch_size']}), {label}",
+                     "value": t["volume_ms"], "unit": "ms/volume",
+                     "notes": f"median of {repeats}, best {t['volume_ms_best']:.3g} ms; "
+                              f"{1000 * num_slices / t['volume_ms']:.1f} slices/s"})
     return rows
 
 
@@ -453,29 +514,42 @@ def summary_row(measure: str, name: str, runs: list[dict], unit: str = "slices/s
     return row
 
 
-def main(
+
+
+def _names(value: str | Iterable[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [v for v in (value.split(",") if isinstance(value, str) else list(value)) if v]
+
+
+def measure(
     bundle: str = "unet",
     device: str = "auto",
     batch_size: int | None = None,
     spatial_size: int = 256,
     warmup: int = 3,
     steps: int = 8,
+    min_steps: int | None = None,
+    max_seconds: float | None = None,
     repeats: int = 3,
-    variants: str | tuple = "plain,workers1,batch,batch+bf16,batch+channels_last,batch+compile,default",
-    bare: str | tuple = "plain,batch,default",
+    variants: str | Iterable[str] = "plain,workers1,batch,batch+bf16,batch+channels_last,batch+compile,default",
+    bare: str | Iterable[str] = "plain,batch,default",
     reference: bool = True,
     reference_workers: int | None = None,
     pipeline_batches: int = 20,
     inference_repeats: int = 3,
+    inference_batch_sizes: Iterable[int] = (8,),
     convert_repeats: int = 1,
     network_args: dict | None = None,
     dataset_dir: str = "auto",
     fold: int = 0,
     seed: int = 0,
-    json_out: str | None = "benchmark.json",
-    sections: str | tuple = "train,pipeline,inference,convert",
-) -> None:
-    """Run the benchmark and print one table (see the module docstring).
+    sections: str | Iterable[str] = "train,pipeline,inference,convert",
+    deadline: float | None = None,
+    cache: dict | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run the benchmark (see the module docstring) and return its record: ``machine``, settings and ``rows``.
 
     Args:
         bundle: bundle folder name under ``bundles/``.
@@ -483,49 +557,73 @@ def main(
         batch_size: slices per batch (default: the bundle's).
         spatial_size: square training size.
         warmup: iterations excluded from timing (compilation happens there).
-        steps: timed iterations per run.
+        steps: most timed iterations per run.
+        min_steps: fewest timed iterations per run when ``max_seconds`` ends it early (default ``steps``).
+        max_seconds: a run's timed window may end after this many seconds (once ``min_steps`` ran).
         repeats: interleaved repeats of every training variant (the best run is reported, the median noted).
-        variants: comma-separated names of :data:`VARIANTS` or ``default`` (the bundle's per-device defaults).
+        variants: comma-separated names of :data:`VARIANTS` or ``default`` (the bundle's per-device defaults),
+            run in this order.
         bare: variants also timed on one fixed batch (no data pipeline).
         reference: run the plain PyTorch reference loop.
         reference_workers: reference DataLoader workers (default: the bundle's ``num_workers``, 0).
         pipeline_batches: batches timed for the data-pipeline-only rows.
         inference_repeats: repeats of the inference timings.
+        inference_batch_sizes: batch sizes (slices per forward pass) of the per-volume inference rows.
         convert_repeats: Kaggle -> NIfTI conversion runs (0: skip); shared data only.
         network_args: overrides of the bundle's network (``--network_args "{'channels': [32, 64, 128, 256, 512]}"``).
         dataset_dir: ``auto``, ``synthetic``, a converted folder or a ``kaggle_3m`` folder.
         fold: fold whose training split is used.
         seed: seed of every run.
-        json_out: where to write all results (``None``: nowhere).
         sections: which parts to run, of ``train``, ``pipeline``, ``inference``, ``convert``.
+        deadline: ``time.monotonic()`` after which no further run starts (each skipped run is listed in the
+            record's ``skipped``); ``None``: no limit.
+        cache: a dict kept between calls with the same data, batch size and spatial size (e.g. for two
+            networks): the training dataset, the reference dataset and the loaders are built once.
+        log: progress printer.
     """
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-    parts = set(sections.split(",") if isinstance(sections, str) else sections)
-    names = (variants.split(",") if isinstance(variants, str) else list(variants)) if "train" in parts else []
-    bare_names = [n for n in (bare.split(",") if isinstance(bare, str) else list(bare)) if n in names]
+    parts = set(_names(sections))
+    names = _names(variants) if "train" in parts else []
+    bare_names = [n for n in _names(bare) if n in names]
+    unknown = [n for n in names if n != "default" and n not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from default, {', '.join(VARIANTS)}")
+    budget = StepBudget(warmup, steps, min_steps, max_seconds)
+    cache = {} if cache is None else cache
+    skipped: list[str] = []
+
+    def time_left(what: str) -> bool:
+        if deadline is not None and time.monotonic() > deadline:
+            skipped.append(what)
+            log(f"  skipped (time budget): {what}")
+            return False
+        return True
+
     data = dataset_dir
     if dataset_dir == "auto":
         data = str(SHARED) if (SHARED / "data.csv").is_file() else "synthetic"
     info = machine(dev)
-    info["command"] = " ".join(["python", "tools/benchmark.py", *sys.argv[1:]])
-    print(f"{info['date']}  {info['cpu']} x{info['cpu_count']}  {info.get('gpu', '')}  torch {info['torch']}  "
-          f"monai {info['monai']}  load {info['load_average']}")
+    log(f"{info['date']}  {info['cpu']} x{info['cpu_count']}  {info.get('gpu', '')}  torch {info['torch']}  "
+        f"monai {info['monai']}  load {info['load_average']}")
     common = {"dataset_dir": data, "device": str(dev), "spatial_size": [spatial_size] * 2, "fold": fold, "seed": seed,
               "train#handlers": [], "network_args": dict(network_args or {})}
     if batch_size is not None:
         common["batch_size"] = batch_size
     base = bundle_parser("train.json", bundle, common, PLAIN)
     batch_size = int(base.get_parsed_content("batch_size"))
-    print(f"bundle {bundle}, data {data}, batch {batch_size}, {spatial_size}^2, device {dev}; building the dataset...")
-    dataset = base.get_parsed_content("train#dataset")
-    print(f"  {len(dataset.volumes)} training volumes, {len(dataset)} slices per epoch")
+    log(f"bundle {bundle}, data {data}, batch {batch_size}, {spatial_size}^2, device {dev}; building the dataset...")
+    if "dataset" not in cache:
+        cache["dataset"] = base.get_parsed_content("train#dataset")
+    dataset = cache["dataset"]
+    log(f"  {len(dataset.volumes)} training volumes, {len(dataset)} slices per epoch")
     defaults = device_defaults(dev)
-    loaders: dict[tuple, Iterable] = {}  # built once by the bundle config per data path, then shared by runs
+    loaders: dict[tuple, Iterable] = cache.setdefault("loaders", {})  # built once per data path, shared by runs
 
     def parser_for(name: str, **objects: Any) -> ConfigParser:
         over = {} if name == "default" else {**PLAIN, **VARIANTS[name]}
+        over = {k: v for k, v in over.items() if k not in BENCH_ONLY}
         probe = bundle_parser("train.json", bundle, common, over, {"train#dataset": dataset})
-        key = (probe.get_parsed_content("augmentation"), int(probe.get_parsed_content("num_workers")))
+        key = (*(str(probe.get_parsed_content(k)) for k in LOADER_KEYS if k in probe), batch_size)
         if key not in loaders:
             loaders[key] = probe.get_parsed_content("train#dataloader")
         injected = {"train#dataset": dataset, "train#dataloader": loaders[key], **objects}
@@ -536,29 +634,40 @@ def main(
     runs: dict[str, list[dict]] = {n: [] for n in names}
     bare_runs: dict[str, list[dict]] = {n: [] for n in bare_names}
     ref_runs: list[dict] = []
-    ref_dataset = ReferenceDataset(dataset) if reference and parts & {"train", "pipeline"} else None
+    ref_dataset = None
+    if reference and parts & {"train", "pipeline"}:
+        if "reference_dataset" not in cache:
+            cache["reference_dataset"] = ReferenceDataset(dataset)
+        ref_dataset = cache["reference_dataset"]
     ref_workers = int(base.get_parsed_content("num_workers")) if reference_workers is None else reference_workers
     for r in range(repeats):
         for name in names:
-            print(f"  [{r + 1}/{repeats}] training {name} (load {os.getloadavg()[0]:.2f})", flush=True)
-            runs[name].append(run_trainer(parser_for(name), dev, warmup, steps, batch_size, seed))
-            if name in bare_names:
+            if not time_left(f"training {name} (repeat {r + 1})"):
+                continue
+            log(f"  [{r + 1}/{repeats}] training {name} (load {os.getloadavg()[0]:.2f})")
+            cudnn_benchmark = bool(VARIANTS.get(name, {}).get("cudnn_benchmark"))
+            runs[name].append(run_trainer(parser_for(name), dev, budget, batch_size, seed, cudnn_benchmark))
+            if name in bare_names and time_left(f"bare step {name} (repeat {r + 1})"):
                 fixed = next(iter(parser_for(name).get_parsed_content("train#dataloader")))
-                parser = parser_for(name, **{"train#dataloader": [fixed] * (warmup + steps)})
-                bare_runs[name].append(run_trainer(parser, dev, warmup, steps, batch_size, seed))
-        if reference and "train" in parts:
-            print(f"  [{r + 1}/{repeats}] training reference (load {os.getloadavg()[0]:.2f})", flush=True)
+                parser = parser_for(name, **{"train#dataloader": [fixed] * budget.total})
+                bare_runs[name].append(run_trainer(parser, dev, budget, batch_size, seed, cudnn_benchmark))
+        if reference and "train" in parts and time_left(f"training reference (repeat {r + 1})"):
+            log(f"  [{r + 1}/{repeats}] training reference, workers {ref_workers} (load {os.getloadavg()[0]:.2f})")
             set_determinism(seed)
             network = base.get_parsed_content("network_def", instantiate=True, lazy=False)
             loss = base.get_parsed_content("loss", lazy=False)
             lr, wd = float(base.get_parsed_content("learning_rate")), float(base.get_parsed_content("weight_decay"))
             loader = reference_loader(ref_dataset, batch_size, ref_workers)
-            ref_runs.append(run_reference(network, loss, lr, wd, loader, dev, warmup, steps, batch_size))
+            ref_runs.append(run_reference(network, loss, lr, wd, loader, dev, budget, batch_size))
     train_rows = []
     for name in names:
+        if not runs[name]:
+            continue
         label = f"default {defaults}" if name == "default" else f"{name} {VARIANTS[name] or '(all fast options off)'}"
         row = summary_row("train (bundle)", label, runs[name])
-        if name in bare_runs:
+        row["name"] = name
+        row["options"] = defaults if name == "default" else {**PLAIN, **VARIANTS[name]}
+        if bare_runs.get(name):
             bare_speed = max(r["slices_per_s"] for r in bare_runs[name])
             row["bare_slices_per_s"] = bare_speed
             row["data_pipeline_cost"] = bare_speed / row["value"] - 1
@@ -567,9 +676,9 @@ def main(
         train_rows.append(row)
     if ref_runs:
         label = f"plain PyTorch loop, skimage aug, fp32, workers {ref_workers}"
-        train_rows.append(summary_row("train (reference)", label, ref_runs))
+        train_rows.append({**summary_row("train (reference)", label, ref_runs), "name": "reference"})
     ref_speed = train_rows[-1]["value"] if ref_runs else None
-    plain_speed = train_rows[names.index("plain")]["value"] if "plain" in names else None
+    plain_speed = next((row["value"] for row in train_rows if row["name"] == "plain"), None)
     for row in train_rows:
         row["x_reference"] = row["value"] / ref_speed if ref_speed else None
         row["x_plain"] = row["value"] / plain_speed if plain_speed else None
@@ -587,6 +696,7 @@ def main(
         row["tflops"] = step_flops / batch_size * row["value"] / 1e12
         row["notes"] += f"; {row['tflops']:.3g} TFLOP/s"
         if peak:
+            row["peak_fraction"] = row["tflops"] / peak
             row["notes"] += f" = {100 * row['tflops'] / peak:.1f}% of the {peak} TFLOP/s bf16 peak"
 
     # ---- data pipeline alone (best of 2)
@@ -594,15 +704,17 @@ def main(
     if "pipeline" not in parts:
         pipeline, ref_dataset = {}, None
     else:
-        print("  data pipeline alone ...", flush=True)
+        log("  data pipeline alone ...")
     pipeline_rows = []
     for label, name in pipeline.items():
+        if not time_left(f"data pipeline {label}"):
+            continue
         loader = parser_for(name).get_parsed_content("train#dataloader")
         results = [time_loader(loader, dev, 2, pipeline_batches) for _ in range(2)]
         row = summary_row("data pipeline", label, results)
         row["notes"] += "; augmentation included" + ("; CPU time excludes the worker" if "workers 1" in label else "")
         pipeline_rows.append(row)
-    if ref_dataset is not None:
+    if ref_dataset is not None and time_left("data pipeline reference"):
         results = [time_loader(reference_loader(ref_dataset, batch_size, ref_workers), dev, 2, pipeline_batches)
                    for _ in range(2)]
         row = summary_row("data pipeline", f"reference (skimage), workers {ref_workers}", results)
@@ -613,15 +725,17 @@ def main(
     rows += pipeline_rows
 
     # ---- inference
-    if "inference" in parts:
-        print("  inference ...", flush=True)
-        infer_common = {k: v for k, v in common.items() if k not in ("train#handlers", "fold", "seed")}
-        infer_common["batch_size"] = batch_size
-        rows += run_inference(bundle_parser("inference.json", bundle, infer_common, {}), dev, inference_repeats)
+    if "inference" in parts and time_left("inference"):
+        log("  inference ...")
+        network = base.get_parsed_content("network_def", instantiate=True, lazy=False)
+        rows += run_inference(network, spatial_size, dev, inference_repeats,
+                              in_channels=int(base.get_parsed_content("in_channels")),
+                              out_channels=int(base.get_parsed_content("out_channels")),
+                              batch_sizes=inference_batch_sizes)
 
     # ---- conversion
-    if "convert" in parts and convert_repeats and data == str(SHARED):
-        print("  conversion ...", flush=True)
+    if "convert" in parts and convert_repeats and data == str(SHARED) and time_left("conversion"):
+        log("  conversion ...")
         _, conv = measure_conversion(str(SHARED), None, convert_repeats)
         for c in conv:
             notes = f"{c['pairs_per_s']} pairs/s; est. 3929 pairs {c['est_3929_pairs_s']} s"
@@ -631,18 +745,55 @@ def main(
     info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     if dev.type != "cuda":
         info["cuda"] = "not measured: no GPU in this run (TFLOP/s vs GPU peak, CUDA memory and bf16 on GPU need one)"
+    return {"machine": info, "bundle": bundle, "batch_size": batch_size, "spatial_size": spatial_size,
+            "network_args": dict(network_args or {}), "dataset": data, "training_slices_per_epoch": len(dataset),
+            "step_gflop": step_flops / 1e9, "peak_bf16_tflops": peak, "reference_workers": ref_workers,
+            "rows": rows, "skipped": skipped}
+
+
+def main(
+    bundle: str = "unet",
+    device: str = "auto",
+    batch_size: int | None = None,
+    spatial_size: int = 256,
+    warmup: int = 3,
+    steps: int = 8,
+    min_steps: int | None = None,
+    max_seconds: float | None = None,
+    repeats: int = 3,
+    variants: str | tuple = "plain,workers1,batch,batch+bf16,batch+channels_last,batch+compile,default",
+    bare: str | tuple = "plain,batch,default",
+    reference: bool = True,
+    reference_workers: int | None = None,
+    pipeline_batches: int = 20,
+    inference_repeats: int = 3,
+    convert_repeats: int = 1,
+    network_args: dict | None = None,
+    dataset_dir: str = "auto",
+    fold: int = 0,
+    seed: int = 0,
+    json_out: str | None = "benchmark.json",
+    sections: str | tuple = "train,pipeline,inference,convert",
+) -> None:
+    """Run the benchmark, print one table and write the record to ``json_out`` (arguments: :func:`measure`)."""
+    record = measure(bundle, device, batch_size, spatial_size, warmup, steps, min_steps, max_seconds, repeats, variants,
+                     bare, reference, reference_workers, pipeline_batches, inference_repeats, (8,), convert_repeats,
+                     network_args, dataset_dir, fold, seed, sections,
+                     log=lambda line: print(line, flush=True))
+    record["machine"]["command"] = " ".join(["python", "tools/benchmark.py", *sys.argv[1:]])
     print()
-    print_table(rows)
-    flops = f"one training step = {step_flops / 1e9:.1f} GFLOP (fwd+bwd, batch {batch_size}); " if step_flops else ""
-    print(f"\nload average start {info['load_average']} end {info['load_average_end']}; {flops}"
-          f"other_load = busy cores used by other processes during the best run")
+    print_table(record["rows"])
+    flops = (f"one training step = {record['step_gflop']:.1f} GFLOP (fwd+bwd, batch {record['batch_size']}); "
+             if record["step_gflop"] else "")
+    print(f"\nload average start {record['machine']['load_average']} end {record['machine']['load_average_end']}; "
+          f"{flops}other_load = busy cores used by other processes during the best run")
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        record = {"machine": info, "bundle": bundle, "batch_size": batch_size, "spatial_size": spatial_size,
-                  "dataset": data, "step_gflop": step_flops / 1e9, "rows": rows}
         Path(json_out).write_text(json.dumps(record, indent=2, default=str))
         print(f"wrote {json_out}")
 
 
 if __name__ == "__main__":
+    import fire
+
     fire.Fire(main)

@@ -1,11 +1,16 @@
 #!/usr/bin/env python
-"""Prepare a monai-lgg bundle and studies for MONAI Label's monaibundle app (see docs/monailabel.md).
+"""Put a monai-lgg bundle and its studies into a MONAI Label monaibundle app (see docs/monailabel.md).
 
-    python tools/prepare_monailabel.py BUNDLE APP_DIR [--name lgg_unet] [--dataset data/lgg] [--checkpoint FILE]
+    python tools/prepare_monailabel.py BUNDLE APP_DIR [--name NAME] [--dataset data/lgg] [--studies DIR]
+                                      [--checkpoint FILE] [--overwrite]
 
-Copies BUNDLE to APP_DIR/model/NAME (symlinks resolved, models/ holding only model.pt), checks every
-file and key MONAI Label's BundleInferTask reads, and with --dataset writes one 3-channel NIfTI per
-case into APP_DIR/studies.
+BUNDLE is a project bundle (``unet``), a bundle folder, or what ``monai-lgg export_bundle`` wrote (its
+folder, whose weights are downloaded through large_files.yml, or its zip). It is copied to
+APP_DIR/model/NAME (default: the bundle folder's name; symlinks resolved, models/ holding only
+model.pt) and every file and key MONAI Label's BundleInferTask reads is checked. With --dataset (a
+converted data set, a folder of NIfTI volumes or one volume), one 3-channel NIfTI per case is written
+into --studies (default APP_DIR/studies): the study files MONAI Label serves, which the bundle accepts
+(the converted imagesTr hold one channel per file).
 """
 
 from __future__ import annotations
@@ -20,26 +25,30 @@ from monai_lgg.errors import LGGInputError
 def prepare(
     bundle: str,
     app_dir: str,
-    name: str = "lgg_unet",
+    name: str | None = None,
     dataset: str | None = None,
+    studies: str | None = None,
     checkpoint: str | None = None,
     overwrite: bool = False,
 ) -> None:
     """Copy the bundle into the app, check it, and optionally write the studies."""
+    from monai_lgg.inference.loading import resolve_bundle
     from monai_lgg.inference.monailabel import (
         check_monailabel_bundle,
         prepare_monailabel_bundle,
         write_multichannel_studies,
     )
 
+    name = name or resolve_bundle(bundle).name
     target = prepare_monailabel_bundle(bundle, Path(app_dir) / "model" / name, checkpoint, overwrite)
     problems = check_monailabel_bundle(target)
     if problems:
         raise LGGInputError(target, "; ".join(problems))
-    print(f"bundle ready for MONAI Label: {target}")
+    print(f"bundle ready for MONAI Label: {target} (serve it with --conf models {name})")
     if dataset:
-        studies = write_multichannel_studies(dataset, Path(app_dir) / "studies", overwrite)
-        print(f"wrote {len(studies)} studies into {Path(app_dir) / 'studies'}")
+        folder = Path(studies) if studies else Path(app_dir) / "studies"
+        written = write_multichannel_studies(dataset, folder, overwrite)
+        print(f"wrote {len(written)} studies into {folder}")
 
 
 if __name__ == "__main__":

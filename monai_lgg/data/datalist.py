@@ -15,7 +15,36 @@ from monai.data import load_decathlon_datalist
 
 from monai_lgg.errors import LGGInputError
 
-__all__ = ["assign_folds", "split_fold", "load_fold", "check_disjoint"]
+__all__ = ["MIN_TRAINING_FOLDS", "fit_num_folds", "assign_folds", "split_fold", "load_fold", "check_disjoint"]
+
+# A nested split needs a test fold, a validation fold and at least one training fold.
+MIN_TRAINING_FOLDS = 3
+
+
+def fit_num_folds(num_cases: int, num_folds: int, noun: str = "cases") -> tuple[int, str | None]:
+    """The number of folds a converter can make of ``num_cases`` cases, and a warning when it is not ``num_folds``.
+
+    With fewer cases than folds, each case becomes its own fold when that still gives a nested split
+    (at least :data:`MIN_TRAINING_FOLDS`); fewer cases get a single fold 0 ("no folds"): the set converts
+    for viewing and prediction, and training refuses it with a clear message. Converting one patient to
+    look at it needs no ``--num_folds`` then.
+
+    Args:
+        num_cases: cases that converted.
+        num_folds: folds asked for.
+        noun: what the cases are called in the warning (``patients``, ``images``).
+
+    Returns:
+        ``(folds to make, warning or None)``.
+    """
+    if num_cases >= num_folds:
+        return num_folds, None
+    if num_cases >= MIN_TRAINING_FOLDS:
+        return num_cases, f"only {num_cases} {noun} for {num_folds} folds: made {num_cases} folds of one each"
+    return 1, (
+        f"only {num_cases} {noun}: too few for {num_folds} folds or for training (a nested split needs "
+        f"{MIN_TRAINING_FOLDS}: test, validation, train); all are in fold 0, for viewing and prediction"
+    )
 
 
 def assign_folds(cases: Sequence[dict], num_folds: int = 5, seed: int = 0, burden_key: str = "tumour_voxels") -> dict[str, int]:
@@ -28,15 +57,15 @@ def assign_folds(cases: Sequence[dict], num_folds: int = 5, seed: int = 0, burde
 
     Args:
         cases: dicts with ``case``, ``institution`` and ``burden_key``.
-        num_folds: number of folds (>= 2 and <= number of cases).
+        num_folds: number of folds (>= 1 and <= number of cases; 1 puts every case in fold 0).
         seed: seed of the tie-breaking and of the order inside each block.
         burden_key: the per-case tumour burden used for stratification.
 
     Returns:
         ``{case: fold}`` with folds ``0 .. num_folds - 1``.
     """
-    if num_folds < 2:
-        raise LGGInputError(None, f"num_folds must be >= 2, got {num_folds}")
+    if num_folds < 1:
+        raise LGGInputError(None, f"num_folds must be >= 1, got {num_folds}")
     if len(cases) < num_folds:
         raise LGGInputError(None, f"{len(cases)} patients cannot fill {num_folds} folds (choose num_folds <= {len(cases)})")
     rng = np.random.default_rng(seed)

@@ -111,6 +111,14 @@ class VolumeSliceDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def tumour_areas(self) -> torch.Tensor:
+        """Label pixels above 0 of every item of the epoch index (for area-weighted sampling)."""
+        per_volume = {}
+        for v in {v for v, _ in self.slices}:
+            label = torch.as_tensor(self.volumes[v][self.label_key])
+            per_volume[v] = (label > 0.5).reshape(-1, label.shape[-1]).sum(0)
+        return torch.stack([per_volume[v][z] for v, z in (self.slices[i] for i in self.index)]).float()
+
     def __getitem__(self, i: int) -> dict:
         v, z = self.slices[self.index[i]]
         volume = self.volumes[v]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_lgg.data.datalist import assign_folds
+from monai_lgg.data.datalist import assign_folds, fit_num_folds
 from monai_lgg.data.kaggle import (
     ConversionResult,
     check_output_folder,
@@ -439,6 +439,9 @@ def convert_folders(
         if test_cases:
             folds = fixed_test_folds(summaries, test_cases, num_folds, seed, "foreground_voxels")
         else:
+            num_folds, too_few = fit_num_folds(len(summaries), num_folds, "images")
+            if too_few:
+                problems.append(DataProblem(source, too_few, fatal=False))
             folds = assign_folds(summaries, num_folds, seed, "foreground_voxels")
         report = conversion_report(source, summaries, problems, [], False)
         dataset = _dataset_json(

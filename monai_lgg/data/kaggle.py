@@ -448,8 +448,6 @@ def convert_kaggle(
     bad_folders = failed_cases(root, scan_problems)
     convertible = [c for c in cases if c.case_id not in bad_folders]
     skipped = sorted(bad_folders)
-    if 0 < len(convertible) < num_folds:
-        raise LGGInputError(root, f"{len(convertible)} patients cannot fill {num_folds} folds (choose num_folds <= {len(convertible)})")
     summaries: list[dict] = []
     try:
         report = _convert_into(output, root, convertible, skipped, summaries, problems, clinical, spacing,
@@ -464,7 +462,7 @@ def _convert_into(
     problems: list[DataProblem], clinical: dict, spacing: Sequence[float], num_folds: int, seed: int,
     skip_bad: bool, binarize: bool, num_workers: int | None, progress: bool,
 ) -> dict:
-    from monai_lgg.data.datalist import assign_folds  # local: datalist imports this module
+    from monai_lgg.data.datalist import assign_folds, fit_num_folds  # local: datalist imports this module
 
     with atomic_dir(output) as tmp:
         images_dir, labels_dir = tmp / "imagesTr", tmp / "labelsTr"
@@ -488,6 +486,11 @@ def _convert_into(
             raise _Abort(report)
         for summary in summaries:
             summary["clinical"] = clinical.get("_".join(summary["case"].split("_")[:3]))
+        # only now, with every file problem found and reported: a small set gets fewer folds, not an error
+        num_folds, too_few = fit_num_folds(len(summaries), num_folds, "patients")
+        if too_few:
+            problems.append(DataProblem(root, too_few, fatal=False))
+            report = conversion_report(root, summaries, problems, sorted(skipped), skip_bad)
         folds = assign_folds(summaries, num_folds=num_folds, seed=seed)
         _write_metadata(tmp, summaries, folds, num_folds, seed, spacing, report)
     return report

@@ -25,7 +25,9 @@ from monai_lgg.data.datasets import VolumeSliceDataset
 from monai_lgg.transforms.array import CheckLabelValues, SliceWiseNormalizeIntensity
 from monai_lgg.transforms.batch import RandBatchAugment
 
-__all__ = ["SliceBank", "batch_loader", "stack_slices"]
+__all__ = ["SliceBank", "AreaWeightedSampler", "SAMPLINGS", "batch_loader", "stack_slices"]
+
+SAMPLINGS = ("uniform", "area")
 
 
 def stack_slices(
@@ -86,7 +88,8 @@ class SliceBank(torch.utils.data.Dataset):
         dataset: the volume-slice dataset whose cache is read (once).
         device: where the bank lives and batches are made.
         augment: batched augmentation (``None``: none).
-        normalization: ``"zscore"`` or ``"percentile"``, as ``presets.preprocess``.
+        normalization: ``"zscore"`` or ``"percentile"``, as ``presets.preprocess``; ``"none"`` for volumes the
+            dataset caches normalised already (the ``brain`` geometry).
         image_key: key of the image.
         label_key: key of the label.
         out_channels: the network's outputs: 1 (binary label, thresholded at 0.5) or the number of classes
@@ -104,7 +107,7 @@ class SliceBank(torch.utils.data.Dataset):
         out_channels: int = 1,
     ) -> None:
         self.device = torch.device(device)
-        normalizer = SliceWiseNormalizeIntensity(slice_dim=-1, method=normalization)
+        normalizer = None if normalization == "none" else SliceWiseNormalizeIntensity(slice_dim=-1, method=normalization)
         self.images = stack_slices(dataset, image_key, normalizer, torch.float16, self.device)
         self.labels = stack_slices(dataset, label_key, _label_transform(out_channels), torch.uint8, self.device)
         self.index = torch.as_tensor(dataset.index, dtype=torch.long, device=self.device)
@@ -128,6 +131,55 @@ class SliceBank(torch.utils.data.Dataset):
         return {k: v[0] for k, v in self.__getitems__([i]).items()}
 
 
+class AreaWeightedSampler(torch.utils.data.Sampler[int]):
+    """Half of every batch drawn in proportion to tumour area, half uniformly (the data set authors' scheme).
+
+    The weighted draws pick slice ``i`` with probability proportional to ``area_i + smoothing * mean(area)``
+    (with replacement), so large tumours are seen most, small ones often, tumour-free slices still now and
+    then; the uniform draws keep the network seeing the data as it is (about two thirds tumour-free), which
+    is what keeps false positives on tumour-free slices rare. Weighted and uniform draws alternate, so every
+    batch of even size holds exactly ``uniform_fraction`` uniform slices when that is 0.5.
+
+    Randomness comes from torch's global generator (re-seeded every epoch by the training handlers), so a
+    resumed run replays the same epochs.
+
+    Args:
+        areas: tumour pixels of each item.
+        num_samples: items per epoch (default: the number of items).
+        uniform_fraction: share of uniform draws in [0, 1].
+        smoothing: weight of the mean area added to every slice.
+    """
+
+    def __init__(
+        self, areas: torch.Tensor, num_samples: int | None = None, uniform_fraction: float = 0.5, smoothing: float = 0.1
+    ) -> None:
+        areas = torch.as_tensor(areas, dtype=torch.float64).cpu()
+        if areas.ndim != 1 or areas.numel() == 0:
+            raise ValueError("areas must be a non-empty 1D tensor")
+        if not 0.0 <= uniform_fraction <= 1.0:
+            raise ValueError(f"uniform_fraction must be in [0, 1], got {uniform_fraction}")
+        mean = float(areas.mean())
+        self.weights = areas + smoothing * mean if mean > 0 else torch.ones_like(areas)
+        self.num_samples = int(num_samples or areas.numel())
+        self.uniform_fraction = uniform_fraction
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        n = self.num_samples
+        uniform = torch.rand(n) < self.uniform_fraction if self.uniform_fraction not in (0.0, 0.5, 1.0) else None
+        if uniform is None:  # exact alternation (0.5) or one kind only
+            uniform = torch.zeros(n, dtype=torch.bool)
+            if self.uniform_fraction == 1.0:
+                uniform[:] = True
+            elif self.uniform_fraction == 0.5:
+                uniform[1::2] = True
+        weighted = torch.multinomial(self.weights, n, replacement=True)
+        plain = torch.randint(0, self.weights.numel(), (n,))
+        yield from torch.where(uniform, plain, weighted).tolist()
+
+
 def batch_loader(
     dataset: VolumeSliceDataset,
     batch_size: int,
@@ -136,6 +188,7 @@ def batch_loader(
     sampler: torch.utils.data.Sampler | None = None,
     num_workers: int = 0,
     augment: RandBatchAugment | None = None,
+    sampling: str = "uniform",
     **kwargs,
 ) -> torch.utils.data.DataLoader:
     """A standard ``DataLoader`` over a :class:`SliceBank`: the index sampling of torch, the batch work of the bank.
@@ -148,9 +201,16 @@ def batch_loader(
         sampler: e.g. ``DistributedSampler`` over the bank's indices (the epoch is set by MONAI's workflow).
         num_workers: DataLoader worker processes (CPU bank only).
         augment: batched augmentation.
+        sampling: ``"uniform"`` (every item of the epoch index once, shuffled) or ``"area"``
+            (:class:`AreaWeightedSampler` over the bank's slices; ignored with a ``sampler``).
         kwargs: other ``SliceBank`` arguments (``normalization``, keys, ``out_channels``).
     """
     bank = SliceBank(dataset, device, augment, **kwargs)
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}; got {sampling!r}")
+    if sampler is None and sampling == "area":
+        areas = bank.labels[bank.index].flatten(1).gt(0).sum(1)
+        sampler = AreaWeightedSampler(areas, num_samples=len(bank))
     workers = num_workers if bank.device.type == "cpu" else 0
     return torch.utils.data.DataLoader(
         bank, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,

@@ -8,9 +8,13 @@ from monai_lgg.engines.bundle import (
     bundle_setting,
     cache_root,
     default_device,
+    default_geometry,
     inference_items,
     load_split,
     prepare_dataset,
+    run_dir,
+    trained_members,
+    trained_setting,
 )
 from monai_lgg.engines.components import (
     LOSSES,
@@ -27,10 +31,11 @@ from monai_lgg.engines.components import (
 )
 from monai_lgg.engines.distributed import destroy_distributed, distributed, distributed_device, init_distributed, rank
 from monai_lgg.engines.handlers import is_main_process, provenance, train_handlers, unwrap, val_handlers
+from monai_lgg.engines.inferers import FlipTTAInferer
 from monai_lgg.engines.performance import FastInferer, fast_default, prepare_network, train_loader
 from monai_lgg.engines.reports import PatientReport, check_no_leakage, evaluation_handlers
 from monai_lgg.errors import as_flag
-from monai_lgg.transforms.presets import train_slice_transforms, volume_transforms
+from monai_lgg.transforms.presets import cached_volume_transforms, train_slice_transforms, volume_transforms
 
 __all__ = [
     "SYNTHETIC",
@@ -50,6 +55,9 @@ __all__ = [
     "check_no_leakage",
     "class_names",
     "default_device",
+    "default_geometry",
+    "trained_members",
+    "trained_setting",
     "destroy_distributed",
     "distributed",
     "distributed_device",
@@ -58,6 +66,7 @@ __all__ = [
     "evaluation_handlers",
     "fast_default",
     "FastInferer",
+    "FlipTTAInferer",
     "is_main_process",
     "key_metric",
     "load_split",
@@ -67,6 +76,7 @@ __all__ = [
     "postprocessing",
     "prepare_dataset",
     "prepare_network",
+    "run_dir",
     "provenance",
     "train_handlers",
     "train_loader",
@@ -74,4 +84,5 @@ __all__ = [
     "unwrap",
     "val_handlers",
     "volume_transforms",
+    "cached_volume_transforms",
 ]

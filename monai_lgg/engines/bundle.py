@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import inspect
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,11 +14,29 @@ from pathlib import Path
 import torch
 
 from monai_lgg.data.datalist import check_disjoint, load_fold
-from monai_lgg.errors import LGGInputError
+from monai_lgg.errors import LGGInputError, one_line_errors_in_bundle_runs
 
-__all__ = ["bundle_root", "default_device", "cache_root", "prepare_dataset", "load_split", "inference_items", "bundle_setting", "bundle_network", "SYNTHETIC"]
+__all__ = [
+    "run_dir",
+    "dataset_tag",
+    "default_geometry",
+    "bundle_root",
+    "default_device",
+    "cache_root",
+    "prepare_dataset",
+    "load_split",
+    "inference_items",
+    "bundle_setting",
+    "bundle_network",
+    "SYNTHETIC",
+]
 
 SYNTHETIC = "synthetic"
+RUNS = "runs"
+
+# Bundle configs import this module ("$import monai_lgg.engines as lgg"): from then on, a user error under
+# `python -m monai.bundle run` ends with our one-line message instead of MONAI's wrapped traceback.
+one_line_errors_in_bundle_runs()
 
 
 def bundle_root(default: str = ".") -> str:
@@ -39,6 +58,47 @@ def bundle_root(default: str = ".") -> str:
             return str(path.parent if path.name == "configs" else path)
         frame = frame.f_back
     return str(Path(default).resolve())
+
+
+def dataset_tag(dataset_dir: str | os.PathLike = SYNTHETIC) -> str:
+    """A short name of a data set for run folders: ``synthetic``, or the data set folder's name.
+
+    A ``datalist.json`` is named by its folder; another datalist file adds its stem (``lgg-small``).
+    """
+    if str(dataset_dir) == SYNTHETIC:
+        return SYNTHETIC
+    path = Path(dataset_dir).expanduser().resolve()
+    name = path.name
+    if path.suffix == ".json":
+        name = path.parent.name if path.stem == "datalist" else f"{path.parent.name}-{path.stem}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "data"
+
+
+def run_dir(
+    bundle_root: str | os.PathLike,
+    dataset_dir: str | os.PathLike = SYNTHETIC,
+    fold: int = 0,
+    train_split: str = "train",
+) -> str:
+    """The folder a training run writes into by default: ``<bundle_root>/runs/<data set>_fold<k>``.
+
+    Its ``models/`` (``model.pt``, ``last.ckpt`` and their JSON records), ``logs/`` and ``eval/`` belong to
+    this run only. The bundle's own ``models/model.pt`` is the published model that ``inference.json``
+    and ``monai-lgg predict`` load, so training never writes there unless asked (``--ckpt_dir
+    <bundle>/models``); re-running the same command finds the same folder, which is what lets a killed
+    run resume. A run on every patient (``--train_split all``, ``configs/final.json``) is
+    ``<data set>_all``; other training splits add their name (``<data set>_fold0_trainval``).
+
+    Args:
+        bundle_root: the bundle folder.
+        dataset_dir: the ``dataset_dir`` of the run (see :func:`dataset_tag`).
+        fold: the test fold of the nested split.
+        train_split: the patients trained on (``train``, ``trainval``, ``all``, ...).
+    """
+    tag = dataset_tag(dataset_dir)
+    split = str(train_split)
+    name = f"{tag}_all" if split == "all" else f"{tag}_fold{int(fold)}" + ("" if split == "train" else f"_{split}")
+    return str(Path(bundle_root) / RUNS / re.sub(r"[^A-Za-z0-9._-]+", "_", name))
 
 
 def default_device() -> torch.device:
@@ -102,10 +162,34 @@ def _checked(result) -> None:
         raise LGGInputError(first["file"], f"{first['problem']} (and {len(result.report['errors']) - 1} more; run monai-lgg convert for the report)")
 
 
+def default_geometry(datalist: str | os.PathLike | None = None) -> str:
+    """``brain`` for a data set converted from the Kaggle LGG layout, else ``patch``.
+
+    The ``brain`` geometry (:mod:`monai_lgg.transforms.brain`: whole brain slices, resized) needs brain MRI
+    with the LGG channels (pre-contrast, FLAIR, post-contrast), recognised from the ``channel_names`` of the
+    ``dataset.json`` beside ``datalist``; other images (``convert_folders`` data, e.g. EM or cells) keep their
+    resolution (``patch``: random patches in training, sliding windows at inference).
+    """
+    import json
+
+    from monai_lgg.data.kaggle import CHANNEL_NAMES
+
+    if datalist is None:
+        return "patch"
+    meta = Path(datalist).parent / "dataset.json"
+    try:
+        names = json.loads(meta.read_text()).get("channel_names", {}) if meta.is_file() else {}
+    except (OSError, ValueError):
+        return "patch"
+    return "brain" if isinstance(names, dict) and tuple(names.get(str(i)) for i in range(3)) == CHANNEL_NAMES else "patch"
+
+
 def load_split(datalist: str | os.PathLike, fold: int = 0, split: str = "train") -> list[dict]:
     """Items of one split of the nested fold (see :func:`monai_lgg.data.datalist.split_fold`).
 
-    ``split`` may also be the path of another datalist (``.json``): all its items (a test list).
+    ``split`` may also be ``trainval`` (train + validation: every patient but the test fold's, for a fixed
+    schedule that selects nothing on validation patients) or the path of another datalist (``.json``): all
+    its items (a test list).
 
     The three splits are checked to be patient-disjoint every time, so a broken datalist cannot leak.
     A data set converted with a fixed test list (``test_fold`` in its datalist) accepts only that fold,
@@ -122,10 +206,21 @@ def load_split(datalist: str | os.PathLike, fold: int = 0, split: str = "train")
     check_disjoint(**parts)
     if split == "all":
         return [item for part in parts.values() for item in part]
+    if split == "trainval":  # a fixed schedule needs no validation patients: they train too, the test fold stays out
+        return parts["train"] + parts["validation"]
     if split not in parts:
-        raise LGGInputError(None, f"split must be train, validation, test or all; got {split!r}")
+        raise LGGInputError(None, f"split must be train, validation, test, trainval or all; got {split!r}")
     if not parts[split]:
-        raise LGGInputError(datalist, f"fold {fold} has an empty {split} split")
+        from monai_lgg.data.datalist import MIN_TRAINING_FOLDS
+
+        num_folds = len({item["fold"] for part in parts.values() for item in part})
+        hint = (
+            f": its {num_folds} fold(s) are too few to train (a nested split needs {MIN_TRAINING_FOLDS}; "
+            "convert more patients)"
+            if num_folds < MIN_TRAINING_FOLDS
+            else ""
+        )
+        raise LGGInputError(datalist, f"fold {fold} has an empty {split} split{hint}")
     return parts[split]
 
 
@@ -193,7 +288,8 @@ def bundle_network(bundle_root: str | os.PathLike, network_args: dict | None = N
         network_args: constructor arguments replacing those in ``model.json``
             (``--network_args#hidden_size 768`` on the command line).
         context: values that ``model.json`` refers to (``@in_channels``, ``@spatial_size``, ...), taken
-            from the running config so they follow its overrides.
+            from the running config so they follow its overrides; ``members=N > 1`` builds a
+            :class:`~monai_lgg.networks.ensemble.ProbabilityEnsemble` of ``N`` copies (an ensemble checkpoint).
     """
     from monai.bundle import ConfigParser
 
@@ -201,5 +297,41 @@ def bundle_network(bundle_root: str | os.PathLike, network_args: dict | None = N
     if "network_def" not in config:
         raise LGGInputError(Path(bundle_root) / "configs" / MODEL_FILE, "has no 'network_def'")
     config["network_def"].update(network_args or {})
+    members = int(context.pop("members", 1) or 1)
     parser = ConfigParser({**config, **context})
-    return parser.get_parsed_content("network_def")
+    if members == 1:
+        return parser.get_parsed_content("network_def")
+    from monai_lgg.networks.ensemble import ProbabilityEnsemble
+
+    return ProbabilityEnsemble([parser.get_parsed_content("network_def", instantiate=True, lazy=False) for _ in range(members)])
+
+
+def trained_setting(checkpoint: str | os.PathLike, key: str, default: object = None) -> object:
+    """A setting training recorded in a checkpoint's sidecar (``model.json``: ``geometry``, ``spatial_size``...),
+    or ``default`` when there is no sidecar or no such key: ``inference.json`` and ``monai-lgg predict`` then
+    preprocess as the network was trained."""
+    import json
+
+    sidecar = Path(checkpoint).with_suffix(".json")
+    try:
+        record = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    except (OSError, ValueError):
+        return default
+    return record.get(key, default) if isinstance(record, dict) else default
+
+
+def trained_members(checkpoint: str | os.PathLike) -> int:
+    """How many networks a checkpoint holds: ``members`` of its sidecar (``model.json``), 1 without one.
+
+    The shipped UNet is the ensemble of its cross-validation's fold models (:class:`~monai_lgg.networks.ensemble.
+    ProbabilityEnsemble`); a model trained by the user is one network.
+    """
+    import json
+
+    sidecar = Path(checkpoint).with_suffix(".json")
+    try:
+        record = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    except (OSError, ValueError):
+        return 1
+    value = record.get("members", 1) if isinstance(record, dict) else 1
+    return value if isinstance(value, int) and value >= 1 else 1

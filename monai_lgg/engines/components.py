@@ -20,11 +20,12 @@ from monai.handlers import HausdorffDistance, IgniteMetricHandler, MeanIoUHandle
 from monai.losses import DeepSupervisionLoss, DiceCELoss, DiceFocalLoss, DiceLoss, TverskyLoss
 from monai.metrics import ConfusionMatrixMetric, CumulativeIterationMetric, DiceMetric, MeanIoU
 from monai.optimizers import WarmupCosineSchedule
-from monai.transforms import Activationsd, AsDiscreted, Compose, SaveImaged
+from monai.transforms import Activationsd, AsDiscreted, CastToTyped, Compose, Invertd, SaveImaged
 
 from monai_lgg.data.readers import AtomicNibabelWriter
 from monai_lgg.losses import LogCoshDiceLoss, ShapeAwareLoss
 from monai_lgg.metrics import SliceDiceMetric
+from monai_lgg.transforms.components import RemoveSmallComponentsd
 
 __all__ = [
     "LOSSES", "MULTICLASS_LOSSES", "make_loss", "make_optimizer", "make_scheduler", "postprocessing", "inference_postprocessing",
@@ -148,27 +149,98 @@ def make_optimizer(
     raise ValueError(f"unknown optimizer {name!r}; choose adam, adamw or sgd")
 
 
+class ExtendableOneCycleLR(torch.optim.lr_scheduler.OneCycleLR):
+    """torch's ``OneCycleLR`` whose cycle length comes from the running config, not from a resumed checkpoint.
+
+    Resuming with the same number of epochs replays the same cycle exactly; resuming a finished run with a
+    larger ``--epochs`` continues from the step it reached along the new, longer cycle (torch's own
+    scheduler would keep the old length and fail past its last step).
+    """
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        keep = {k: v for k, v in state_dict.items() if k not in ("total_steps", "_schedule_phases")}
+        super().load_state_dict(keep)
+
+
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, name: str = "cosine", max_epochs: int = 100, warmup_epochs: int = 0
+    optimizer: torch.optim.Optimizer,
+    name: str = "cosine",
+    max_epochs: int = 100,
+    warmup_epochs: int = 0,
+    steps_per_epoch: int | None = None,
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-epoch learning-rate schedule: ``cosine`` (linear warm-up, then cosine decay) or ``constant``."""
+    """Learning-rate schedule by name.
+
+    - ``cosine``: per epoch, linear warm-up over ``warmup_epochs``, then cosine decay;
+    - ``constant``;
+    - ``onecycle``: per iteration (needs ``steps_per_epoch``), torch's ``OneCycleLR`` with its peak at the
+      optimizer's learning rate after ``warmup_epochs`` (default: 10 % of the run), annealed to about zero
+      at the last step, so the last epoch's weights are a fixed-schedule model (no epoch selection);
+    - ``poly``: per iteration, ``(1 - step / total) ** 0.9`` down to zero (nnU-Net's schedule).
+
+    Per-iteration schedules carry ``per_iteration = True``; the training handlers step them every iteration.
+    """
+    key = name.lower()
+    if key in ("onecycle", "poly"):
+        if not steps_per_epoch:
+            raise ValueError(f"scheduler {name!r} steps every iteration: give steps_per_epoch")
+        total = max(1, int(max_epochs) * int(steps_per_epoch))
+        if key == "onecycle":
+            warmup = warmup_epochs / max_epochs if warmup_epochs else 0.1
+            peaks = [group["lr"] for group in optimizer.param_groups]
+            scheduler = ExtendableOneCycleLR(
+                optimizer, max_lr=peaks, total_steps=total, pct_start=min(max(warmup, 0.01), 0.5),
+                anneal_strategy="cos", cycle_momentum=False, div_factor=25.0, final_div_factor=1e4,
+            )
+        else:
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total) ** 0.9)
+        scheduler.per_iteration = True
+        return scheduler
     if name == "cosine":
         return WarmupCosineSchedule(optimizer, warmup_steps=warmup_epochs, t_total=max(max_epochs, warmup_epochs + 1))
     if name == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    raise ValueError(f"unknown scheduler {name!r}; choose cosine or constant")
+    raise ValueError(f"unknown scheduler {name!r}; choose cosine, constant, onecycle or poly")
 
 
-def postprocessing(threshold: float = 0.5, pred_key: str = "pred", out_channels: int = 1, label_key: str = "label") -> Compose:
+def postprocessing(
+    threshold: float = 0.5,
+    pred_key: str = "pred",
+    out_channels: int = 1,
+    label_key: str = "label",
+    invert: Compose | None = None,
+    image_key: str = "image",
+    min_component_fraction: float = 0.0,
+) -> Compose:
     """Network outputs -> masks for the metrics.
 
-    Binary (``out_channels == 1``): sigmoid, then a {0, 1} mask at ``threshold`` (the label is already
-    binary). ``K > 1`` classes: argmax of the logits (softmax keeps it) and the label map, both made
-    one-hot ``(K, ...)`` so MONAI's metrics score each class channel; ``threshold`` is unused.
+    Binary (``out_channels == 1``): sigmoid, then (with ``invert``) the probabilities mapped back onto the
+    input's grid by ``Invertd`` (the ``brain`` geometry's crop and resize), a {0, 1} mask at ``threshold``
+    (the label is already binary) and, with ``min_component_fraction``, the 3D components smaller than that
+    fraction of the largest removed (:class:`~monai_lgg.transforms.components.RemoveSmallComponentsd`).
+    ``K > 1`` classes: argmax of the logits (softmax keeps it) and the label map, both made one-hot ``(K, ...)``
+    so MONAI's metrics score each class channel; ``threshold`` is unused.
+
+    Args:
+        invert: the preprocessing whose invertible steps are undone on the prediction (``None``: none).
+        image_key: the key ``invert`` recorded its steps on.
     """
     if out_channels == 1:
-        return Compose([Activationsd(pred_key, sigmoid=True), AsDiscreted(pred_key, threshold=threshold)])
-    return Compose([AsDiscreted([pred_key, label_key], argmax=[True, False], to_onehot=out_channels, allow_missing_keys=True)])
+        chain: list = [Activationsd(pred_key, sigmoid=True)]
+        if invert is not None:
+            # the image too, so reports draw overlays on the input's grid (zero outside the brain box)
+            chain.append(
+                Invertd([pred_key, image_key], transform=invert, orig_keys=[image_key, image_key], nearest_interp=False,
+                        to_tensor=True, allow_missing_keys=True)
+            )
+        chain.append(AsDiscreted(pred_key, threshold=threshold))
+        if min_component_fraction > 0:
+            chain.append(RemoveSmallComponentsd(pred_key, min_fraction=min_component_fraction))
+        return Compose(chain)
+    chain = [AsDiscreted([pred_key, label_key], argmax=[True, False], to_onehot=out_channels, allow_missing_keys=True)]
+    if invert is not None:
+        raise ValueError("the inverted (brain) geometry is for binary models; use geometry 'patch' with K > 1 classes")
+    return Compose(chain)
 
 
 def case_name_formatter(metadict: dict, saver: object) -> dict:
@@ -178,18 +250,31 @@ def case_name_formatter(metadict: dict, saver: object) -> dict:
     return {"subject": stem if channel.isdigit() and len(channel) == 4 else name, "idx": None}
 
 
-def inference_postprocessing(output_dir: str, threshold: float = 0.5, pred_key: str = "pred", out_channels: int = 1) -> Compose:
+def inference_postprocessing(
+    output_dir: str,
+    threshold: float = 0.5,
+    pred_key: str = "pred",
+    out_channels: int = 1,
+    invert: Compose | None = None,
+    image_key: str = "image",
+    min_component_fraction: float = 0.0,
+) -> Compose:
     """Masks saved as uint8 NIfTI with the input's affine and header.
 
-    Binary: :func:`postprocessing` ({0, 1}). ``K > 1`` classes: the argmax label map (values ``0 .. K-1``).
+    Binary: :func:`postprocessing` ({0, 1}, back on the input's grid). ``K > 1`` classes: the argmax label map
+    (values ``0 .. K-1``).
     """
     save = SaveImaged(
         pred_key, output_dir=output_dir, output_postfix="", output_ext=".nii.gz", output_dtype=np.uint8,
         resample=False, separate_folder=False, output_name_formatter=case_name_formatter, print_log=False,
         writer=AtomicNibabelWriter,  # a kill mid-write never leaves a truncated prediction
     )
-    masks = postprocessing(threshold, pred_key) if out_channels == 1 else Compose([AsDiscreted(pred_key, argmax=True)])
-    return Compose(list(masks.transforms) + [save])
+    if out_channels == 1:
+        masks = postprocessing(threshold, pred_key, invert=invert, image_key=image_key, min_component_fraction=min_component_fraction)
+    else:
+        masks = Compose([AsDiscreted(pred_key, argmax=True)])
+    # uint8 before saving: MONAI Label drops SaveImaged and writes the mask as it is (else a float32 label map)
+    return Compose(list(masks.transforms) + [CastToTyped(pred_key, dtype=np.uint8), save])
 
 
 def class_names(out_channels: int = 1, names: Sequence[str] | None = None, datalist: str | Path | None = None) -> list[str]:

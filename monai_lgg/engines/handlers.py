@@ -40,7 +40,7 @@ from monai.handlers import (
 from monai.utils import get_seed
 
 from monai_lgg.engines.distributed import rank
-from monai_lgg.errors import LGGInputError, as_flag
+from monai_lgg.errors import LGGInputError, as_flag, debug_enabled, input_error_in
 from monai_lgg.io import remove_stale_parts, save_checkpoint, write_json
 
 __all__ = [
@@ -56,6 +56,9 @@ __all__ = [
     "BestModelSaver",
     "FinalModelSaver",
     "ProgressBarHandler",
+    "QuietStatsHandler",
+    "RunFolderLog",
+    "is_published_models_folder",
     "EpochLoss",
     "EarlyStopping",
     "TrainingHandlers",
@@ -302,7 +305,17 @@ class ResumeFromCheckpoint:
             engine.state.max_epochs = max(max_epochs, engine.state.epoch)
             if "rng" in checkpoint:
                 _set_rng_state(checkpoint["rng"])
-        logger.info(f"resumed from {self.path} at epoch {engine.state.epoch}")
+        done, total = engine.state.epoch, engine.state.max_epochs
+        if done >= total:
+            logger.warning(
+                f"{self.path} is a finished run ({done} of {total} epochs): nothing left to train. A larger --epochs "
+                "continues it; --resume false starts afresh (replacing it); --run_dir DIR trains into another folder"
+            )
+        else:
+            logger.warning(
+                f"resuming the run in {self.path.parent} after epoch {done} of {total} (from {self.path.name}); "
+                "--resume false starts afresh (replacing it); --run_dir DIR trains into another folder"
+            )
 
 
 class BestModelSaver:
@@ -373,6 +386,74 @@ class FinalModelSaver:
             return
         save_checkpoint(unwrap(self.network).state_dict(), self.path)
         write_json(sidecar_path(self.path), {**self.record, "epoch": engine.state.epoch, "selection": "last epoch (fixed schedule)"})
+
+
+def is_published_models_folder(folder: str | Path) -> bool:
+    """True for a bundle's own ``models/`` folder (beside its ``configs/model.json``): its published model."""
+    folder = Path(folder).resolve()
+    return folder.name == "models" and (folder.parent / "configs" / "model.json").is_file()
+
+
+class RunFolderLog:
+    """Say where a training run writes before it starts, and where its model is when it ends.
+
+    A run that writes into a bundle's own ``models/`` folder (asked for with ``--ckpt_dir
+    <bundle>/models``) replaces the published model that ``inference.json`` and ``monai-lgg predict``
+    load, so that is said as a warning too.
+
+    Args:
+        ckpt_dir: the run's checkpoint folder.
+        log_dir: its TensorBoard folder.
+        final_model: ``model.pt`` is the last epoch (a fixed schedule), not the best validation epoch.
+        replacing: a previous run's ``last.ckpt`` is there and will be replaced (``resume=False``).
+    """
+
+    def __init__(
+        self, ckpt_dir: str | Path, log_dir: str | Path, final_model: bool = False, replacing: bool = False
+    ) -> None:
+        self.ckpt_dir, self.log_dir = Path(ckpt_dir), Path(log_dir)
+        self.final_model, self.replacing = final_model, replacing
+
+    def attach(self, engine: Engine) -> None:
+        if is_main_process():
+            engine.add_event_handler(Events.STARTED, self.started)
+
+    def started(self, engine: Engine) -> None:
+        selection = "the last epoch" if self.final_model else "the best validation epoch"
+        logger.info(
+            f"checkpoints go to {self.ckpt_dir} (model.pt: {selection}; last.ckpt: the state to resume from), "
+            f"TensorBoard logs to {self.log_dir}"
+        )
+        if is_published_models_folder(self.ckpt_dir):
+            logger.warning(
+                f"{self.ckpt_dir} is the bundle's published models folder: this run replaces the model.pt that "
+                "inference.json and monai-lgg predict load (git checkout restores committed weights)"
+            )
+        if self.replacing:
+            logger.warning(f"starting afresh (--resume false): the checkpoints in {self.ckpt_dir} are replaced")
+        # registered now, after every other handler's, so it runs once the model has been saved
+        if not engine.has_event_handler(self.completed, Events.COMPLETED):
+            engine.add_event_handler(Events.COMPLETED, self.completed)
+
+    def completed(self, engine: Engine) -> None:
+        model = self.ckpt_dir / "model.pt"
+        if model.is_file():
+            logger.info(f"model: {model} (segment with it: monai-lgg predict INPUT OUTPUT --checkpoint {model})")
+
+
+class QuietStatsHandler(StatsHandler):
+    """MONAI's ``StatsHandler``, except that a user error is not logged with its traceback.
+
+    ``StatsHandler`` logs every exception of a run with ``logger.exception`` before re-raising it. An
+    :class:`LGGInputError` (a wrong file or option) already carries a complete one-line message,
+    which the command line prints last, so its traceback is only noise; ``MONAI_LGG_DEBUG=1`` keeps it.
+    Arguments: as ``StatsHandler``.
+    """
+
+    def exception_raised(self, _engine: Engine, e: Exception) -> None:
+        if input_error_in(e) is not None and not debug_enabled():
+            raise e
+        super().exception_raised(_engine, e)
 
 
 class ProgressBarHandler:
@@ -451,12 +532,12 @@ def train_handlers(
     final_model: bool = False,
     network: torch.nn.Module | None = None,
 ) -> list:
-    """Handlers of the trainer besides validation: epoch seeding, resume, LR schedule, early stop,
-    logs, progress, last checkpoint.
+    """Handlers of the trainer besides validation: where the run writes, epoch seeding, resume, LR schedule,
+    early stop, logs, progress, last checkpoint.
 
     Args:
         validator: the evaluator run by ``ValidationHandler`` (early stopping watches its key metric).
-        lr_scheduler: the per-epoch scheduler.
+        lr_scheduler: the scheduler, stepped every epoch, or every iteration when it has ``per_iteration = True``.
         save_dict: objects saved in and restored from ``last.ckpt`` (network, optimizer, scheduler).
         ckpt_dir: folder of ``last.ckpt``.
         log_dir: TensorBoard folder.
@@ -471,20 +552,23 @@ def train_handlers(
     last = Path(ckpt_dir) / "last.ckpt"
     resume, final_model = as_flag(resume, "resume"), as_flag(final_model, "final_model")
     save_dict = dict(save_dict)
-    handlers: list = [EpochSeed(seed)]
+    replacing = not resume and last.is_file()
+    handlers: list = [RunFolderLog(ckpt_dir, log_dir, final_model, replacing), EpochSeed(seed)]
     early_stop = EarlyStopping(validator, early_stop_patience) if early_stop_patience > 0 else None
     if early_stop is not None:
         save_dict["early_stopping"] = early_stop
     if resume:
         handlers.append(ResumeFromCheckpoint(last, save_dict, record=record))
-    handlers.append(LrScheduleHandler(lr_scheduler, print_lr=True))
+    # per-iteration schedules (onecycle, poly) step every iteration and print nothing (the epoch log shows the LR)
+    per_iteration = bool(getattr(lr_scheduler, "per_iteration", False))
+    handlers.append(LrScheduleHandler(lr_scheduler, print_lr=not per_iteration, epoch_level=not per_iteration))
     if early_stop is not None:
         handlers.append(early_stop)
     handlers.append(EpochLoss())  # a collective (all-reduce) in distributed runs: every rank attaches it
     if is_main_process():
         # per-epoch logs only: the progress bar shows the running loss
         handlers += [
-            StatsHandler(iteration_log=False, epoch_log=True),
+            QuietStatsHandler(iteration_log=False, epoch_log=True),
             TensorBoardStatsHandler(log_dir=str(log_dir), iteration_log=False, epoch_log=True),
         ]
         if progress:
@@ -496,15 +580,26 @@ def train_handlers(
 
 
 def val_handlers(
-    network: torch.nn.Module, ckpt_dir: str | Path, log_dir: str | Path, record: Mapping | None = None, resume: bool = True
+    network: torch.nn.Module,
+    ckpt_dir: str | Path,
+    log_dir: str | Path,
+    record: Mapping | None = None,
+    resume: bool = True,
+    save_best: bool = True,
 ) -> list:
     """Handlers of the validator: metric logs and the best-model checkpoint (``model.pt``).
 
     ``resume=False`` starts the best-so-far score afresh, so a new run replaces an older ``model.pt``.
+    ``save_best=False`` (a fixed schedule, ``final_model``: the last epoch is the model) only logs.
     """
-    handlers: list = [BestModelSaver(Path(ckpt_dir) / "model.pt", network, record=record, resume=as_flag(resume, "resume"))]
+    handlers: list = []
+    if as_flag(save_best, "save_best"):
+        handlers.append(BestModelSaver(Path(ckpt_dir) / "model.pt", network, record=record, resume=as_flag(resume, "resume")))
     if is_main_process():
-        handlers += [StatsHandler(iteration_log=False), TensorBoardStatsHandler(log_dir=str(log_dir), iteration_log=False)]
+        handlers += [
+            QuietStatsHandler(iteration_log=False),
+            TensorBoardStatsHandler(log_dir=str(log_dir), iteration_log=False),
+        ]
     return handlers
 
 

@@ -25,7 +25,7 @@ from monai.data import DataLoader
 from monai.inferers import Inferer, SimpleInferer
 
 from monai_lgg.data.datasets import VolumeSliceDataset
-from monai_lgg.data.slice_bank import batch_loader
+from monai_lgg.data.slice_bank import SAMPLINGS, AreaWeightedSampler, batch_loader
 from monai_lgg.errors import LGGInputError, as_flag
 from monai_lgg.transforms.batch import RandBatchAugment
 
@@ -169,6 +169,8 @@ def train_loader(
     sampler: torch.utils.data.Sampler | None = None,
     spatial_size: Sequence[int] | None = None,
     out_channels: int = 1,
+    sampling: str = "uniform",
+    normalization: str = "zscore",
     **augment_args: Any,
 ) -> Iterable:
     """The training DataLoader of a bundle, for either augmentation path.
@@ -186,10 +188,18 @@ def train_loader(
         spatial_size: training patch size of the ``"batch"`` path (pad / random crop, as ``presets.augment``).
         out_channels: the network's outputs, for the ``"batch"`` path's labels (1: binary; ``K``: class indices,
             see :class:`~monai_lgg.data.slice_bank.SliceBank`); the ``"loader"`` chain gets it from the config.
+        sampling: ``"uniform"`` (the dataset's epoch index, shuffled) or ``"area"`` (half of each batch drawn in
+            proportion to tumour area, :class:`~monai_lgg.data.slice_bank.AreaWeightedSampler`; ``"batch"`` path).
+        normalization: per-slice normalisation of the ``"batch"`` path (``"none"`` when the dataset caches
+            normalised volumes, as in the ``brain`` geometry).
         augment_args: other arguments of ``presets.augment`` / ``RandBatchAugment`` for the ``"batch"`` path.
     """
     _check("augmentation", augmentation, AUGMENTATIONS)
     if augmentation == "loader":
+        if sampling not in SAMPLINGS:
+            raise LGGInputError(None, f"sampling must be one of {', '.join(SAMPLINGS)}; got {sampling!r}")
+        if sampler is None and sampling == "area":
+            sampler = AreaWeightedSampler(dataset.tumour_areas())
         return DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,
             num_workers=num_workers, pin_memory=torch.device(device).type == "cuda",
@@ -198,5 +208,5 @@ def train_loader(
     augment = RandBatchAugment(spatial_size=spatial_size, **augment_args)
     return batch_loader(
         dataset, batch_size, device, shuffle=shuffle, sampler=sampler, num_workers=num_workers, augment=augment,
-        out_channels=out_channels,
+        out_channels=out_channels, sampling=sampling, normalization=normalization,
     )

@@ -6,22 +6,34 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Sequence
+import math
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.handlers import StatsHandler
 
 from monai_lgg.engines.components import class_key, class_names
-from monai_lgg.engines.handlers import SafeCheckpointLoader, sidecar_path, unwrap
+from monai_lgg.engines.handlers import QuietStatsHandler, SafeCheckpointLoader, sidecar_path, unwrap
 from monai_lgg.errors import LGGInputError, as_flag
 from monai_lgg.io import atomic_path, safe_child, write_json
 from monai_lgg.metrics import compute_slice_dice, slice_flags, summarize, volume_scores
 
-__all__ = ["check_no_leakage", "PatientReport", "overlay", "class_overlay", "CLASS_COLOURS", "evaluation_handlers"]
+__all__ = [
+    "check_no_leakage",
+    "PatientReport",
+    "overlay",
+    "class_overlay",
+    "overlay_picture",
+    "overlay_slices",
+    "CLASS_COLOURS",
+    "split_prefix",
+    "EvaluationMetrics",
+    "evaluation_handlers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +49,11 @@ MULTICLASS_RULES = ("Multi-class: every score is computed per foreground class (
                     "each class. Voxel counts, tumour-free and false-positive slices use the union of the foreground classes.")
 # BGR colours of classes 1, 2, ... in overlays (cycled): red, green, blue, yellow, magenta, cyan.
 CLASS_COLOURS = ((0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255), (255, 255, 0))
+# Binary overlays: ground truth green, prediction red, both (blended) yellow.
+TRUTH, PREDICTION, BOTH = (0, 255, 0), (0, 0, 255), (0, 255, 255)
+# Overlay pictures narrower than this are enlarged (nearest neighbour, whole pixels) so that the caption fits.
+MIN_PICTURE_WIDTH = 384
+FONT, FONT_SCALE, LINE_HEIGHT = cv2.FONT_HERSHEY_SIMPLEX, 0.5, 22
 
 
 def check_no_leakage(checkpoint: str | Path, items: Sequence[dict], allow_overlap: bool = False) -> None:
@@ -115,6 +132,134 @@ def class_overlay(image: np.ndarray, label: np.ndarray | None, pred: np.ndarray)
     return np.concatenate(panels, axis=1)
 
 
+def _fitted(text: str, width: int) -> str:
+    """``text`` cut (with ``...``) to fit ``width`` pixels in the caption font."""
+    if cv2.getTextSize(text, FONT, FONT_SCALE, 1)[0][0] <= width:
+        return text
+    while text and cv2.getTextSize(text + "...", FONT, FONT_SCALE, 1)[0][0] > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def _caption(width: int, lines: Sequence[str], legend: Sequence[tuple[str, tuple[int, int, int]]]) -> np.ndarray:
+    """A dark band holding text ``lines`` and a colour ``legend`` (swatch + name per entry), BGR uint8."""
+    rows = [[(line, None)] for line in lines] + [[]]
+    for name, colour in legend:  # legend entries flow onto new rows when a row is full
+        used = sum(16 + cv2.getTextSize(n, FONT, FONT_SCALE, 1)[0][0] + 14 for n, _ in rows[-1])
+        if rows[-1] and used + 16 + cv2.getTextSize(name, FONT, FONT_SCALE, 1)[0][0] > width - 16:
+            rows.append([])
+        rows[-1].append((name, colour))
+    rows = [row for row in rows if row]
+    band = np.full((8 + LINE_HEIGHT * len(rows), width, 3), 32, dtype=np.uint8)
+    for i, row in enumerate(rows):
+        x, baseline = 8, 4 + LINE_HEIGHT * (i + 1) - 6
+        for text, colour in row:
+            if colour is not None:
+                cv2.rectangle(band, (x, baseline - 11), (x + 11, baseline), colour, thickness=-1)
+                x += 16
+            text = _fitted(text, width - x - 8)
+            cv2.putText(band, text, (x, baseline), FONT, FONT_SCALE, (240, 240, 240), 1, cv2.LINE_AA)
+            x += cv2.getTextSize(text, FONT, FONT_SCALE, 1)[0][0] + 14
+    return band
+
+
+def overlay_picture(
+    image: np.ndarray,
+    label: np.ndarray | None,
+    pred: np.ndarray,
+    title: str,
+    notes: Sequence[str] = (),
+    multiclass: bool = False,
+    class_names: Sequence[str] | None = None,
+) -> np.ndarray:
+    """One slice as a picture that explains itself: a caption band (title, notes, colour legend) above the overlay.
+
+    Binary masks: ground truth green, prediction red, both yellow (:func:`overlay`). Class-index maps
+    (``multiclass``): each class in its :data:`CLASS_COLOURS` colour, ground truth left and prediction
+    right (:func:`class_overlay`). Slices narrower than :data:`MIN_PICTURE_WIDTH` are enlarged by a whole
+    factor (nearest neighbour: every voxel stays a sharp square) so the caption is legible.
+
+    Args:
+        image: the slice drawn in grey (e.g. FLAIR), any range.
+        label: ground truth (None: a prediction alone, as ``monai-lgg predict`` writes).
+        pred: the prediction.
+        title: first caption line (case and slice).
+        notes: more caption lines (why this slice, scores, areas).
+        multiclass: ``label`` / ``pred`` hold class indices.
+        class_names: names of classes 0..K-1 for the legend (default ``class 1``, ...).
+
+    Returns:
+        a BGR uint8 picture.
+    """
+    if multiclass:
+        body = class_overlay(image, label, pred)
+        present = set(np.unique(pred).astype(int)) | (set(np.unique(label).astype(int)) if label is not None else set())
+        classes = sorted(c for c in present if c > 0) or [1]
+        legend = [
+            (class_names[c] if class_names is not None and c < len(class_names) else f"class {c}",
+             CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)])
+            for c in classes
+        ]
+        notes = [*notes, "left: ground truth, right: prediction"] if label is not None else list(notes)
+    else:
+        body = overlay(image, label, pred)
+        legend = [("ground truth", TRUTH), ("prediction", PREDICTION), ("both", BOTH)] if label is not None else [
+            ("predicted tumour", PREDICTION)
+        ]
+    factor = max(1, math.ceil(MIN_PICTURE_WIDTH / body.shape[1]))
+    if factor > 1:
+        body = cv2.resize(body, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
+    return np.concatenate([_caption(body.shape[1], [title, *notes], legend), body], axis=0)
+
+
+def overlay_slices(label: np.ndarray | None, pred: np.ndarray, count: int = 3) -> list[tuple[int, str]]:
+    """The slices worth showing of a volume, each with the reason it was chosen, in slice order.
+
+    In turn: the largest tumour; the largest false positive, preferring a tumour-free slice (without
+    this slot a false positive would only be shown when it outgrew every tumour slice); the largest
+    missed tumour area; then the next largest areas of tumour or prediction. A volume without either
+    shows its middle slice. Without ``label`` (a prediction alone): the largest predicted areas.
+
+    Args:
+        label: ground truth ``(H, W, D)`` (class indices or binary), or None.
+        pred: prediction ``(H, W, D)``.
+        count: slices wanted (fewer when fewer differ).
+    """
+    depth = pred.shape[-1]
+    fg_pred = (np.asarray(pred) > 0).reshape(-1, depth)
+    fg_label = (np.asarray(label) > 0).reshape(-1, depth) if label is not None else np.zeros_like(fg_pred)
+    false_positive = (fg_pred & ~fg_label).sum(0)
+    on_tumour_free = false_positive * ~fg_label.any(0)
+    ranked = [
+        (fg_label.sum(0), "largest tumour"),
+        (on_tumour_free, "false positive on a tumour-free slice")
+        if on_tumour_free.any()
+        else (false_positive, "largest false positive"),
+        ((fg_label & ~fg_pred).sum(0), "largest missed tumour"),
+    ]
+    fill = ((fg_label | fg_pred).sum(0), "tumour or prediction" if label is not None else "predicted tumour")
+    chosen: dict[int, str] = {}
+    for areas, reason in [*ranked, fill]:
+        for k in np.argsort(-areas, kind="stable"):
+            if len(chosen) >= count or areas[k] == 0:
+                break
+            if int(k) not in chosen:
+                chosen[int(k)] = reason
+                if reason != fill[1]:  # one slice per reason, then the largest remaining areas
+                    break
+    if not chosen and count > 0:
+        chosen[depth // 2] = "middle slice: no tumour, nothing predicted"
+    return sorted(chosen.items())
+
+
+def _slice_notes(label: np.ndarray, pred: np.ndarray, reason: str) -> list[str]:
+    """Caption lines of an evaluation overlay: why it is shown, then its slice Dice and areas."""
+    truth, predicted = int((label > 0).sum()), int((pred > 0).sum())
+    both = int(((label > 0) & (pred > 0)).sum())
+    dice = "n/a (both empty)" if truth + predicted == 0 else f"{2 * both / (truth + predicted):.2f}"
+    return [reason, f"slice Dice {dice}: truth {truth} px, predicted {predicted} px"]
+
+
 class PatientReport:
     """Score each evaluated patient volume and write the evaluation outputs.
 
@@ -187,7 +332,15 @@ class PatientReport:
             if self.overlays:
                 image = torch.as_tensor(item["image"]).detach().cpu()
                 channel = min(self.image_channel, image.shape[0] - 1)  # grey (1-channel) images have no FLAIR channel
-                self._write_overlays(case, image[channel].numpy(), label_map, pred_map)
+                if tuple(image.shape[1:]) != tuple(label_map.shape):
+                    # e.g. a preprocessing that resizes the image but scores on the label's grid: drawing one
+                    # over the other would mislead, so say so instead of drawing
+                    logger.warning(
+                        f"{case}: image {tuple(image.shape[1:])} and masks {label_map.shape} are on different grids: "
+                        "no overlay drawn"
+                    )
+                else:
+                    self._write_overlays(case, image[channel].numpy(), label_map, pred_map)
 
     def _binary_scores(self, pred: np.ndarray, label: np.ndarray) -> dict:
         scores = volume_scores(pred, label)
@@ -214,12 +367,14 @@ class PatientReport:
 
     def _write_overlays(self, case: str, image: np.ndarray, label: np.ndarray, pred: np.ndarray) -> None:
         multiclass = label.dtype != np.bool_
-        area = ((label > 0) | (pred > 0)).reshape(-1, label.shape[-1]).sum(0)
-        chosen = [int(k) for k in np.argsort(-area, kind="stable")[: self.overlays] if area[k] > 0] or [label.shape[-1] // 2]
-        draw = class_overlay if multiclass else overlay
-        for k in chosen:
+        depth = label.shape[-1]
+        for k, reason in overlay_slices(label, pred, self.overlays):
+            picture = overlay_picture(
+                image[..., k], label[..., k], pred[..., k], f"{case}  slice {k + 1} of {depth}",
+                _slice_notes(label[..., k], pred[..., k], reason), multiclass=multiclass, class_names=self.class_names,
+            )
             with atomic_path(safe_child(self.output_dir / "overlays", f"{case}_{k + 1:03d}.png")) as tmp:
-                cv2.imwrite(str(tmp), draw(image[..., k], label[..., k], pred[..., k]))
+                cv2.imwrite(str(tmp), picture)
 
     def write(self, engine: Engine | None = None) -> dict:
         columns = list(CSV_COLUMNS[:9]) + self.class_columns + list(CSV_COLUMNS[9:])
@@ -243,12 +398,48 @@ class PatientReport:
             "empty_mask_rules": EMPTY_RULES + (" " + MULTICLASS_RULES if self.class_columns else ""),
         }
         write_json(self.output_dir / "summary.json", summary)
+        if self.rows:
+            dice = summary["per_patient"]["dice"]
+            split = self.info.get("split", "evaluated")
+            logger.info(
+                f"{split} patients: {len(self.rows)}, per-patient Dice mean {dice['mean']:.3f} "
+                f"(median {dice['median']:.3f}); "
+                f"per_patient.csv, summary.json and overlays/ in {self.output_dir}"
+            )
         return summary
 
 
 def _rate(hits: np.ndarray, population: np.ndarray) -> dict:
     n = int(population.sum())
     return {"rate": float(hits.sum() / n) if n else None, "false_positives": int(hits.sum()), "of": n}
+
+
+def split_prefix(split: str | Path) -> str:
+    """The metric-name prefix of an evaluated split (``test``, ``validation``, ...); ``eval`` for a datalist path."""
+    split = str(split)
+    return split if re.fullmatch(r"[A-Za-z]+", split) else "eval"
+
+
+class EvaluationMetrics:
+    """Attach the evaluator's metrics under the evaluated split's names (``test_mean_dice``, ``test_iou``, ...).
+
+    The bundle's metric factories name them for validation (``val_mean_dice``); an evaluation of the
+    test patients logged under those names reads as a validation score. ``evaluate.json`` therefore gives
+    the evaluator no key metric (so nothing logs a "new best metric" for a single evaluation) and attaches
+    the same metric objects here, renamed, before the stats handler that logs them.
+
+    Args:
+        metrics: ``{name: ignite metric}`` (the key metric and the additional metrics).
+        split: the evaluated split (see :func:`split_prefix`).
+    """
+
+    def __init__(self, metrics: Mapping, split: str | Path = "test") -> None:
+        prefix = split_prefix(split)
+        self.metrics = {re.sub(r"^val_", f"{prefix}_", name): metric for name, metric in metrics.items()}
+
+    def attach(self, engine: Engine) -> None:
+        for name, metric in self.metrics.items():
+            metric.attach(engine, name)
 
 
 def evaluation_handlers(
@@ -260,20 +451,36 @@ def evaluation_handlers(
     allow_overlap: bool = False,
     info: dict | None = None,
     class_names: Sequence[str] | None = None,
+    metrics: Mapping | None = None,
 ) -> list:
-    """Handlers of ``evaluate.json``: load the checkpoint (``weights_only``), check leakage, log, report.
+    """Handlers of ``evaluate.json``: load the checkpoint (``weights_only``), check leakage, scores, log, report.
 
-    ``class_names``: names of the classes 0..K-1 for the per-class columns of a multi-class model.
+    Args:
+        network: the network to load the checkpoint into.
+        checkpoint: the model file (``model.pt``) with its ``model.json`` record beside it.
+        output_dir: where :class:`PatientReport` writes.
+        items: the evaluated items (their patients are checked against the checkpoint's record).
+        overlays: overlay pictures per patient.
+        allow_overlap: evaluate patients the checkpoint was trained or selected on (with a warning).
+        info: extra fields for ``summary.json``; its ``split`` names the logged metrics.
+        class_names: names of the classes 0..K-1 for the per-class columns of a multi-class model.
+        metrics: ``{val_name: metric}`` to log under the split's names (:class:`EvaluationMetrics`).
 
     Raises:
         LGGInputError: the checkpoint is missing, or was trained or selected on evaluated patients.
     """
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
-        raise LGGInputError(checkpoint, "checkpoint not found (train the bundle first, or pass --ckpt_path)")
+        raise LGGInputError(
+            checkpoint,
+            "checkpoint not found: train first with the same options (then evaluate finds the run's model), "
+            "or pass --ckpt_path (e.g. the bundle's published models/model.pt)",
+        )
     check_no_leakage(checkpoint, items, as_flag(allow_overlap, "allow_overlap"))
+    split = (info or {}).get("split", "test")
     return [
         SafeCheckpointLoader(load_path=str(checkpoint), load_dict={"model": unwrap(network)}, map_location="cpu"),
-        StatsHandler(iteration_log=False),
+        *([EvaluationMetrics(metrics, split)] if metrics else []),
+        QuietStatsHandler(iteration_log=False),
         PatientReport(output_dir, overlays=overlays, info={"checkpoint": str(checkpoint), **(info or {})}, class_names=class_names),
     ]

@@ -1,20 +1,26 @@
-"""Inference latency of a bundle: one slice and one patient volume, on CPU and CUDA, with and without TTA.
+"""Inference latency: one slice and one patient volume, per precision, TTA and batch size, on CPU or CUDA.
 
-Times the :class:`~monai_lgg.inference.predictor.Predictor` (sliding window, sigmoid, threshold) on
-preprocessed random inputs: file reading and writing are not included. Each number is the median of
-``repeats`` runs after one warm-up run. The machine's load average is recorded beside the numbers,
-since a shared machine slows everything down.
+The one inference timer of the project: ``monai-lgg benchmark`` (:func:`benchmark`, a bundle's trained
+weights), the inference rows of ``tools/benchmark.py`` and ``tools/gpu_suite.py`` (:func:`time_inference`,
+any network, e.g. a bundle's network with random weights) all call it.
+
+It times the :class:`~monai_lgg.inference.predictor.Predictor` that ``monai-lgg predict`` uses (sliding
+window at the training patch size, sigmoid or softmax, optional flip TTA, threshold; results copied back to
+the CPU) on a random preprocessed input: reading and writing files are not included. Each measurement is
+one warm-up run (allocations, cuDNN algorithm choice) then ``repeats`` timed runs; rows give the median and
+the best. On CUDA the device is synchronised around every timed run. The machine's load average is
+recorded, since a shared machine slows everything down.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
-import json
 import os
 import platform
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -23,21 +29,114 @@ from monai_lgg.inference.loading import load_network
 from monai_lgg.inference.predictor import Predictor
 from monai_lgg.io import write_json
 
-__all__ = ["benchmark", "format_table"]
+__all__ = ["VARIANTS", "benchmark", "device_label", "format_table", "time_inference", "time_runs"]
+
+# (precision, channels_last) pairs timed by default: the plain path and the fast one.
+VARIANTS: tuple[tuple[str, bool], ...] = (("fp32", False), ("bf16", True))
 
 
-def _median_seconds(predictor: Predictor, image: torch.Tensor, repeats: int) -> float:
-    predictor(image)  # warm-up (allocations, cuDNN autotuning)
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_runs(fn: Callable[[], object], repeats: int, device: torch.device | str = "cpu") -> list[float]:
+    """Seconds of ``repeats`` calls of ``fn`` after one untimed warm-up call (synchronised on CUDA)."""
+    device = torch.device(device)
+    fn()
     times = []
     for _ in range(repeats):
-        if predictor.device.type == "cuda":
-            torch.cuda.synchronize()
+        _synchronize(device)
         start = time.perf_counter()
-        predictor(image)
-        if predictor.device.type == "cuda":
-            torch.cuda.synchronize()
+        fn()
+        _synchronize(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def device_label(device: torch.device | str, threads: int | None = None) -> str:
+    """``"NVIDIA H200"`` for a GPU, ``"cpu (2 threads)"`` for the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({threads or torch.get_num_threads()} threads)"
+
+
+def time_inference(
+    networks: torch.nn.Module | Sequence[torch.nn.Module],
+    roi_size: Sequence[int],
+    device: torch.device | str = "cpu",
+    num_slices: int = 40,
+    size: int = 256,
+    in_channels: int = 3,
+    out_channels: int = 1,
+    repeats: int = 5,
+    batch_sizes: Sequence[int] = (8,),
+    variants: Sequence[tuple[str, bool]] = VARIANTS,
+    tta: Sequence[bool] = (False, True),
+    seed: int = 0,
+    geometry: str = "patch",
+    min_component_fraction: float = 0.0,
+) -> list[dict]:
+    """Latency of ``Predictor`` for one slice and one ``num_slices`` volume of ``size`` x ``size``.
+
+    Args:
+        networks: eval-mode network(s) (an ensemble is averaged, as ``predict --ensemble`` does); each
+            variant runs on a copy, so the caller's modules keep their memory format.
+        roi_size: sliding-window size (the training patch size).
+        device: where the networks run.
+        num_slices: slices of the volume.
+        size: rows = columns of each slice.
+        in_channels: input channels.
+        out_channels: network outputs (1: binary, sigmoid; K: classes, softmax).
+        repeats: timed runs per number.
+        batch_sizes: windows per forward pass to time (the volume's slices form the batch).
+        variants: ``(precision, channels_last)`` pairs.
+        tta: test-time-augmentation settings to time.
+        seed: seed of the random input.
+        geometry: the checkpoint's geometry (``brain``: brain box resized to ``roi_size``, as ``predict`` does).
+        min_component_fraction: the post-processing ``predict`` applies by default.
+
+    Returns:
+        one row per (variant, TTA, batch size): ``slice_ms`` / ``volume_ms`` (median of ``repeats``),
+        ``slice_ms_best`` / ``volume_ms_best`` (fastest run) and the settings.
+    """
+    device = torch.device(device)
+    members = [networks] if isinstance(networks, torch.nn.Module) else list(networks)
+    volume = torch.randn(in_channels, size, size, num_slices, generator=torch.Generator().manual_seed(seed))
+    rows = []
+    for (precision, channels_last), flip, batch_size in itertools.product(variants, tta, batch_sizes):
+        predictor = Predictor(
+            [copy.deepcopy(n).eval() for n in members],
+            roi_size,
+            device,
+            batch_size=batch_size,
+            tta=flip,
+            precision=precision,
+            channels_last=channels_last,
+            out_channels=out_channels,
+            geometry=geometry,
+            min_component_fraction=min_component_fraction,
+        )
+        per_slice = time_runs(lambda p=predictor: p(volume[..., 0]), repeats, device)
+        per_volume = time_runs(lambda p=predictor: p(volume), repeats, device)
+        rows.append(
+            {
+                "device": device_label(device),
+                "precision": precision,
+                "channels_last": bool(channels_last),
+                "tta": bool(flip),
+                "batch_size": int(batch_size),
+                "slice_ms": 1000 * statistics.median(per_slice),
+                "slice_ms_best": 1000 * min(per_slice),
+                "volume_ms": 1000 * statistics.median(per_volume),
+                "volume_ms_best": 1000 * min(per_volume),
+                "num_slices": num_slices,
+                "size": size,
+                "repeats": repeats,
+            }
+        )
+    return rows
 
 
 def benchmark(
@@ -49,13 +148,14 @@ def benchmark(
     repeats: int = 5,
     batch_size: int = 8,
     devices: Sequence[str] | None = None,
-    variants: Sequence[tuple[str, bool]] = (("fp32", False), ("bf16", True)),
+    variants: Sequence[tuple[str, bool]] = VARIANTS,
     spatial_size: Sequence[int] | None = None,
     roi_size: Sequence[int] | None = None,
     tta: Sequence[bool] = (False, True),
     json_path: str | Path | None = None,
+    batch_sizes: Sequence[int] | None = None,
 ) -> list[dict]:
-    """Measure per-slice and per-volume latency.
+    """Per-slice and per-volume latency of a bundle's trained network (``monai-lgg benchmark``).
 
     Args:
         bundle: bundle folder, zip or name.
@@ -72,42 +172,37 @@ def benchmark(
             small patches can segment a whole slice in one window.
         tta: the test-time-augmentation settings to time.
         json_path: also write the results here as JSON.
+        batch_sizes: several batch sizes to time (overrides ``batch_size``).
 
     Returns:
-        one row per (device, variant, tta): ``slice_ms``, ``volume_ms``, the network's ``params`` and the context.
+        one row per (device, variant, tta, batch size) as :func:`time_inference` gives, plus the bundle,
+        the network's ``params`` and the load average.
     """
     torch.set_num_threads(threads)
     devices = list(devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])))
-    volume = torch.randn(3, size, size, num_slices, generator=torch.Generator().manual_seed(0))
     rows = []
     for device in devices:
         network, info = load_network(bundle, checkpoint, spatial_size, device=device)
         params = sum(p.numel() for p in network.parameters())
-        for (precision, channels_last), flip in itertools.product(variants, tta):
-            predictor = Predictor(
-                [network],
-                roi_size or info.spatial_size,
-                device,
-                batch_size=batch_size,
-                tta=flip,
-                precision=precision,
-                channels_last=channels_last,
-            )
-            rows.append(
-                {
-                    "bundle": info.name,
-                    "device": torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu ({threads} threads)",
-                    "precision": precision,
-                    "channels_last": channels_last,
-                    "params": params,
-                    "tta": flip,
-                    "slice_ms": 1000 * _median_seconds(predictor, volume[..., 0], repeats),
-                    "volume_ms": 1000 * _median_seconds(predictor, volume, repeats),
-                    "num_slices": num_slices,
-                    "size": size,
-                    "batch_size": batch_size,
-                }
-            )
+        timed = time_inference(
+            network,
+            roi_size or info.spatial_size,
+            device,
+            num_slices=num_slices,
+            size=size,
+            in_channels=info.in_channels,
+            out_channels=info.out_channels,
+            geometry=info.geometry,
+            min_component_fraction=info.min_component_fraction,
+            repeats=repeats,
+            batch_sizes=list(batch_sizes or [batch_size]),
+            variants=variants,
+            tta=tta,
+        )
+        for row in timed:
+            if row["device"].startswith("cpu"):
+                row["device"] = device_label("cpu", threads)
+            rows.append({"bundle": info.name, "params": params, **row})
     context = {
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -121,19 +216,20 @@ def benchmark(
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """Markdown table of :func:`benchmark` rows."""
+    """Markdown table of :func:`benchmark` / :func:`time_inference` rows (medians; best run in brackets)."""
     lines = [
-        "| device | precision | channels_last | TTA | 1 slice (ms) | volume (ms) | slices | size | load avg |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| device | precision | channels_last | TTA | batch | 1 slice (ms) | volume (ms) | slices | size | load avg |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['device']} | {r['precision']} | {'yes' if r['channels_last'] else 'no'} | {'yes' if r['tta'] else 'no'} | {r['slice_ms']:.1f} | {r['volume_ms']:.0f} | "
-            f"{r['num_slices']} | {r['size']}² | {r['load_average_1min']} |"
+            f"| {r['device']} | {r['precision']} | {'yes' if r['channels_last'] else 'no'} | "
+            f"{'yes' if r['tta'] else 'no'} | {r['batch_size']} | {r['slice_ms']:.2f} ({r['slice_ms_best']:.2f}) | "
+            f"{r['volume_ms']:.1f} ({r['volume_ms_best']:.1f}) | {r['num_slices']} | {r['size']}² | "
+            f"{r.get('load_average_1min', round(os.getloadavg()[0], 2))} |"
         )
     return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover
     print(format_table(benchmark()))
-    print(json.dumps({"torch": torch.__version__}))

@@ -211,8 +211,10 @@ def _load_volume(case: Case, in_channels: int, transform: Callable) -> tuple[tor
     return torch.as_tensor(image), reference
 
 
-def load_case(case: Case, in_channels: int = 3) -> tuple[torch.Tensor, nib.Nifti1Image | None]:
+def load_case(case: Case, in_channels: int = 3, normalization: str = "zscore") -> tuple[torch.Tensor, nib.Nifti1Image | None]:
     """Load and preprocess a case into ``(C, H, W, D)`` float32 (per-slice normalised).
+
+    ``normalization="none"`` keeps the stored intensities (the ``brain`` geometry normalises per volume itself).
 
     Returns:
         the image and, for NIfTI volumes, the reference image whose affine and header the outputs keep.
@@ -223,5 +225,6 @@ def load_case(case: Case, in_channels: int = 3) -> tuple[torch.Tensor, nib.Nifti
     from monai_lgg.transforms.presets import slice_transforms, volume_transforms
 
     if case.form == "slices":
-        return _load_slices(case, in_channels, slice_transforms(label_key=None, image_channels=in_channels)), None
-    return _load_volume(case, in_channels, volume_transforms(label_key=None, image_channels=in_channels))
+        transform = slice_transforms(label_key=None, image_channels=in_channels, normalization=normalization)
+        return _load_slices(case, in_channels, transform), None
+    return _load_volume(case, in_channels, volume_transforms(label_key=None, image_channels=in_channels, normalization=normalization))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from monai_lgg.engines.bundle import bundle_network
+from monai_lgg.engines.bundle import bundle_network, trained_members
 from monai_lgg.errors import LGGInputError
 
 __all__ = [
@@ -36,7 +36,11 @@ __all__ = [
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
 """The project's bundles (``bundles/<name>``), found when monai-lgg is installed from its source tree."""
 
-_DEFAULTS = {"spatial_size": [256, 256], "threshold": 0.5, "in_channels": 3, "out_channels": 1}
+_DEFAULTS = {
+    # the values inference.json falls back to when a checkpoint's sidecar records no geometry / size
+    "spatial_size": [128, 128], "threshold": 0.5, "in_channels": 3, "out_channels": 1, "geometry": "brain",
+    "tta": False, "min_component_fraction": 0.0,
+}
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,9 @@ class BundleInfo:
         threshold: probability threshold of the masks.
         in_channels: input channels (3: pre-contrast, FLAIR, post-contrast).
         out_channels: output channels (1: tumour logit).
+        geometry: ``brain`` (whole brain slices resized to ``spatial_size``) or ``patch`` (sliding windows).
+        tta: average with the left-right mirror by default.
+        min_component_fraction: drop 3D components below this fraction of the largest by default.
     """
 
     root: Path
@@ -58,6 +65,9 @@ class BundleInfo:
     threshold: float
     in_channels: int
     out_channels: int
+    geometry: str = "patch"
+    tta: bool = False
+    min_component_fraction: float = 0.0
 
 
 def _extract_zip(path: Path) -> Path:
@@ -91,7 +101,8 @@ def resolve_bundle(source: str | Path) -> Path:
     if not path.exists() and not path.is_absolute() and len(path.parts) <= 2 and (BUNDLES_DIR / path.name).is_dir():
         path = BUNDLES_DIR / path.name  # "unet" or "bundles/unet" from outside the source tree
     if not path.exists():
-        raise LGGInputError(path, "bundle not found (give a bundle folder, a bundle .zip, or a name under bundles/)")
+        names = ", ".join(sorted(p.name for p in BUNDLES_DIR.glob("*") if (p / "configs" / "model.json").is_file()))
+        raise LGGInputError(path, f"bundle not found (give a bundle folder, a bundle .zip, or one of: {names})")
     if not (path / "configs" / "model.json").is_file():
         raise LGGInputError(path, "is not a monai-lgg bundle (no configs/model.json)")
     return path.resolve()
@@ -117,7 +128,8 @@ def bundle_info(root: Path, spatial_size: Sequence[int] | None = None) -> Bundle
     if metadata.is_file():
         name = json.loads(metadata.read_text()).get("name", name)
     return BundleInfo(
-        root, name, size, float(settings["threshold"]), int(settings["in_channels"]), int(settings["out_channels"])
+        root, name, size, float(settings["threshold"]), int(settings["in_channels"]), int(settings["out_channels"]),
+        str(settings["geometry"]), bool(settings["tta"]), float(settings["min_component_fraction"]),
     )
 
 
@@ -167,12 +179,12 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return resolved
 
 
-def trained_channels(checkpoint: Path) -> dict[str, int]:
-    """``in_channels`` / ``out_channels`` recorded by training in the checkpoint's sidecar (``model.json``).
+def trained_channels(checkpoint: Path) -> dict[str, object]:
+    """What training recorded in the checkpoint's sidecar (``model.json``) that inference must follow.
 
-    A bundle trained with ``--in_channels 1 --out_channels K`` (grey images, K classes) keeps the LGG
-    values in its ``inference.json``; the sidecar tells inference what its network takes and gives.
-    Absent or unreadable values are left out.
+    ``in_channels`` / ``out_channels``: a bundle trained with ``--in_channels 1 --out_channels K`` (grey
+    images, K classes) keeps the LGG values in its ``inference.json``; ``geometry`` and ``spatial_size``: how
+    slices reached the network. Absent or unreadable values are left out (the bundle's values apply).
     """
     sidecar = Path(checkpoint).with_suffix(".json")
     try:
@@ -181,7 +193,15 @@ def trained_channels(checkpoint: Path) -> dict[str, int]:
         return {}
     if not isinstance(record, dict):
         return {}
-    return {k: int(v) for k in ("in_channels", "out_channels") if isinstance(v := record.get(k), int) and v >= 1}
+    found: dict[str, object] = {
+        k: int(v) for k in ("in_channels", "out_channels") if isinstance(v := record.get(k), int) and v >= 1
+    }
+    if record.get("geometry") in ("brain", "patch"):
+        found["geometry"] = record["geometry"]
+    size = record.get("spatial_size")
+    if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        found["spatial_size"] = tuple(size)
+    return found
 
 
 def load_network(
@@ -201,14 +221,18 @@ def load_network(
     root = resolve_bundle(bundle)
     info = bundle_info(root, spatial_size)
     checkpoint = Path(checkpoint) if checkpoint else root / "models" / "model.pt"
-    info = replace(info, **trained_channels(checkpoint))
+    trained = trained_channels(checkpoint)
+    if spatial_size:  # an explicit --spatial_size wins over the record
+        trained.pop("spatial_size", None)
+    info = replace(info, **trained)
     if checkpoint.suffix == ".ts":
         if not checkpoint.is_file():
             raise LGGInputError(checkpoint, "TorchScript model not found")
         network = torch.jit.load(str(checkpoint), map_location="cpu")
     else:
         network = bundle_network(
-            root, in_channels=info.in_channels, out_channels=info.out_channels, spatial_size=list(info.spatial_size)
+            root, in_channels=info.in_channels, out_channels=info.out_channels, spatial_size=list(info.spatial_size),
+            members=trained_members(checkpoint),  # the shipped UNet: its 5 fold models as one ensemble module
         )
         load_state_dict(network, checkpoint)
     return network.to(device).eval(), info

@@ -17,7 +17,11 @@ from ``<app>/model/<name>/``:
   appended), ``device`` (replaced by the request's device) and optional ``displayable_configs``.
 
 The studies MONAI Label serves are single files, so a case must be one 3-channel NIfTI
-(rows x columns x slices x 3): :func:`write_multichannel_studies` makes them from a converted data set.
+(rows x columns x slices x 3): :func:`write_multichannel_studies` makes them from a converted data set
+(the converted ``imagesTr`` hold one channel per file, which the bundle refuses).
+
+:func:`prepare_monailabel_bundle` takes a project bundle, the Model Zoo export of one
+(``monai-lgg export_bundle``: its weights come through ``large_files.yml``) or the export's zip.
 """
 
 from __future__ import annotations
@@ -42,15 +46,23 @@ BUNDLE_PARTS = ("configs", "docs", "LICENSE")
 def prepare_monailabel_bundle(
     bundle: str | Path, target: str | Path, checkpoint: str | Path | None = None, overwrite: bool = False
 ) -> Path:
-    """Copy a bundle for ``<app>/model/<name>``: symlinks resolved, ``models/`` holding only ``model.pt``.
+    """Copy a bundle for ``<app>/model/<name>``: symlinks resolved, ``models/`` holding only ``model.pt`` (and its record).
 
     Only ``model.pt`` is copied because MONAI Label offers every ``models/*.pt`` and picks the
     shortest name by default: a training checkpoint such as ``last.pt`` would be chosen and loaded
     with ``strict=False``, i.e. silently with random weights.
+
+    Args:
+        bundle: a bundle folder, its zip, a project bundle name, or a Model Zoo export without weights
+            (they are then downloaded through its ``large_files.yml``, hash-checked, by MONAI).
+        target: ``<app>/model/<name>``.
+        checkpoint: weights to serve instead of the bundle's.
+        overwrite: replace an existing ``target``.
     """
     root = resolve_bundle(bundle)
+    large_files = root / "large_files.yml"
     checkpoint = Path(checkpoint) if checkpoint else root / "models" / "model.pt"
-    if not checkpoint.is_file():
+    if not checkpoint.is_file() and not large_files.is_file():
         raise LGGInputError(checkpoint, "checkpoint not found (train the bundle first, or pass --checkpoint)")
     target = Path(target)
     if target.exists() and not overwrite:
@@ -63,9 +75,32 @@ def prepare_monailabel_bundle(
             elif source.is_file():
                 shutil.copy2(source, tmp / part)
         (tmp / "models").mkdir()
-        shutil.copy2(checkpoint, tmp / "models" / "model.pt")
+        if checkpoint.is_file():
+            shutil.copy2(checkpoint, tmp / "models" / "model.pt")
+        else:
+            _download_weights(large_files, tmp)
+        # the weights' record: the configs read what the checkpoint holds from it (channels, ensemble members);
+        # without it MONAI Label would build another network and load the weights with strict=False
+        record = checkpoint.with_suffix(".json")
+        if record.is_file():
+            shutil.copy2(record, tmp / "models" / "model.json")
     target.chmod(0o755)  # readable by a server running as another user
     return target
+
+
+def _download_weights(large_files: Path, bundle: Path) -> None:
+    """``models/model.pt`` of a Model Zoo export, fetched as its ``large_files.yml`` says (hash-checked by MONAI)."""
+    from monai.bundle import download_large_files
+
+    shutil.copy2(large_files, bundle / large_files.name)
+    try:
+        download_large_files(bundle_path=str(bundle))
+    except Exception as err:  # URL, network and hash errors have many types
+        raise LGGInputError(large_files, f"the weights cannot be downloaded ({type(err).__name__}: {err})") from None
+    finally:
+        (bundle / large_files.name).unlink(missing_ok=True)
+    if not (bundle / "models" / "model.pt").is_file():
+        raise LGGInputError(large_files, "does not provide models/model.pt")
 
 
 def write_multichannel_studies(source: str | Path, studies: str | Path, overwrite: bool = False) -> list[Path]:

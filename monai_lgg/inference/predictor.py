@@ -1,6 +1,11 @@
 """Tumour (or class) probabilities and masks for 2D slices and slice stacks (volumes).
 
-Every slice is segmented in 2D with MONAI's ``sliding_window_inference`` at the training patch size:
+``brain`` geometry (the LGG models): the volume's square brain box is resized to the network's size and
+normalised per volume (:mod:`monai_lgg.transforms.brain`, the training preprocessing), the network runs on
+whole slices, and the probabilities are resized back into the box and pasted into the input's grid, so the
+masks keep the input's geometry.
+
+``patch`` geometry (images of any size, e.g. ``convert_folders`` data): every slice is segmented in 2D with MONAI's ``sliding_window_inference`` at the training patch size:
 larger images (e.g. 512 x 512) are tiled with overlapping windows, smaller ones are padded to one
 window and cropped back, never resized. The slices of a volume form the batch, so ``batch_size``
 windows run in one forward pass (MONAI's ``SliceInferer``, used by the bundle configs, gives the same
@@ -17,6 +22,8 @@ from monai.transforms import AsDiscrete, KeepLargestConnectedComponent
 from monai.utils import convert_to_tensor
 
 from monai_lgg.engines.performance import FastInferer, prepare_network
+from monai_lgg.transforms.brain import BrainCrop, BrainNormalizeIntensity, paste_back
+from monai_lgg.transforms.components import remove_small_components
 
 __all__ = ["Predictor"]
 
@@ -26,8 +33,10 @@ class Predictor:
 
     The probability is the mean of the sigmoid outputs over the ensemble members and, with ``tta``,
     over the image and its left-right mirror (the flip used in training). The mask thresholds it;
-    ``largest_component`` then keeps the largest 3D connected component (full connectivity), as the
-    post-processing of the data set's authors (Buda et al. 2019) does.
+    ``min_component_fraction`` then drops 3D connected components smaller than that fraction of the largest
+    (:func:`~monai_lgg.transforms.components.remove_small_components`), and ``largest_component`` keeps only
+    the largest one (full connectivity), as the post-processing of the data set's authors (Buda et al. 2019)
+    does; it can delete a small true tumour next to a larger false positive.
 
     Multi-class networks (``out_channels = K > 1``, class 0 the background) are averaged the same way on
     their softmax probabilities, ``(K, H, W)`` for a slice and ``(K, H, W, D)`` for a volume; the mask is the
@@ -47,6 +56,9 @@ class Predictor:
             with native bf16, probabilities within about 1e-2 of fp32).
         channels_last: run the networks in channels-last memory format (faster for the UNet on CPU).
         out_channels: the networks' outputs: 1 (binary, sigmoid) or the number of classes ``K`` (softmax).
+        geometry: ``"patch"`` (inputs already normalised, sliding windows of ``roi_size``) or ``"brain"`` (raw
+            inputs: brain box resized to ``roi_size``, normalised per volume, probabilities pasted back).
+        min_component_fraction: drop 3D components below this fraction of the largest (binary; 0: keep all).
 
     Example::
 
@@ -73,7 +85,11 @@ class Predictor:
         precision: str = "fp32",
         channels_last: bool = False,
         out_channels: int = 1,
+        geometry: str = "patch",
+        min_component_fraction: float = 0.0,
     ) -> None:
+        if geometry not in ("patch", "brain"):
+            raise ValueError(f"geometry must be 'patch' or 'brain', got {geometry!r}")
         if not networks:
             raise ValueError("at least one network is needed")
         if batch_size < 1:
@@ -89,6 +105,10 @@ class Predictor:
         window = SlidingWindowInferer(self.roi_size, batch_size, overlap)
         self.inferer = FastInferer(window, precision=precision, channels_last=channels_last)
         self.out_channels = int(out_channels)
+        self.geometry = geometry
+        self.crop = BrainCrop(self.roi_size) if geometry == "brain" else None
+        self.normalize = BrainNormalizeIntensity()
+        self.min_component_fraction = float(min_component_fraction)
         self.discrete = AsDiscrete(threshold=threshold) if out_channels == 1 else AsDiscrete(argmax=True)
         foreground = list(range(1, max(2, out_channels)))
         self.largest = (
@@ -128,8 +148,17 @@ class Predictor:
             raise ValueError(f"expected (C, H, W) or (C, H, W, D), got shape {tuple(image.shape)}")
         volume = image.ndim == 4
         batch = convert_to_tensor(image, track_meta=False).float()
+        box = None
+        if self.crop is not None:
+            grid = batch.shape[1:3]
+            box = self.crop.compute_box(batch)
+            batch = self.normalize(self.crop(batch, box))
         batch = batch.permute(3, 0, 1, 2) if volume else batch[None]
-        prob = self._mean_probability(batch.to(self.device)).cpu()
+        prob = self._mean_probability(batch.to(self.device)).cpu()  # (N, h, w) or (N, K, h, w)
+        if box is not None:  # back into the input's grid: (N, K, h, w) -> (N, K, H, W), 0 outside the box
+            channels = prob[:, None] if self.out_channels == 1 else prob
+            prob = paste_back(channels.permute(1, 2, 3, 0), box, grid).permute(3, 0, 1, 2)
+            prob = prob[:, 0] if self.out_channels == 1 else prob
         if not volume:
             return prob[0]
         return (prob.permute(1, 2, 0) if self.out_channels == 1 else prob.permute(1, 2, 3, 0)).contiguous()
@@ -138,6 +167,8 @@ class Predictor:
         """uint8 mask of a probability map: binary {0, 1}, or the argmax label map ``0 .. K-1`` (class axis
         first in ``probability``, gone in the mask); then the optional largest-component filter."""
         mask = self.discrete(probability[None] if self.out_channels == 1 else probability)
+        if self.min_component_fraction > 0 and self.out_channels == 1:
+            mask = torch.as_tensor(remove_small_components(convert_to_tensor(mask, track_meta=False).numpy(), self.min_component_fraction))
         if self.largest is not None:
             mask = self.largest(mask)
         return convert_to_tensor(mask, track_meta=False)[0].to(torch.uint8)

@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import tifffile
 
-from monai_lgg.engines.reports import class_overlay, overlay
+from monai_lgg.engines.reports import overlay_picture
 from monai_lgg.errors import LGGInputError
 
 __all__ = [
@@ -115,13 +115,31 @@ def write_nifti(path: Path, array: np.ndarray, reference: nib.Nifti1Image, dtype
     nib.save(image, path)
 
 
-def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, label_map: bool = False) -> None:
-    """PNG of one slice: grey FLAIR with the predicted tumour in red (``engines.reports.overlay``).
+def write_overlay(
+    path: Path,
+    image: np.ndarray,
+    mask: np.ndarray,
+    label_map: bool = False,
+    title: str = "",
+    notes: Sequence[str] = (),
+    class_names: Sequence[str] | None = None,
+) -> None:
+    """PNG of one slice: grey FLAIR with the predicted tumour in red, under a caption naming the case and
+    slice and a colour legend (``engines.reports.overlay_picture``).
 
-    ``label_map``: ``mask`` holds class indices, each drawn in its colour (``engines.reports.class_overlay``).
+    Args:
+        path: the PNG to write.
+        image: the slice drawn in grey.
+        mask: the predicted mask (binary) or class indices (``label_map``, each class in its colour).
+        label_map: ``mask`` holds class indices.
+        title: first caption line (default: the file name).
+        notes: more caption lines (e.g. the predicted area).
+        class_names: names of the classes 0..K-1 for the legend.
     """
-    draw = class_overlay if label_map else overlay
-    if not cv2.imwrite(str(path), draw(np.asarray(image), None, np.asarray(mask))):
+    picture = overlay_picture(
+        np.asarray(image), None, np.asarray(mask), title or path.stem, notes, label_map, class_names
+    )
+    if not cv2.imwrite(str(path), picture):
         raise OSError(f"cannot write {path}")
 
 

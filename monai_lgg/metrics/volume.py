@@ -15,6 +15,13 @@ from monai_lgg.metrics._binary import as_spatial_binary_array, check_same_shape
 
 __all__ = ["VOLUME_SCORE_KEYS", "hausdorff_distance_95", "volume_scores"]
 
+# MONAI 1.5-1.6's own surface-distance code passes get_mask_edges' deprecated `always_return_as_numpy`
+# argument, so every Hausdorff distance (ours and the HD95 validation metric's) warns about an option no
+# user of this package sets. Silence that one message once, here. (It used to be silenced per call with
+# warnings.catch_warnings(), which resets Python's once-per-location registry on exit: the warning then
+# repeated at every validation instead of appearing once.)
+warnings.filterwarnings("ignore", message=r".*get_mask_edges:always_return_as_numpy.*", category=FutureWarning)
+
 VOLUME_SCORE_KEYS: tuple[str, ...] = (
     "dice",
     "iou",
@@ -77,16 +84,13 @@ def hausdorff_distance_95(
         return 0.0
     if pred_empty or gt_empty:
         return math.nan
-    with warnings.catch_warnings():
-        # raised inside MONAI's own edge extraction, not actionable here
-        warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*")
-        distance = compute_hausdorff_distance(
-            torch.from_numpy(pred_array[None, None]),
-            torch.from_numpy(gt_array[None, None]),
-            include_background=True,
-            percentile=95,
-            spacing=spacing_checked,
-        )
+    distance = compute_hausdorff_distance(
+        torch.from_numpy(pred_array[None, None]),
+        torch.from_numpy(gt_array[None, None]),
+        include_background=True,
+        percentile=95,
+        spacing=spacing_checked,
+    )
     return float(distance.item())
 
 

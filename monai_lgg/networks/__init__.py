@@ -1,6 +1,7 @@
 """networks for monai_lgg."""
 
+from monai_lgg.networks.ensemble import ProbabilityEnsemble
 from monai_lgg.networks.transunet import TransUNet
 from monai_lgg.networks.wrappers import DeepSupervisionWrapper, basic_unetplusplus
 
-__all__ = ["TransUNet", "DeepSupervisionWrapper", "basic_unetplusplus"]
+__all__ = ["ProbabilityEnsemble", "TransUNet", "DeepSupervisionWrapper", "basic_unetplusplus"]

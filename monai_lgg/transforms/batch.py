@@ -89,6 +89,10 @@ class RandBatchAugment(torch.nn.Module):
         intensity_shift: shift range, +-.
         intensity_scale: scale range, ``1 +- intensity_scale``.
         elastic_prob: must be 0 (elastic deformation is only in the per-sample MONAI chain).
+        flair_prob: probability that a slice's pre-contrast, post-contrast or both channels (one of the three,
+            equally likely) are replaced by its FLAIR channel, as the data set's release does for patients
+            missing a sequence, so the model has seen such input (3-channel LGG images only).
+        flair_channel: the FLAIR channel.
 
     Example::
 
@@ -109,8 +113,13 @@ class RandBatchAugment(torch.nn.Module):
         intensity_shift: float = 0.1,
         intensity_scale: float = 0.1,
         elastic_prob: float = 0.0,
+        flair_prob: float = 0.0,
+        flair_channel: int = 1,
     ) -> None:
         super().__init__()
+        if not 0.0 <= flair_prob <= 1.0:
+            raise ValueError(f"flair_prob must be in [0, 1], got {flair_prob}")
+        self.flair_prob, self.flair_channel = flair_prob, flair_channel
         if elastic_prob > 0:
             raise ValueError("elastic_prob > 0 needs the per-sample MONAI augmentation (augmentation='loader')")
         self.spatial_size = None if spatial_size is None else tuple(int(s) for s in spatial_size)
@@ -147,7 +156,21 @@ class RandBatchAugment(torch.nn.Module):
             "factor": self._uniform(n, -self.intensity_scale, self.intensity_scale, device),
         }
         params["crop"] = self._crop_offsets(n, in_size, device)
+        # 0: keep, 1: pre-contrast replaced, 2: post-contrast replaced, 3: both
+        params["flair"] = torch.where(self._chance(n, self.flair_prob, device), torch.randint(1, 4, (n,), device=device), 0)
         return params
+
+    def substitute_flair(self, image: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+        """Replace the other channels of a ``(B, 3, H, W)`` batch by FLAIR where ``pattern`` says (see ``randomize``)."""
+        if self.flair_prob == 0 or image.shape[1] != 3:
+            return image
+        flair = image[:, self.flair_channel : self.flair_channel + 1]
+        others = [c for c in range(3) if c != self.flair_channel]  # pre-contrast, post-contrast
+        image = image.clone()
+        for bit, channel in enumerate(others):
+            replace = (pattern.bitwise_and(1 << bit) > 0)[:, None, None, None]
+            image[:, channel : channel + 1] = torch.where(replace, flair, image[:, channel : channel + 1])
+        return image
 
     def _crop_offsets(self, n: int, in_size: Sequence[int], device: torch.device) -> torch.Tensor:
         """Centred pixel offsets of ``SpatialPad`` (symmetric) + ``RandSpatialCrop`` (random integer start)."""
@@ -174,7 +197,9 @@ class RandBatchAugment(torch.nn.Module):
     def apply(
         self, image: torch.Tensor, label: torch.Tensor | None, params: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Apply drawn parameters: one grid for flip + affine + crop, then intensity changes."""
+        """Apply drawn parameters: FLAIR substitution, one grid for flip + affine + crop, then intensity changes."""
+        if "flair" in params:
+            image = self.substitute_flair(image, params["flair"])
         in_size = tuple(image.shape[-2:])
         out_size = self.spatial_size or in_size
         if self.flip_prob > 0 or self.affine_prob > 0 or out_size != in_size:  # else no resampling at all

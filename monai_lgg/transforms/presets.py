@@ -25,6 +25,7 @@ from monai.transforms import (
 
 from monai_lgg.data.kaggle import CHANNEL_NAMES
 from monai_lgg.data.readers import NiftiVolumeReader, SliceImageReader
+from monai_lgg.transforms.brain import BrainCropd, BrainNormalizeIntensityd, RandFlairSubstituted
 from monai_lgg.transforms.dictionary import (
     CheckChannelsd,
     CheckLabelValuesd,
@@ -33,7 +34,22 @@ from monai_lgg.transforms.dictionary import (
     SliceWiseNormalizeIntensityd,
 )
 
-__all__ = ["load", "preprocess", "augment", "volume_transforms", "slice_transforms", "train_slice_transforms"]
+__all__ = [
+    "GEOMETRIES", "load", "brain_geometry", "preprocess", "augment", "volume_transforms", "cached_volume_transforms",
+    "slice_transforms", "train_slice_transforms",
+]
+
+GEOMETRIES = ("brain", "patch")
+"""How slices reach the network. ``brain``: per volume, the square brain box resized to ``spatial_size`` and
+normalised over the brain (:mod:`monai_lgg.transforms.brain`; predictions are resized back into the input's
+grid); ``patch``: the slice at its own resolution, normalised per slice, random ``spatial_size`` patches in
+training and a sliding window at inference (for images of any size, e.g. ``convert_folders`` data)."""
+
+
+def check_geometry(geometry: str) -> str:
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"geometry must be one of {', '.join(GEOMETRIES)}; got {geometry!r}")
+    return geometry
 
 
 def _keys(image_key: str, label_key: str | None) -> list[str]:
@@ -69,6 +85,26 @@ def load(
     return chain
 
 
+def brain_geometry(
+    image_key: str = "image",
+    label_key: str | None = "label",
+    spatial_size: Sequence[int] = (128, 128),
+    label_mode: str = "bilinear",
+) -> list:
+    """The ``brain`` geometry of a channel-first volume: crop to the square brain box, resize, normalise per volume.
+
+    ``label_key`` (``None``: the image only, e.g. in evaluation, where the label stays in the input's grid and
+    the prediction is inverted back onto it) is cropped with the image's box and resampled with ``label_mode``:
+    bilinearly for a binary mask (the label step of :func:`preprocess` thresholds it again at 0.5, which keeps
+    small lesions better than nearest-neighbour), ``"nearest"`` for class-index maps.
+    """
+    keys = _keys(image_key, label_key)
+    return [
+        BrainCropd(keys, source_key=image_key, spatial_size=spatial_size, mode=["bilinear", label_mode][: len(keys)]),
+        BrainNormalizeIntensityd(image_key),
+    ]
+
+
 def preprocess(
     image_key: str = "image",
     label_key: str | None = "label",
@@ -80,12 +116,15 @@ def preprocess(
 
     Args:
         slice_dim: ``-1`` for channel-first volumes (slices on the last axis), ``None`` for 2D slices.
-        normalization: ``"zscore"`` or ``"percentile"`` (see ``SliceWiseNormalizeIntensity``).
+        normalization: ``"zscore"`` or ``"percentile"`` (see ``SliceWiseNormalizeIntensity``), or ``"none"``
+            (the image is normalised already, e.g. per volume by :func:`brain_geometry`).
         out_channels: the network's outputs. 1 (binary): the label is thresholded at 0.5 (any mask
             becomes {0, 1}); ``K > 1`` classes: the label map is kept as it is and must hold the class
             indices ``0 .. K-1`` (``CheckLabelValuesd``).
     """
-    chain: list = [SliceWiseNormalizeIntensityd(image_key, slice_dim=slice_dim, method=normalization)]
+    chain: list = []
+    if normalization != "none":
+        chain.append(SliceWiseNormalizeIntensityd(image_key, slice_dim=slice_dim, method=normalization))
     if label_key and out_channels > 1:
         chain.append(CheckLabelValuesd(label_key, num_classes=out_channels))
     elif label_key:
@@ -106,6 +145,8 @@ def augment(
     intensity_shift: float = 0.1,
     intensity_scale: float = 0.1,
     elastic_prob: float = 0.0,
+    flair_prob: float = 0.0,
+    flair_channel: int = 1,
 ) -> list:
     """2D training augmentation: left-right flip, rotation, scaling, intensity shift/scale, optional elastic.
 
@@ -116,10 +157,13 @@ def augment(
         affine_prob: probability of a random rotation (+-``rotate_degrees``) and scaling (+-``scale``).
         intensity_prob: probability of each intensity shift / scale.
         elastic_prob: probability of a 2D elastic deformation (0 disables it).
+        flair_prob: probability that pre-contrast, post-contrast or both are replaced by FLAIR
+            (:class:`~monai_lgg.transforms.brain.RandFlairSubstituted`).
+        flair_channel: the FLAIR channel.
     """
     keys = _keys(image_key, label_key)
     modes = ["bilinear", "nearest"][: len(keys)]
-    chain: list = []
+    chain: list = [RandFlairSubstituted(image_key, prob=flair_prob, flair_channel=flair_channel)] if flair_prob > 0 else []
     if spatial_size is not None:
         chain += [SpatialPadd(keys, spatial_size), RandSpatialCropd(keys, spatial_size, random_size=False)]
     chain += [
@@ -147,13 +191,40 @@ def volume_transforms(
     normalization: str = "zscore",
     image_channels: int | None = 3,
     out_channels: int = 1,
+    geometry: str = "patch",
+    spatial_size: Sequence[int] = (128, 128),
 ) -> Compose:
     """Load and preprocess a patient volume ``(C, H, W, D)`` for validation, evaluation or inference.
 
-    ``image_channels``: see :func:`load`; ``out_channels``: see :func:`preprocess`.
+    ``image_channels``: see :func:`load`; ``out_channels``: see :func:`preprocess`. With ``geometry="brain"``
+    the image is cropped to its brain box and resized to ``spatial_size`` (:func:`brain_geometry`; invertible:
+    ``Invertd`` maps predictions back) while the label keeps the input's grid; ``normalization`` is then unused.
     """
     chain = load("volume", image_key, label_key, image_channels)
+    if check_geometry(geometry) == "brain":
+        chain += brain_geometry(image_key, None, spatial_size)
+        normalization = "none"
     return Compose(chain + preprocess(image_key, label_key, -1, normalization, out_channels))
+
+
+def cached_volume_transforms(
+    image_key: str = "image",
+    label_key: str = "label",
+    image_channels: int | None = 3,
+    geometry: str = "patch",
+    spatial_size: Sequence[int] = (128, 128),
+    out_channels: int = 1,
+) -> Compose:
+    """What :class:`~monai_lgg.data.datasets.VolumeSliceDataset` caches per training volume.
+
+    ``patch``: the loaded volumes as stored (uint8 for LGG; slices are normalised one by one later).
+    ``brain``: image and label cropped to the brain box, resized and normalised per volume (float32), so
+    the per-slice steps only augment (``normalization="none"``).
+    """
+    chain = load("volume", image_key, label_key, image_channels)
+    if check_geometry(geometry) == "brain":
+        chain += brain_geometry(image_key, label_key, spatial_size, "bilinear" if out_channels == 1 else "nearest")
+    return Compose(chain)
 
 
 def slice_transforms(

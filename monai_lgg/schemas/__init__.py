@@ -1,0 +1,1 @@
+"""JSON schemas shipped with monai-lgg (package data, no code): ``meta_schema.json`` for bundle metadata."""
