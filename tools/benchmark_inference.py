@@ -5,7 +5,8 @@
 
 Prints a Markdown table (1 slice and one ~40-slice 256x256 volume, CPU and CUDA when present, with
 and without flip TTA) and writes the numbers with their context (load average, versions) to
-``benchmark_inference.json`` unless ``--json`` names another file.
+``benchmark_inference.json`` unless ``--json`` names another file. The timer is the project's only one
+(``monai_lgg.inference.benchmark``), shared with ``tools/benchmark.py`` and ``tools/gpu_suite.py``.
 """
 
 import sys

@@ -4,9 +4,11 @@ The one inference timer of the project: ``monai-lgg benchmark`` (:func:`benchmar
 weights), the inference rows of ``tools/benchmark.py`` and ``tools/gpu_suite.py`` (:func:`time_inference`,
 any network, e.g. a bundle's network with random weights) all call it.
 
-It times the :class:`~monai_lgg.inference.predictor.Predictor` that ``monai-lgg predict`` uses (sliding
-window at the training patch size, sigmoid or softmax, optional flip TTA, threshold; results copied back to
-the CPU) on a random preprocessed input: reading and writing files are not included. Each measurement is
+It times the :class:`~monai_lgg.inference.predictor.Predictor` that ``monai-lgg predict`` uses (the bundle's
+geometry: the brain box resized to the network's size and normalised per volume, or sliding windows at the
+training patch size; sigmoid or softmax, optional flip TTA, threshold; results copied back to the CPU) on a
+synthetic head (random intensities inside an ellipse, zero outside): reading and writing files are not
+included. Each measurement is
 one warm-up run (allocations, cuDNN algorithm choice) then ``repeats`` timed runs; rows give the median and
 the best. On CUDA the device is synchronised around every timed run. The machine's load average is
 recorded, since a shared machine slows everything down.
@@ -29,7 +31,7 @@ from monai_lgg.inference.loading import load_network
 from monai_lgg.inference.predictor import Predictor
 from monai_lgg.io import write_json
 
-__all__ = ["VARIANTS", "benchmark", "device_label", "format_table", "time_inference", "time_runs"]
+__all__ = ["VARIANTS", "benchmark", "device_label", "format_table", "phantom_volume", "time_inference", "time_runs"]
 
 # (precision, channels_last) pairs timed by default: the plain path and the fast one.
 VARIANTS: tuple[tuple[str, bool], ...] = (("fp32", False), ("bf16", True))
@@ -62,6 +64,16 @@ def device_label(device: torch.device | str, threads: int | None = None) -> str:
     return f"cpu ({threads or torch.get_num_threads()} threads)"
 
 
+def phantom_volume(in_channels: int, size: int, num_slices: int, seed: int = 0) -> torch.Tensor:
+    """``(C, size, size, D)`` test input: uniform intensities in [0, 255) inside a centred ellipse, 0 outside
+    (a brain box for the ``brain`` geometry; the pixel values do not change the time)."""
+    rows = torch.linspace(-1, 1, size)[:, None]
+    columns = torch.linspace(-1, 1, size)[None, :]
+    inside = (rows / 0.8) ** 2 + (columns / 0.65) ** 2 <= 1
+    values = 255 * torch.rand(in_channels, size, size, num_slices, generator=torch.Generator().manual_seed(seed))
+    return values * inside[None, :, :, None]
+
+
 def time_inference(
     networks: torch.nn.Module | Sequence[torch.nn.Module],
     roi_size: Sequence[int],
@@ -83,7 +95,8 @@ def time_inference(
     Args:
         networks: eval-mode network(s) (an ensemble is averaged, as ``predict --ensemble`` does); each
             variant runs on a copy, so the caller's modules keep their memory format.
-        roi_size: sliding-window size (the training patch size).
+        roi_size: the network's input size (sliding windows in ``patch`` geometry; the brain box is resized to
+            it in ``brain`` geometry).
         device: where the networks run.
         num_slices: slices of the volume.
         size: rows = columns of each slice.
@@ -103,7 +116,7 @@ def time_inference(
     """
     device = torch.device(device)
     members = [networks] if isinstance(networks, torch.nn.Module) else list(networks)
-    volume = torch.randn(in_channels, size, size, num_slices, generator=torch.Generator().manual_seed(seed))
+    volume = phantom_volume(in_channels, size, num_slices, seed)
     rows = []
     for (precision, channels_last), flip, batch_size in itertools.product(variants, tta, batch_sizes):
         predictor = Predictor(
@@ -123,6 +136,8 @@ def time_inference(
         rows.append(
             {
                 "device": device_label(device),
+                "geometry": geometry,
+                "roi_size": list(predictor.roi_size),
                 "precision": precision,
                 "channels_last": bool(channels_last),
                 "tta": bool(flip),
@@ -168,8 +183,8 @@ def benchmark(
         devices: devices to time (default ``cpu`` and, when present, ``cuda``).
         variants: ``(precision, channels_last)`` pairs to time (the :class:`Predictor` options).
         spatial_size: the training patch size, if not the bundle's (UNETR and TransUNet are built for it).
-        roi_size: sliding-window size (default: ``spatial_size``); a convolutional network trained on
-            small patches can segment a whole slice in one window.
+        roi_size: the network's input size (default: ``spatial_size``); in ``patch`` geometry a convolutional
+            network trained on small patches can segment a whole slice in one window.
         tta: the test-time-augmentation settings to time.
         json_path: also write the results here as JSON.
         batch_sizes: several batch sizes to time (overrides ``batch_size``).
@@ -218,12 +233,14 @@ def benchmark(
 def format_table(rows: Sequence[dict]) -> str:
     """Markdown table of :func:`benchmark` / :func:`time_inference` rows (medians; best run in brackets)."""
     lines = [
-        "| device | precision | channels_last | TTA | batch | 1 slice (ms) | volume (ms) | slices | size | load avg |",
-        "|---|---|---|---|---:|---:|---:|---:|---|---|",
+        "| device | geometry (network input) | precision | channels_last | TTA | batch | 1 slice (ms) | volume (ms) "
+        "| slices | size | load avg |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['device']} | {r['precision']} | {'yes' if r['channels_last'] else 'no'} | "
+            f"| {r['device']} | {r.get('geometry', 'patch')} ({'x'.join(map(str, r.get('roi_size', [])))}) | "
+            f"{r['precision']} | {'yes' if r['channels_last'] else 'no'} | "
             f"{'yes' if r['tta'] else 'no'} | {r['batch_size']} | {r['slice_ms']:.2f} ({r['slice_ms_best']:.2f}) | "
             f"{r['volume_ms']:.1f} ({r['volume_ms_best']:.1f}) | {r['num_slices']} | {r['size']}² | "
             f"{r.get('load_average_1min', round(os.getloadavg()[0], 2))} |"
