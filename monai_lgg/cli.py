@@ -242,6 +242,7 @@ class Commands:
         overwrite: bool = False,
         progress: bool = True,
         min_component_fraction: float | None = None,
+        uncertainty: bool = False,
     ) -> None:
         """Segment tumour in slices or volumes; write masks, tumour tables and optional maps/overlays.
 
@@ -254,7 +255,8 @@ class Commands:
                 patients), a NIfTI volume (3-channel, or one of the <case>_000x modality files), a folder of
                 volumes, or a converted data set (datalist.json).
             output: output folder.
-            bundle: bundle folder, bundle .zip, or a project bundle name (unet, unetplusplus, transunet, unetr).
+            bundle: bundle folder, bundle .zip, or a project bundle name (unet, unetplusplus, transunet, unetr,
+                attentionunet, unext).
             checkpoint: weights of the bundle (default <bundle>/models/model.pt; .ts for TorchScript).
             ensemble: more bundles or checkpoint files, comma-separated; probabilities are averaged.
             device: auto (CUDA if present), cpu, cuda, cuda:1.
@@ -275,6 +277,10 @@ class Commands:
             channels_last: channels-last memory format (default: with bf16).
             overwrite: replace existing output files.
             progress: show a progress bar.
+            uncertainty: also write per-voxel uncertainty (predictive entropy, bits in [0,1]) as
+                <name>_uncertainty.tif / <case>_uncertainty.nii.gz, its mean inside the predicted tumour and within
+                3 px of its border (plus the mutual information over ensemble members x flips) in the tumour
+                tables, and overlays/<case>_uncertainty.png; masks are unchanged (docs/uncertainty.md).
         """
         from monai_lgg.inference.predict import predict
 
@@ -298,6 +304,7 @@ class Commands:
             overwrite=overwrite,
             progress=progress,
             min_component_fraction=min_component_fraction,
+            uncertainty=as_flag(uncertainty, "uncertainty"),
         )
         tumour = sum(1 for r in rows if r["tumour_voxels"])
         print(f"segmented {len(rows)} case(s), {tumour} with tumour, into {output}")

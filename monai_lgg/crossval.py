@@ -50,7 +50,14 @@ CANDIDATES: tuple[tuple[float, float], ...] = tuple(
 """(threshold, minimum component fraction of the largest) pairs; fraction 1.0 keeps only the largest component."""
 
 SEQUENCE_VARIANTS = {"pre": (0,), "post": (2,), "both": (0, 2)}
-"""Channels replaced by FLAIR (channel 1) to test robustness to a missing sequence."""
+"""Channels replaced by FLAIR (channel 1) to test robustness to a missing sequence. They are replaced in the raw
+3-channel volume, before the predictor stacks context slices, so every neighbour of a 2.5D input lacks them too."""
+
+TRAINED_SETTINGS = (
+    "bundle", "version", "in_channels", "out_channels", "class_names", "geometry", "spatial_size", "normalization",
+    "context_slices",
+)
+"""What the ensemble's sidecar keeps from its members' (how inputs reach the network)."""
 
 
 def _load_volume(files: Sequence[str] | str, channels: int | None = 3) -> torch.Tensor:
@@ -105,9 +112,9 @@ def out_of_fold(
     for fold in folds:
         checkpoint = grid_dir / f"fold{fold}" / "models" / "model.pt"
         network, info = load_network(bundle, checkpoint, device=device)
-        predictor = Predictor(
+        predictor = Predictor(  # raw volumes in: the predictor normalises and stacks context slices as trained
             [network], info.spatial_size, device, batch_size=16, tta=True, threshold=0.5, geometry=info.geometry,
-            out_channels=info.out_channels,
+            out_channels=info.out_channels, normalization=info.normalization, context_slices=info.context_slices,
         )
         record = json.loads(checkpoint.with_suffix(".json").read_text())
         seen = set(record.get("training_cases", [])) | set(record.get("validation_cases", []))
@@ -117,7 +124,7 @@ def out_of_fold(
                 continue
             if item["case"] in seen:
                 raise RuntimeError(f"{item['case']} trained or selected the model of fold {fold}: not a test patient")
-            image = _load_volume(item["image"])
+            image = _load_volume(item["image"], info.image_channels)
             label = _load_volume(item["label"], None)[0] > 0
             arrays = {"label": label.numpy(), "fold": np.array(fold)}
             arrays["prob"] = _quantise(predictor.probabilities(image))
@@ -310,7 +317,7 @@ def build_ensemble(
     output.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(state, output)
     write_json(output.with_suffix(".json"), {
-        **{k: first[k] for k in ("bundle", "version", "in_channels", "out_channels", "class_names", "geometry", "spatial_size") if k in first},
+        **{k: first[k] for k in TRAINED_SETTINGS if k in first},
         "members": len(sidecars),
         "member_folds": [s.get("fold") for s in sidecars],
         "member_epochs": [s.get("epoch") for s in sidecars],

@@ -248,7 +248,11 @@ def pool_folds(cell_dir: Path, folds: Sequence[int]) -> dict:
 
 
 def inference_ms_per_slice(
-    cell: Cell, checkpoint: Path, spatial_size: Sequence[int], roi_size: Sequence[int], bundles_dir: Path
+    cell: Cell,
+    checkpoint: Path,
+    spatial_size: Sequence[int] | None,
+    roi_size: Sequence[int] | None,
+    bundles_dir: Path,
 ) -> tuple[float, int]:
     """CPU milliseconds per 256² slice (a 40-slice volume, fp32, 2 threads) and the parameter count."""
     from monai_lgg.inference.benchmark import benchmark
@@ -278,7 +282,8 @@ def run_grid(
 ) -> dict:
     """Run every (cell, fold), pool each cell's folds, and return the results record."""
     work_dir, bundles_dir = Path(work_dir), Path(bundles_dir)
-    patch = overrides.get("spatial_size", [256, 256])
+    # None: the trained checkpoint's own record (sidecar) says what the network was built for
+    patch = overrides.get("spatial_size")
     roi = overrides.get("roi_size", patch)
     results = []
     for cell in cells:

@@ -24,7 +24,7 @@ from monai_lgg.bundle_checks import verify_bundle_metadata
 
 from .conftest import PROJECT_ROOT
 
-BUNDLES = ["unet", "unetplusplus", "transunet", "unetr"]
+BUNDLES = ["unet", "unetplusplus", "transunet", "unetr", "attentionunet", "unext"]
 TINY = {"spatial_size": [64, 64], "batch_size": 4, "num_workers": 0}
 
 
@@ -163,6 +163,8 @@ def test_torchrun_two_processes_gloo(exported_bundle, tiny_dataset):
 def test_bundles_state_only_their_differences():
     """Shared configs are written once: every bundle's workflow configs link to bundles/_shared."""
     shared = PROJECT_ROOT / "bundles" / "_shared" / "configs"
+    found = sorted(p.name for p in (PROJECT_ROOT / "bundles").iterdir() if (p / "configs" / "model.json").is_file())
+    assert sorted(BUNDLES) == found, "every bundle folder must be in BUNDLES, so CI runs its cycle"
     for bundle in BUNDLES:
         cfg = PROJECT_ROOT / "bundles" / bundle / "configs"
         for name in ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "logging.conf"):

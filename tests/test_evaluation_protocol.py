@@ -197,6 +197,20 @@ def test_experiment_grid_end_to_end(tmp_path, tiny_dataset):
     )
 
 
+@pytest.mark.slow
+def test_experiment_grid_times_a_size_bound_network_at_its_trained_size(tmp_path, tiny_dataset):
+    """TransUNet is built for one input size: the grid's latency step must rebuild it from the checkpoint's record.
+
+    Without a ``spatial_size`` override the step used to assume 256² and failed on the position embeddings of a
+    network the recipe trained at its default size.
+    """
+    record = run_grid(
+        "tiny", str(tiny_dataset), [Cell("transunet", "dicece", "adamw")], [0], {"epochs": 1, "batch_size": 4},
+        tmp_path / "runs", PROJECT_ROOT / "bundles", "b",
+    )
+    assert record["results"][0]["inference_ms_per_slice"] > 0
+
+
 class _Nothing(torch.nn.Module):
     """Predicts background everywhere (a very negative logit)."""
 

@@ -404,4 +404,4 @@ def test_unknown_bundle_lists_the_bundles(capsys):
         main(["train", "--bundle", "nosuchbundle"])
     line = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and line.startswith("monai-lgg: error: nosuchbundle: bundle not found")
-    assert all(name in line for name in ("unet", "unetplusplus", "transunet", "unetr")), line
+    assert all(name in line for name in ("unet", "unetplusplus", "transunet", "unetr", "attentionunet", "unext")), line

@@ -10,8 +10,9 @@ Examples::
 
     # the seed reports' comparison at a reduced CPU budget, one factor varied at a time
     python tools/experiment_grid.py grid_cpu --dataset_dir ../shared/data/lgg/kaggle_3m --folds 0 \\
-        --bundles unet,unetplusplus,transunet,unetr --losses dice,bce,dicece,logcoshdice,shapeaware \\
-        --optimizers adam,adamw,sgd --overrides "{'epochs': 4, 'spatial_size': [128, 128]}"
+        --bundles unet,unetplusplus,transunet,unetr,attentionunet,unext \\
+        --losses dice,bce,dicece,logcoshdice,shapeaware --optimizers adam,adamw,sgd \\
+        --overrides "{'epochs': 4, 'spatial_size': [128, 128]}"
 
 Runs are written under ``--work_dir`` (default ``runs/<name>``) and skipped when already finished,
 so a stopped grid continues where it stopped. See docs/evaluation.md.
@@ -53,7 +54,7 @@ def main(
     Args:
         name: grid name: results go to docs/results/<name>/.
         dataset_dir: kaggle_3m folder, converted data set, or "synthetic".
-        bundles: comma-separated bundle names (unet, unetplusplus, transunet, unetr).
+        bundles: comma-separated bundle names (unet, unetplusplus, transunet, unetr, attentionunet, unext).
         losses: comma-separated loss names (dice, bce, dicece, dicefocal, tversky, logcoshdice, shapeaware).
         optimizers: comma-separated optimizer names (adam, adamw, sgd).
         folds: comma-separated test folds; each cell runs on each.

@@ -22,8 +22,9 @@ from collections.abc import Sequence
 import torch
 
 from monai_lgg.data.datasets import VolumeSliceDataset
-from monai_lgg.transforms.array import CheckLabelValues, SliceWiseNormalizeIntensity
+from monai_lgg.transforms.array import CheckLabelValues
 from monai_lgg.transforms.batch import RandBatchAugment
+from monai_lgg.transforms.presets import slice_normalizer
 
 __all__ = ["SliceBank", "AreaWeightedSampler", "SAMPLINGS", "batch_loader", "stack_slices"]
 
@@ -88,8 +89,8 @@ class SliceBank(torch.utils.data.Dataset):
         dataset: the volume-slice dataset whose cache is read (once).
         device: where the bank lives and batches are made.
         augment: batched augmentation (``None``: none).
-        normalization: ``"zscore"`` or ``"percentile"``, as ``presets.preprocess``; ``"none"`` for volumes the
-            dataset caches normalised already (the ``brain`` geometry).
+        normalization: ``"zscore"`` or ``"percentile"``, as ``presets.preprocess``; ``"volume"`` (or ``"none"``) for
+            volumes the dataset caches normalised already (the ``brain`` geometry's default).
         image_key: key of the image.
         label_key: key of the label.
         out_channels: the network's outputs: 1 (binary label, thresholded at 0.5) or the number of classes
@@ -107,8 +108,7 @@ class SliceBank(torch.utils.data.Dataset):
         out_channels: int = 1,
     ) -> None:
         self.device = torch.device(device)
-        normalizer = None if normalization == "none" else SliceWiseNormalizeIntensity(slice_dim=-1, method=normalization)
-        self.images = stack_slices(dataset, image_key, normalizer, torch.float16, self.device)
+        self.images = stack_slices(dataset, image_key, slice_normalizer(normalization), torch.float16, self.device)
         self.labels = stack_slices(dataset, label_key, _label_transform(out_channels), torch.uint8, self.device)
         self.index = torch.as_tensor(dataset.index, dtype=torch.long, device=self.device)
         self.augment = augment

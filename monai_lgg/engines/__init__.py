@@ -35,7 +35,13 @@ from monai_lgg.engines.inferers import FlipTTAInferer
 from monai_lgg.engines.performance import FastInferer, fast_default, prepare_network, train_loader
 from monai_lgg.engines.reports import PatientReport, check_no_leakage, evaluation_handlers
 from monai_lgg.errors import as_flag
-from monai_lgg.transforms.presets import cached_volume_transforms, train_slice_transforms, volume_transforms
+from monai_lgg.transforms.presets import (
+    cached_volume_transforms,
+    default_normalization,
+    image_channels,
+    train_slice_transforms,
+    volume_transforms,
+)
 
 __all__ = [
     "SYNTHETIC",
@@ -85,4 +91,6 @@ __all__ = [
     "val_handlers",
     "volume_transforms",
     "cached_volume_transforms",
+    "default_normalization",
+    "image_channels",
 ]

@@ -190,8 +190,8 @@ def train_loader(
             see :class:`~monai_lgg.data.slice_bank.SliceBank`); the ``"loader"`` chain gets it from the config.
         sampling: ``"uniform"`` (the dataset's epoch index, shuffled) or ``"area"`` (half of each batch drawn in
             proportion to tumour area, :class:`~monai_lgg.data.slice_bank.AreaWeightedSampler`; ``"batch"`` path).
-        normalization: per-slice normalisation of the ``"batch"`` path (``"none"`` when the dataset caches
-            normalised volumes, as in the ``brain`` geometry).
+        normalization: per-slice normalisation of the ``"batch"`` path (``"volume"`` or ``"none"``: the dataset
+            caches normalised volumes, as in the ``brain`` geometry by default).
         augment_args: other arguments of ``presets.augment`` / ``RandBatchAugment`` for the ``"batch"`` path.
     """
     _check("augmentation", augmentation, AUGMENTATIONS)

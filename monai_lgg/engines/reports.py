@@ -29,6 +29,7 @@ __all__ = [
     "class_overlay",
     "overlay_picture",
     "overlay_slices",
+    "uncertainty_picture",
     "CLASS_COLOURS",
     "split_prefix",
     "EvaluationMetrics",
@@ -250,6 +251,85 @@ def overlay_slices(label: np.ndarray | None, pred: np.ndarray, count: int = 3) -
     if not chosen and count > 0:
         chosen[depth // 2] = "middle slice: no tumour, nothing predicted"
     return sorted(chosen.items())
+
+
+# Uncertainty pictures: the heat map turns opaque from this many bits on (fainter below), on a fixed 0..1 bit scale.
+HEAT_OPAQUE_BITS = 0.25
+
+
+def _heat(uncertainty: np.ndarray) -> np.ndarray:
+    """BGR float32 viridis colours of a ``[0, 1]`` map (fixed scale, so pictures of different cases compare)."""
+    levels = (np.clip(uncertainty, 0, 1) * 255).round().astype(np.uint8)
+    return cv2.applyColorMap(levels, cv2.COLORMAP_VIRIDIS).astype(np.float32)
+
+
+def _outline(picture: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """Draw the 1-pixel outline of ``mask`` on ``picture`` (BGR uint8, same size)."""
+    contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    return cv2.drawContours(np.ascontiguousarray(picture), contours, -1, colour, thickness=1)
+
+
+def _colour_bar(width: int, label: str) -> np.ndarray:
+    """A band naming the heat map (left) beside its colour scale from 0 to 1 with ticks (right), BGR uint8."""
+    band = np.full((40, width, 3), 32, dtype=np.uint8)
+    small = FONT_SCALE * 0.9
+    text = _fitted(label, width // 3)
+    cv2.putText(band, text, (8, 19), FONT, small, (240, 240, 240), 1, cv2.LINE_AA)
+    left = 8 + cv2.getTextSize(text, FONT, small, 1)[0][0] + 16
+    right = width - 16
+    ramp = np.linspace(0, 1, max(right - left, 2))[None].repeat(12, 0)
+    band[8:20, left:right] = _heat(ramp).astype(np.uint8)
+    for value in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x = int(round(left + value * (right - left - 1)))
+        cv2.line(band, (x, 20), (x, 24), (240, 240, 240), 1)
+        tick = f"{value:g}"
+        size = cv2.getTextSize(tick, FONT, small, 1)[0][0]
+        cv2.putText(band, tick, (min(max(x - size // 2, left), width - size - 2), 36), FONT, small, (240, 240, 240), 1,
+                    cv2.LINE_AA)
+    return band
+
+
+def uncertainty_picture(
+    image: np.ndarray,
+    mask: np.ndarray,
+    uncertainty: np.ndarray,
+    title: str,
+    notes: Sequence[str] = (),
+    scale_label: str = "predictive entropy (bits)",
+) -> np.ndarray:
+    """One slice with its uncertainty, as a picture that explains itself.
+
+    Left: the slice in grey with the predicted tumour's outline (red). Right: the uncertainty as a viridis heat
+    map on a fixed 0..1 scale over the grey slice, transparent where the model is certain and opaque from
+    :data:`HEAT_OPAQUE_BITS` on, with the same outline. Above: a caption (title, notes, legend); below: the colour
+    scale. Slices narrower than :data:`MIN_PICTURE_WIDTH` are enlarged by a whole factor (nearest neighbour).
+
+    Args:
+        image: the slice drawn in grey (e.g. FLAIR), any range.
+        mask: the predicted mask (foreground: > 0).
+        uncertainty: the per-pixel uncertainty in ``[0, 1]`` (e.g. entropy in bits).
+        title: first caption line (case and slice).
+        notes: more caption lines (why this slice, the case's summaries).
+        scale_label: the name of the uncertainty under the colour scale.
+
+    Returns:
+        a BGR uint8 picture.
+    """
+    factor = max(1, math.ceil(MIN_PICTURE_WIDTH / np.asarray(image).shape[1]))
+
+    def enlarge(values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float32)
+        return cv2.resize(values, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST) if factor > 1 else values
+
+    grey, heat_values, outline = _grey(enlarge(image)), enlarge(uncertainty), enlarge(mask) > 0
+    alpha = (np.clip(heat_values / HEAT_OPAQUE_BITS, 0, 1) * 0.85)[..., None]
+    heat = ((1 - alpha) * grey + alpha * _heat(heat_values)).astype(np.uint8)
+    panels = [_outline(grey.astype(np.uint8), outline, PREDICTION), _outline(heat, outline, PREDICTION)]
+    gap = np.full((grey.shape[0], 4, 3), 32, dtype=np.uint8)
+    body = np.concatenate([panels[0], gap, panels[1]], axis=1)
+    lines = [title, *notes, f"left: the slice; right: {scale_label}, heat map from 0 (clear) to 1 bit"]
+    caption = _caption(body.shape[1], lines, [("predicted tumour (outline)", PREDICTION)])
+    return np.concatenate([caption, body, _colour_bar(body.shape[1], scale_label)], axis=0)
 
 
 def _slice_notes(label: np.ndarray, pred: np.ndarray, reason: str) -> list[str]:

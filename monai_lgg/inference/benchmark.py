@@ -89,6 +89,8 @@ def time_inference(
     seed: int = 0,
     geometry: str = "patch",
     min_component_fraction: float = 0.0,
+    normalization: str | None = None,
+    context_slices: int = 0,
 ) -> list[dict]:
     """Latency of ``Predictor`` for one slice and one ``num_slices`` volume of ``size`` x ``size``.
 
@@ -100,7 +102,7 @@ def time_inference(
         device: where the networks run.
         num_slices: slices of the volume.
         size: rows = columns of each slice.
-        in_channels: input channels.
+        in_channels: channels of the input image (per slice, before ``context_slices`` stacks neighbours).
         out_channels: network outputs (1: binary, sigmoid; K: classes, softmax).
         repeats: timed runs per number.
         batch_sizes: windows per forward pass to time (the volume's slices form the batch).
@@ -109,6 +111,7 @@ def time_inference(
         seed: seed of the random input.
         geometry: the checkpoint's geometry (``brain``: brain box resized to ``roi_size``, as ``predict`` does).
         min_component_fraction: the post-processing ``predict`` applies by default.
+        normalization, context_slices: the checkpoint's input preprocessing (see :class:`Predictor`).
 
     Returns:
         one row per (variant, TTA, batch size): ``slice_ms`` / ``volume_ms`` (median of ``repeats``),
@@ -130,6 +133,8 @@ def time_inference(
             out_channels=out_channels,
             geometry=geometry,
             min_component_fraction=min_component_fraction,
+            normalization=normalization,
+            context_slices=context_slices,
         )
         per_slice = time_runs(lambda p=predictor: p(volume[..., 0]), repeats, device)
         per_volume = time_runs(lambda p=predictor: p(volume), repeats, device)
@@ -205,9 +210,11 @@ def benchmark(
             device,
             num_slices=num_slices,
             size=size,
-            in_channels=info.in_channels,
+            in_channels=info.image_channels,
             out_channels=info.out_channels,
             geometry=info.geometry,
+            normalization=info.normalization if info.geometry == "brain" else None,
+            context_slices=info.context_slices,
             min_component_fraction=info.min_component_fraction,
             repeats=repeats,
             batch_sizes=list(batch_sizes or [batch_size]),

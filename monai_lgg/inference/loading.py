@@ -21,6 +21,7 @@ import torch
 
 from monai_lgg.engines.bundle import bundle_network, trained_members
 from monai_lgg.errors import LGGInputError
+from monai_lgg.transforms import presets
 
 __all__ = [
     "BundleInfo",
@@ -39,7 +40,7 @@ BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
 _DEFAULTS = {
     # the values inference.json falls back to when a checkpoint's sidecar records no geometry / size
     "spatial_size": [128, 128], "threshold": 0.5, "in_channels": 3, "out_channels": 1, "geometry": "brain",
-    "tta": False, "min_component_fraction": 0.0,
+    "tta": False, "min_component_fraction": 0.0, "context_slices": 0, "normalization": None,
 }
 
 
@@ -52,11 +53,16 @@ class BundleInfo:
         name: ``_meta_``/metadata name, or the folder name.
         spatial_size: training patch size (rows, columns): the sliding-window size.
         threshold: probability threshold of the masks.
-        in_channels: input channels (3: pre-contrast, FLAIR, post-contrast).
+        in_channels: the network's input channels (3: pre-contrast, FLAIR, post-contrast; times
+            ``2 * context_slices + 1`` for a 2.5D network).
         out_channels: output channels (1: tumour logit).
         geometry: ``brain`` (whole brain slices resized to ``spatial_size``) or ``patch`` (sliding windows).
         tta: average with the left-right mirror by default.
         min_component_fraction: drop 3D components below this fraction of the largest by default.
+        context_slices: neighbour slices on each side stacked as channels (2.5D input; 0: none).
+        normalization: intensity normalisation of the inputs (``presets.NORMALIZATIONS``; ``None``: the
+            geometry's default, ``volume`` for ``brain`` and ``zscore`` for ``patch``, which :func:`load_network`
+            fills in).
     """
 
     root: Path
@@ -68,6 +74,13 @@ class BundleInfo:
     geometry: str = "patch"
     tta: bool = False
     min_component_fraction: float = 0.0
+    context_slices: int = 0
+    normalization: str | None = None
+
+    @property
+    def image_channels(self) -> int:
+        """Channels of the images the model segments (``in_channels`` over the slices of a 2.5D input)."""
+        return presets.image_channels(self.in_channels, self.context_slices)
 
 
 def _extract_zip(path: Path) -> Path:
@@ -130,6 +143,7 @@ def bundle_info(root: Path, spatial_size: Sequence[int] | None = None) -> Bundle
     return BundleInfo(
         root, name, size, float(settings["threshold"]), int(settings["in_channels"]), int(settings["out_channels"]),
         str(settings["geometry"]), bool(settings["tta"]), float(settings["min_component_fraction"]),
+        int(settings["context_slices"]), settings["normalization"],
     )
 
 
@@ -184,7 +198,9 @@ def trained_channels(checkpoint: Path) -> dict[str, object]:
 
     ``in_channels`` / ``out_channels``: a bundle trained with ``--in_channels 1 --out_channels K`` (grey
     images, K classes) keeps the LGG values in its ``inference.json``; ``geometry`` and ``spatial_size``: how
-    slices reached the network. Absent or unreadable values are left out (the bundle's values apply).
+    slices reached the network; ``normalization`` and ``context_slices``: how their intensities were normalised
+    and how many neighbour slices were stacked as channels. Absent or unreadable values are left out (the
+    bundle's values apply).
     """
     sidecar = Path(checkpoint).with_suffix(".json")
     try:
@@ -198,6 +214,10 @@ def trained_channels(checkpoint: Path) -> dict[str, object]:
     }
     if record.get("geometry") in ("brain", "patch"):
         found["geometry"] = record["geometry"]
+    if record.get("normalization") in presets.NORMALIZATIONS:
+        found["normalization"] = record["normalization"]
+    if isinstance(record.get("context_slices"), int) and record["context_slices"] >= 0:
+        found["context_slices"] = record["context_slices"]
     size = record.get("spatial_size")
     if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
         found["spatial_size"] = tuple(size)
@@ -225,6 +245,8 @@ def load_network(
     if spatial_size:  # an explicit --spatial_size wins over the record
         trained.pop("spatial_size", None)
     info = replace(info, **trained)
+    if info.normalization is None:  # a sidecar written before the key existed: the geometry's (then only) one
+        info = replace(info, normalization=presets.default_normalization(info.geometry))
     if checkpoint.suffix == ".ts":
         if not checkpoint.is_file():
             raise LGGInputError(checkpoint, "TorchScript model not found")
@@ -236,6 +258,11 @@ def load_network(
         )
         load_state_dict(network, checkpoint)
     return network.to(device).eval(), info
+
+
+def _inputs(info: BundleInfo) -> tuple:
+    """What members of an ensemble must share: channels and how their one input is preprocessed."""
+    return info.in_channels, info.out_channels, info.context_slices, info.normalization
 
 
 def load_members(
@@ -259,7 +286,10 @@ def load_members(
             members.append(load_network(bundle, path, spatial_size, device)[0])
         else:
             member, member_info = load_network(entry, None, spatial_size, device)
-            if member_info.in_channels != info.in_channels or member_info.out_channels != info.out_channels:
-                raise LGGInputError(entry, "has other input/output channels than the first bundle: cannot be ensembled")
+            if _inputs(member_info) != _inputs(info):
+                raise LGGInputError(
+                    entry, "has other input/output channels or input preprocessing than the first bundle: "
+                    "cannot be ensembled"
+                )
             members.append(member)
     return members, info

@@ -10,6 +10,11 @@ Optionally probability maps (``<name>_prob.tif`` / ``<case>_prob.nii.gz``, float
 (``overlays/``); always ``<case>_tumour.csv`` (tumour area per slice, volume in voxels and mm³) and
 ``tumour_summary.csv`` (one row per case).
 
+With ``uncertainty``: the predictive entropy of every voxel (``<name>_uncertainty.tif`` /
+``<case>_uncertainty.nii.gz``, float32 bits in ``[0, 1]``, the mask's geometry), its mean inside the predicted
+tumour and in a band around its border (and the mutual information over the ensemble members x flips) in both
+tables, and ``overlays/<case>_uncertainty.png`` (:mod:`monai_lgg.inference.uncertainty`, docs/uncertainty.md).
+
 A multi-class bundle (``out_channels = K > 1``) writes label maps instead of binary masks: slice masks hold
 the class indices ``0 .. K-1`` as uint8 pixel values (not scaled: they look black in an image viewer; the
 overlays show each class in colour), volumes uint8 ``0 .. K-1``; probability maps hold the K softmax
@@ -31,7 +36,8 @@ from monai_lgg.engines.performance import fast_default
 from monai_lgg.errors import LGGInputError
 from monai_lgg.inference.inputs import Case, _stem, find_cases, load_case
 from monai_lgg.inference.loading import load_members, resolve_device
-from monai_lgg.inference.predictor import Predictor
+from monai_lgg.inference.predictor import Predictor, Uncertainty
+from monai_lgg.inference.uncertainty import BORDER_WIDTH, UNCERTAINTY_COLUMNS, uncertainty_rows
 from monai_lgg.inference.writers import (
     StagedOutput,
     staged_output,
@@ -41,6 +47,7 @@ from monai_lgg.inference.writers import (
     write_overlay,
     write_probability_slice,
     write_slice_mask,
+    write_uncertainty_overlay,
 )
 
 __all__ = ["predict", "planned_outputs"]
@@ -54,15 +61,18 @@ def _mask_name(path: Path) -> str:
     return f"{_stem(path)}_mask{suffix}"
 
 
-def planned_outputs(case: Case, probabilities: bool = False) -> list[Path]:
+def planned_outputs(case: Case, probabilities: bool = False, uncertainty: bool = False) -> list[Path]:
     """Output files of a case whose names do not depend on the prediction (overlays do)."""
     if case.form == "slices":
         files = [case.out_dir / _mask_name(f) for f in case.files]
         files += [case.out_dir / f"{_stem(f)}_prob.tif" for f in case.files] if probabilities else []
+        files += [case.out_dir / f"{_stem(f)}_uncertainty.tif" for f in case.files] if uncertainty else []
     else:
         files = [case.out_dir / f"{case.name}.nii.gz"] + (
             [case.out_dir / f"{case.name}_prob.nii.gz"] if probabilities else []
         )
+        files += [case.out_dir / f"{case.name}_uncertainty.nii.gz"] if uncertainty else []
+    files += [case.out_dir / "overlays" / f"{case.name}_uncertainty.png"] if uncertainty else []
     return files + [case.out_dir / f"{case.name}_tumour.csv"]
 
 
@@ -96,8 +106,9 @@ def _write_case(
     probabilities: bool,
     overlays: bool,
     out_channels: int = 1,
+    uncertainty: Uncertainty | None = None,
 ) -> dict:
-    """Stage every output of one case and return its summary row."""
+    """Stage every output of one case and return its summary row (``uncertainty``: also its maps, columns, picture)."""
     multiclass = out_channels > 1
     if case.form == "slices":
         labels: list[int | str] = [_stem(f) for f in case.files]
@@ -127,6 +138,10 @@ def _write_case(
                 notes=[area],
             )
     rows = tumour_rows(mask, spacing, labels, num_classes=max(2, out_channels))
+    extra: dict = {}
+    if uncertainty is not None:
+        rows = _write_uncertainty(stage, case, image, reference, mask, uncertainty, labels, rows)
+        extra = {**{k: rows[-1][k] for k in UNCERTAINTY_COLUMNS}, "uncertainty_passes": uncertainty.passes}
     write_csv(stage.path(case.out_dir / f"{case.name}_tumour.csv"), rows)
     return {
         "case": case.name,
@@ -136,7 +151,51 @@ def _write_case(
         "tumour_slices": sum(1 for r in rows[:-1] if r["tumour_pixels"]),
         "tumour_voxels": rows[-1]["tumour_pixels"],
         "tumour_volume_mm3": rows[-1]["tumour_volume_mm3"],
+        **extra,
     }
+
+
+def _write_uncertainty(
+    stage: StagedOutput,
+    case: Case,
+    image: torch.Tensor,
+    reference,
+    mask: np.ndarray,
+    uncertainty: Uncertainty,
+    labels: Sequence[int | str],
+    rows: list[dict],
+) -> list[dict]:
+    """Stage a case's entropy map(s) and uncertainty picture; return its tumour rows with the uncertainty columns."""
+    entropy_map = uncertainty.entropy.numpy()
+    information = None if uncertainty.mutual_information is None else uncertainty.mutual_information.numpy()
+    if case.form == "slices":
+        for k, path in enumerate(case.files):
+            write_probability_slice(stage.path(case.out_dir / f"{_stem(path)}_uncertainty.tif"), entropy_map[..., k])
+    else:
+        write_nifti(stage.path(case.out_dir / f"{case.name}_uncertainty.nii.gz"), entropy_map, reference, np.float32)
+    rows = [{**row, **extra} for row, extra in zip(rows, uncertainty_rows(mask, entropy_map, information), strict=True)]
+    k = int(np.argmax(entropy_map.reshape(-1, entropy_map.shape[-1]).sum(0)))  # where the model doubts most
+    case_row, pixels = rows[-1], int((mask[..., k] > 0).sum())
+
+    def bits(value: float | str) -> str:
+        return "n/a" if value == "" else f"{value:.3f}"
+
+    notes = [
+        f"slice with the most uncertainty (sum of entropy); predicted tumour {pixels} px",
+        f"case mean entropy: {bits(case_row['entropy_tumour'])} bits in the tumour, "
+        f"{bits(case_row['entropy_border'])} within {BORDER_WIDTH} px of its border",
+        f"mutual information over {uncertainty.passes} passes: {bits(case_row['mutual_info_tumour'])} tumour, "
+        f"{bits(case_row['mutual_info_border'])} border" if information is not None
+        else "1 pass (one network, no TTA): no mutual information",
+    ]
+    channel = min(FLAIR, image.shape[0] - 1)
+    position = f"slice {k + 1} of {mask.shape[-1]}"
+    title = f"{case.name}  {position}" if case.form == "volume" else f"{labels[k]}  ({position})"
+    write_uncertainty_overlay(
+        stage.path(case.out_dir / "overlays" / f"{case.name}_uncertainty.png"), image[channel, ..., k].numpy(),
+        mask[..., k], entropy_map[..., k], title, notes,
+    )
+    return rows
 
 
 def _spacing(case: Case, reference, spacing: Sequence[float] | None) -> tuple[float, float, float]:
@@ -172,6 +231,7 @@ def predict(
     overwrite: bool = False,
     progress: bool = True,
     min_component_fraction: float | None = None,
+    uncertainty: bool = False,
 ) -> list[dict]:
     """Segment every case of ``source`` and write the results under the folder ``output``.
 
@@ -200,6 +260,12 @@ def predict(
         channels_last: channels-last memory format (``None``: with bf16, where it is faster for the UNet).
         overwrite: replace existing output files.
         progress: show a progress bar.
+        uncertainty: also write each case's per-voxel predictive entropy (``<name>_uncertainty.tif`` /
+            ``<case>_uncertainty.nii.gz``, float32 bits in [0, 1]), its mean in the predicted tumour and in a
+            band of :data:`~monai_lgg.inference.uncertainty.BORDER_WIDTH` pixels either side of its border
+            (``entropy_*`` columns) with the mutual information over ensemble members x flips (``mutual_info_*``,
+            blank with one pass) in both tables, and ``overlays/<case>_uncertainty.png``. Masks and probabilities
+            are the same as without it.
 
     Returns:
         one summary row per case (also written to ``tumour_summary.csv``).
@@ -209,7 +275,8 @@ def predict(
     """
     cases = find_cases(source)
     with staged_output(output, overwrite) as stage:
-        stage.check_free([f for case in cases for f in planned_outputs(case, probabilities)] + [SUMMARY_CSV])
+        planned = [f for case in cases for f in planned_outputs(case, probabilities, uncertainty)]
+        stage.check_free(planned + [SUMMARY_CSV])
         torch_device = resolve_device(device)
         if precision == "auto":  # bf16 matches fp32 here (see the docstring); it halves the CPU latency
             precision = fast_default("precision", torch_device)
@@ -229,6 +296,9 @@ def predict(
             channels_last,
             out_channels=info.out_channels,
             geometry=info.geometry,
+            # brain geometry: raw inputs, cropped then normalised by the predictor; patch: normalised on loading
+            normalization=info.normalization if info.geometry == "brain" else "none",
+            context_slices=info.context_slices,
             min_component_fraction=info.min_component_fraction if min_component_fraction is None else min_component_fraction,
         )
         summary = []
@@ -236,8 +306,14 @@ def predict(
             total=sum(c.num_files for c in cases), desc="predict", unit="file", disable=not progress, file=sys.stderr
         ) as bar:
             for case in cases:
-                image, reference = load_case(case, info.in_channels, "none" if info.geometry == "brain" else "zscore")
-                probability, mask = (t.numpy() for t in predictor(image))
+                raw = info.geometry == "brain"
+                image, reference = load_case(case, info.image_channels, "none" if raw else info.normalization)
+                if uncertainty:  # the same probability and mask, with the passes' spread kept
+                    spread = predictor.uncertainty(image)
+                    probability, mask = spread.probability.numpy(), predictor.mask(spread.probability).numpy()
+                else:
+                    spread = None
+                    probability, mask = (t.numpy() for t in predictor(image))
                 summary.append(
                     _write_case(
                         stage,
@@ -250,6 +326,7 @@ def predict(
                         probabilities,
                         overlays,
                         info.out_channels,
+                        spread,
                     )
                 )
                 bar.update(case.num_files)

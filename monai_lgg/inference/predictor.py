@@ -14,7 +14,8 @@ result but runs the slices one by one).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 import torch
 from monai.inferers import SlidingWindowInferer
@@ -22,10 +23,30 @@ from monai.transforms import AsDiscrete, KeepLargestConnectedComponent
 from monai.utils import convert_to_tensor
 
 from monai_lgg.engines.performance import FastInferer, prepare_network
+from monai_lgg.inference.uncertainty import entropy
+from monai_lgg.networks.ensemble import EnsembleWithMembers, ProbabilityEnsemble
+from monai_lgg.transforms.array import AddContextSlices
 from monai_lgg.transforms.brain import BrainCrop, BrainNormalizeIntensity, paste_back
 from monai_lgg.transforms.components import remove_small_components
+from monai_lgg.transforms.presets import NORMALIZATIONS, slice_normalizer
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "Uncertainty"]
+
+
+class Uncertainty(NamedTuple):
+    """What :meth:`Predictor.uncertainty` returns, every map in the input's grid (:mod:`monai_lgg.inference.uncertainty`).
+
+    Attributes:
+        probability: the mean probability, exactly as :meth:`Predictor.probabilities` gives it.
+        entropy: predictive entropy of ``probability`` in bits, ``[0, 1]``, ``(H, W[, D])``.
+        mutual_information: entropy minus the mean entropy of the passes, ``[0, 1]``; None with one pass.
+        passes: how many predictions were averaged (ensemble members x flips).
+    """
+
+    probability: torch.Tensor
+    entropy: torch.Tensor
+    mutual_information: torch.Tensor | None
+    passes: int
 
 
 class Predictor:
@@ -56,9 +77,14 @@ class Predictor:
             with native bf16, probabilities within about 1e-2 of fp32).
         channels_last: run the networks in channels-last memory format (faster for the UNet on CPU).
         out_channels: the networks' outputs: 1 (binary, sigmoid) or the number of classes ``K`` (softmax).
-        geometry: ``"patch"`` (inputs already normalised, sliding windows of ``roi_size``) or ``"brain"`` (raw
-            inputs: brain box resized to ``roi_size``, normalised per volume, probabilities pasted back).
+        geometry: ``"patch"`` (sliding windows of ``roi_size``) or ``"brain"`` (raw inputs: brain box resized to
+            ``roi_size`` and normalised, probabilities pasted back).
         min_component_fraction: drop 3D components below this fraction of the largest (binary; 0: keep all).
+        normalization: what the predictor normalises after the brain crop (``presets.NORMALIZATIONS``): ``"volume"``
+            (per volume over the brain), ``"zscore"`` / ``"percentile"`` (per slice) or ``"none"``; default
+            ``"volume"`` for ``brain`` and ``"none"`` for ``patch`` (inputs normalised by the caller).
+        context_slices: stack each slice's neighbours on each side as channels after normalisation (2.5D
+            networks, :class:`~monai_lgg.transforms.array.AddContextSlices`; edge slices repeat the nearest).
 
     Example::
 
@@ -87,7 +113,12 @@ class Predictor:
         out_channels: int = 1,
         geometry: str = "patch",
         min_component_fraction: float = 0.0,
+        normalization: str | None = None,
+        context_slices: int = 0,
     ) -> None:
+        normalization = normalization or ("volume" if geometry == "brain" else "none")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
         if geometry not in ("patch", "brain"):
             raise ValueError(f"geometry must be 'patch' or 'brain', got {geometry!r}")
         if not networks:
@@ -107,7 +138,8 @@ class Predictor:
         self.out_channels = int(out_channels)
         self.geometry = geometry
         self.crop = BrainCrop(self.roi_size) if geometry == "brain" else None
-        self.normalize = BrainNormalizeIntensity()
+        self.normalize = BrainNormalizeIntensity() if normalization == "volume" else slice_normalizer(normalization)
+        self.context = AddContextSlices(context_slices)
         self.min_component_fraction = float(min_component_fraction)
         self.discrete = AsDiscrete(threshold=threshold) if out_channels == 1 else AsDiscrete(argmax=True)
         foreground = list(range(1, max(2, out_channels)))
@@ -126,17 +158,48 @@ class Predictor:
             )
         return torch.sigmoid(logits)[:, 0] if self.out_channels == 1 else torch.softmax(logits, dim=1)
 
-    def _mean_probability(self, batch: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W)`` -> mean probability over members and flips: ``(N, H, W)`` or ``(N, K, H, W)``."""
-        total = None
+    def _passes(
+        self, batch: torch.Tensor, split_ensembles: bool = False
+    ) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+        """``(N, C, H, W)`` -> for each network and flip, its probability and the probabilities it averaged.
+
+        The second item holds, with ``split_ensembles``, the probabilities of an ensemble's members (run once,
+        through :class:`~monai_lgg.networks.ensemble.EnsembleWithMembers`, whose first channel is the ensemble's
+        own output, so the probability is the same as without splitting), else the network's probability alone.
+        """
         flips = (False, True) if self.tta else (False,)
         for network in self.networks:
+            split = split_ensembles and self.out_channels == 1 and isinstance(network, ProbabilityEnsemble)
+            opened = EnsembleWithMembers(network) if split else None
             for flip in flips:
                 x = batch.flip(-1) if flip else batch
-                prob = self._activate(self.inferer(x, network))
-                prob = prob.flip(-1) if flip else prob
-                total = prob if total is None else total + prob
-        return total / (len(self.networks) * len(flips))
+                if opened is not None:
+                    outputs = self.inferer(x, opened)  # (N, 1 + members, h, w): the ensemble, then each member
+                    prob = self._activate(outputs[:, :1])
+                    parts = [torch.sigmoid(outputs[:, m].float()) for m in range(1, outputs.shape[1])]
+                else:
+                    prob = self._activate(self.inferer(x, network))
+                    parts = [prob]
+                yield (prob.flip(-1), [p.flip(-1) for p in parts]) if flip else (prob, parts)
+
+    def _mean_probability(self, batch: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> mean probability over members and flips: ``(N, H, W)`` or ``(N, K, H, W)``."""
+        total, count = None, 0
+        for prob, _ in self._passes(batch):
+            total, count = (prob if total is None else total + prob), count + 1
+        return total / count
+
+    def _mean_and_expected_entropy(self, batch: torch.Tensor) -> tuple[list[torch.Tensor], int]:
+        """``[mean probability, mean over the passes of their entropy]`` (network grid) and the number of passes."""
+        total = expected = None
+        count = passes = 0
+        class_dim = None if self.out_channels == 1 else 1
+        for prob, parts in self._passes(batch, split_ensembles=True):
+            total, count = (prob if total is None else total + prob), count + 1
+            for part in parts:
+                value = entropy(part, class_dim)
+                expected, passes = (value if expected is None else expected + value), passes + 1
+        return [total / count, expected / passes], passes
 
     @torch.inference_mode()
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
@@ -144,24 +207,60 @@ class Predictor:
 
         Binary: the tumour probability ``(H, W)`` / ``(H, W, D)``; ``K`` classes: ``(K, H, W)`` / ``(K, H, W, D)``.
         """
+        return self._in_input_grid(image, lambda batch: [self._mean_probability(batch)])[0]
+
+    @torch.inference_mode()
+    def uncertainty(self, image: torch.Tensor) -> Uncertainty:
+        """The probabilities of :meth:`probabilities` with their per-voxel uncertainty (:class:`Uncertainty`).
+
+        The passes are every ensemble member (a :class:`~monai_lgg.networks.ensemble.ProbabilityEnsemble` is
+        opened up into its members, each still run once) times the flips of ``tta``. The
+        entropy is that of the mean probability after it is pasted back into the input's grid (so it is highest
+        where the mask's threshold cuts); the passes' mean entropy is pasted back alongside (bilinear
+        interpolation, a convex combination, keeps the mutual information non-negative).
+        """
+        passes: list[int] = []
+
+        def reduce(batch: torch.Tensor) -> list[torch.Tensor]:
+            maps, count = self._mean_and_expected_entropy(batch)
+            passes.append(count)
+            return maps
+
+        probability, expected = self._in_input_grid(image, reduce)
+        total = entropy(probability, None if self.out_channels == 1 else 0)
+        mutual_information = (total - expected).clamp(0, 1) if passes[0] > 1 else None
+        return Uncertainty(probability, total, mutual_information, passes[0])
+
+    def _in_input_grid(
+        self, image: torch.Tensor, reduce: Callable[[torch.Tensor], list[torch.Tensor]]
+    ) -> list[torch.Tensor]:
+        """Preprocess ``image`` into the networks' batch, ``reduce`` it to maps ``(N, h, w)`` / ``(N, K, h, w)``
+        and bring each map back into the input's grid: ``(H, W[, D])`` / ``(K, H, W[, D])``."""
         if image.ndim not in (3, 4):
             raise ValueError(f"expected (C, H, W) or (C, H, W, D), got shape {tuple(image.shape)}")
         volume = image.ndim == 4
         batch = convert_to_tensor(image, track_meta=False).float()
+        batch = batch if volume else batch[..., None]  # a slice is a one-slice volume
         box = None
         if self.crop is not None:
             grid = batch.shape[1:3]
             box = self.crop.compute_box(batch)
-            batch = self.normalize(self.crop(batch, box))
-        batch = batch.permute(3, 0, 1, 2) if volume else batch[None]
-        prob = self._mean_probability(batch.to(self.device)).cpu()  # (N, h, w) or (N, K, h, w)
-        if box is not None:  # back into the input's grid: (N, K, h, w) -> (N, K, H, W), 0 outside the box
-            channels = prob[:, None] if self.out_channels == 1 else prob
-            prob = paste_back(channels.permute(1, 2, 3, 0), box, grid).permute(3, 0, 1, 2)
-            prob = prob[:, 0] if self.out_channels == 1 else prob
-        if not volume:
-            return prob[0]
-        return (prob.permute(1, 2, 0) if self.out_channels == 1 else prob.permute(1, 2, 3, 0)).contiguous()
+            batch = self.crop(batch, box)
+        if self.normalize is not None:
+            batch = self.normalize(batch)
+        batch = self.context(batch).permute(3, 0, 1, 2)  # (D, C * (2k + 1), h, w): every slice with its neighbours
+        maps = []
+        for prob in reduce(batch.to(self.device)):  # (N, h, w) or (N, K, h, w)
+            prob = prob.cpu()
+            if box is not None:  # back into the input's grid: (N, K, h, w) -> (N, K, H, W), 0 outside the box
+                channels = prob[:, None] if prob.ndim == 3 else prob
+                pasted = paste_back(channels.permute(1, 2, 3, 0), box, grid).permute(3, 0, 1, 2)
+                prob = pasted[:, 0] if prob.ndim == 3 else pasted
+            if not volume:
+                maps.append(prob[0])
+            else:
+                maps.append((prob.permute(1, 2, 0) if prob.ndim == 3 else prob.permute(1, 2, 3, 0)).contiguous())
+        return maps
 
     def mask(self, probability: torch.Tensor) -> torch.Tensor:
         """uint8 mask of a probability map: binary {0, 1}, or the argmax label map ``0 .. K-1`` (class axis

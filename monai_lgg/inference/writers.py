@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import tifffile
 
-from monai_lgg.engines.reports import overlay_picture
+from monai_lgg.engines.reports import overlay_picture, uncertainty_picture
 from monai_lgg.errors import LGGInputError
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "write_probability_slice",
     "write_nifti",
     "write_overlay",
+    "write_uncertainty_overlay",
     "tumour_rows",
     "write_csv",
 ]
@@ -139,6 +140,16 @@ def write_overlay(
     picture = overlay_picture(
         np.asarray(image), None, np.asarray(mask), title or path.stem, notes, label_map, class_names
     )
+    if not cv2.imwrite(str(path), picture):
+        raise OSError(f"cannot write {path}")
+
+
+def write_uncertainty_overlay(
+    path: Path, image: np.ndarray, mask: np.ndarray, uncertainty: np.ndarray, title: str, notes: Sequence[str] = ()
+) -> None:
+    """PNG of one slice and its uncertainty heat map with the predicted tumour outlined, captioned
+    (``engines.reports.uncertainty_picture``)."""
+    picture = uncertainty_picture(np.asarray(image), np.asarray(mask), np.asarray(uncertainty), title, notes)
     if not cv2.imwrite(str(path), picture):
         raise OSError(f"cannot write {path}")
 

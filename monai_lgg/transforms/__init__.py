@@ -1,7 +1,8 @@
 """Transforms of monai_lgg: custom array/dictionary transforms and the preset pipelines."""
 
-from monai_lgg.transforms.array import CheckChannels, CheckLabelValues, SliceWiseNormalizeIntensity
+from monai_lgg.transforms.array import AddContextSlices, CheckChannels, CheckLabelValues, SliceWiseNormalizeIntensity
 from monai_lgg.transforms.dictionary import (
+    AddContextSlicesd,
     CheckChannelsd,
     CheckLabelValuesd,
     CheckSameShaped,
@@ -10,6 +11,8 @@ from monai_lgg.transforms.dictionary import (
 )
 
 __all__ = [
+    "AddContextSlices",
+    "AddContextSlicesd",
     "SliceWiseNormalizeIntensity",
     "SliceWiseNormalizeIntensityd",
     "CheckChannels",

@@ -10,7 +10,7 @@ from monai.utils import convert_to_tensor
 
 from monai_lgg.errors import DataProblem
 
-__all__ = ["SliceWiseNormalizeIntensity", "CheckChannels", "CheckLabelValues"]
+__all__ = ["SliceWiseNormalizeIntensity", "CheckChannels", "CheckLabelValues", "context_offsets", "AddContextSlices"]
 
 
 class SliceWiseNormalizeIntensity(Transform):
@@ -143,3 +143,56 @@ class CheckLabelValues(Transform):
                 f"(out_channels={self.num_classes})"
             )
         return img
+
+
+def context_offsets(context_slices: int) -> list[int]:
+    """Slice offsets of the channel groups of :class:`AddContextSlices`: ``[0, -1, 1, -2, 2, ...]``.
+
+    The slice itself comes first, so channels ``0 .. C-1`` stay the slice's own (e.g. FLAIR is still channel 1
+    for overlays and reports); then the neighbours by distance, the one below before the one above.
+    """
+    if context_slices < 0:
+        raise ValueError(f"context_slices must be at least 0, got {context_slices}")
+    return [0] + [sign * d for d in range(1, context_slices + 1) for sign in (-1, 1)]
+
+
+class AddContextSlices(Transform):
+    """2.5D input: each slice of a channel-first volume with its ``context_slices`` neighbours on each side as channels.
+
+    ``(C, H, W, D)`` becomes ``(C * (2k + 1), H, W, D)``: channel group ``g`` (channels ``g*C .. g*C + C-1``)
+    holds slice ``z + context_offsets(k)[g]``, so group 0 is the slice itself. Beyond the first and last slice
+    the nearest slice is repeated, so every slice (edges included) gets a full set of channels and a 2D
+    network, or a slice-wise inferer, sees the same layout everywhere. A one-slice volume gets its slice
+    ``2k + 1`` times. Apply it after normalisation: per-slice normalisation would treat the copies alike
+    anyway, per-volume normalisation must see each voxel once.
+
+    Args:
+        context_slices: neighbours ``k`` on each side (0: the input unchanged).
+        slice_dim: the slice axis (``-1``: last).
+
+    Example::
+
+        >>> volume = torch.arange(4.0).reshape(1, 1, 1, 4)  # slice z holds the value z
+        >>> AddContextSlices(1)(volume)[:, 0, 0].tolist()  # columns: slices 0..3; rows: z, z - 1, z + 1
+        [[0.0, 1.0, 2.0, 3.0], [0.0, 0.0, 1.0, 2.0], [1.0, 2.0, 3.0, 3.0]]
+    """
+
+    backend = [convert_to_tensor.__name__]
+
+    def __init__(self, context_slices: int = 0, slice_dim: int = -1) -> None:
+        self.offsets = context_offsets(int(context_slices))
+        self.slice_dim = slice_dim
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        if len(self.offsets) == 1:
+            return img
+        x = convert_to_tensor(img, track_meta=True)
+        plain = x.as_tensor() if isinstance(x, MetaTensor) else x
+        depth = plain.shape[self.slice_dim]
+        slices = torch.arange(depth, device=plain.device)
+        out = torch.cat(
+            [plain.index_select(self.slice_dim, (slices + offset).clamp(0, depth - 1)) for offset in self.offsets]
+        )
+        if isinstance(x, MetaTensor):  # same grid, same history: Invertd still maps predictions back
+            return MetaTensor(out, meta=x.meta, applied_operations=list(x.applied_operations))
+        return out

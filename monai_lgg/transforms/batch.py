@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from monai_lgg.transforms.brain import SEQUENCES, flair_substitution_index
+
 __all__ = ["RandBatchAugment", "affine_theta", "affine_grid"]
 
 
@@ -91,7 +93,8 @@ class RandBatchAugment(torch.nn.Module):
         elastic_prob: must be 0 (elastic deformation is only in the per-sample MONAI chain).
         flair_prob: probability that a slice's pre-contrast, post-contrast or both channels (one of the three,
             equally likely) are replaced by its FLAIR channel, as the data set's release does for patients
-            missing a sequence, so the model has seen such input (3-channel LGG images only).
+            missing a sequence, so the model has seen such input (LGG images: 3 channels, or 3 per slice of a
+            2.5D input; other channel counts are left as they are).
         flair_channel: the FLAIR channel.
 
     Example::
@@ -161,16 +164,12 @@ class RandBatchAugment(torch.nn.Module):
         return params
 
     def substitute_flair(self, image: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
-        """Replace the other channels of a ``(B, 3, H, W)`` batch by FLAIR where ``pattern`` says (see ``randomize``)."""
-        if self.flair_prob == 0 or image.shape[1] != 3:
+        """Replace the other channels of a ``(B, 3k, H, W)`` batch by FLAIR where ``pattern`` says (see ``randomize``),
+        in every channel group of a 2.5D input (:func:`~monai_lgg.transforms.brain.flair_substitution_index`)."""
+        if self.flair_prob == 0 or image.shape[1] % SEQUENCES:
             return image
-        flair = image[:, self.flair_channel : self.flair_channel + 1]
-        others = [c for c in range(3) if c != self.flair_channel]  # pre-contrast, post-contrast
-        image = image.clone()
-        for bit, channel in enumerate(others):
-            replace = (pattern.bitwise_and(1 << bit) > 0)[:, None, None, None]
-            image[:, channel : channel + 1] = torch.where(replace, flair, image[:, channel : channel + 1])
-        return image
+        index = flair_substitution_index(image.shape[1], pattern, self.flair_channel)
+        return image.gather(1, index[:, :, None, None].expand_as(image))
 
     def _crop_offsets(self, n: int, in_size: Sequence[int], device: torch.device) -> torch.Tensor:
         """Centred pixel offsets of ``SpatialPad`` (symmetric) + ``RandSpatialCrop`` (random integer start)."""

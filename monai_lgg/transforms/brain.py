@@ -39,6 +39,7 @@ __all__ = [
     "BrainCropd",
     "BrainNormalizeIntensity",
     "BrainNormalizeIntensityd",
+    "flair_substitution_index",
     "RandFlairSubstituted",
 ]
 
@@ -46,6 +47,7 @@ Box = tuple[int, int, int]
 """A square box ``(top, left, side)`` in pixels of the slice grid; it may extend beyond the image."""
 
 FLAIR = 1  # channel of FLAIR in the LGG images (pre-contrast, FLAIR, post-contrast)
+SEQUENCES = 3  # channels of one LGG slice; 2.5D input repeats them per context slice (AddContextSlices)
 
 
 def _reference_channel(image: torch.Tensor, channel: int) -> torch.Tensor:
@@ -326,16 +328,43 @@ class BrainNormalizeIntensityd(MapTransform):
         return d
 
 
+def flair_substitution_index(channels: int, pattern: torch.Tensor, flair_channel: int = FLAIR) -> torch.Tensor:
+    """Where each channel is copied from when pre-contrast, post-contrast or both are replaced by FLAIR.
+
+    The channels are groups of the three sequences (pre-contrast, FLAIR, post-contrast), one group per slice
+    of a 2.5D input (:class:`~monai_lgg.transforms.array.AddContextSlices`): a patient's missing sequence is
+    missing in every slice, so each group's own FLAIR replaces the same sequences.
+
+    Args:
+        channels: channels of the image (a multiple of 3; any other count is left as it is).
+        pattern: ``(B,)`` per sample: 0 keep, 1 pre-contrast replaced, 2 post-contrast replaced, 3 both.
+        flair_channel: FLAIR's place in each group.
+
+    Returns:
+        ``(B, channels)`` source channel of every output channel (``torch.gather`` / indexing order).
+    """
+    index = torch.arange(channels, device=pattern.device).expand(pattern.shape[0], channels)
+    if channels % SEQUENCES:
+        return index
+    position = index % SEQUENCES
+    others = [c for c in range(SEQUENCES) if c != flair_channel]  # pre-contrast, post-contrast
+    for bit, channel in enumerate(others):
+        replace = (pattern.bitwise_and(1 << bit) > 0)[:, None] & (position == channel)
+        index = torch.where(replace, index - position + flair_channel, index)
+    return index
+
+
 class RandFlairSubstituted(RandomizableTransform, MapTransform):
     """Replace pre-contrast, post-contrast or both channels (equally likely) of a slice by its FLAIR channel.
 
     The Kaggle release stores a patient's missing sequence as a copy of FLAIR; with probability ``prob`` a
     training slice is made to look like that, so a model has seen such input. The per-sample twin of
-    :class:`~monai_lgg.transforms.batch.RandBatchAugment`'s ``flair_prob``. Images with other than 3 channels
-    pass unchanged.
+    :class:`~monai_lgg.transforms.batch.RandBatchAugment`'s ``flair_prob``. A 2.5D image (channel groups of the
+    three sequences, one per context slice) has the same sequences replaced in every group
+    (:func:`flair_substitution_index`); images whose channels are not a multiple of 3 pass unchanged.
 
     Args:
-        keys: image keys (``(3, H, W)`` or ``(3, H, W, D)``).
+        keys: image keys (``(3k, H, W)`` or ``(3k, H, W, D)``).
         prob: probability of a substitution.
         flair_channel: the FLAIR channel.
     """
@@ -355,14 +384,9 @@ class RandFlairSubstituted(RandomizableTransform, MapTransform):
         self.randomize()
         if not self.pattern:
             return d
-        others = [c for c in range(3) if c != self.flair_channel]
         for key in self.key_iterator(d):
             image = d[key]
-            if image.shape[0] != 3:
-                continue
-            image = image.clone()
-            for bit, channel in enumerate(others):
-                if self.pattern & (1 << bit):
-                    image[channel] = image[self.flair_channel]
-            d[key] = image
+            if image.shape[0] % SEQUENCES == 0:
+                index = flair_substitution_index(image.shape[0], torch.tensor([self.pattern]), self.flair_channel)
+                d[key] = image[index[0]]
         return d

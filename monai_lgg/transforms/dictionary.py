@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 
 import torch
 from monai.config import KeysCollection
@@ -10,12 +10,29 @@ from monai.data import ImageReader, MetaTensor
 from monai.transforms import LoadImaged, MapTransform
 
 from monai_lgg.errors import DataProblem
-from monai_lgg.transforms.array import CheckChannels, CheckLabelValues, SliceWiseNormalizeIntensity
+from monai_lgg.transforms.array import AddContextSlices, CheckChannels, CheckLabelValues, SliceWiseNormalizeIntensity
 
-__all__ = ["SliceWiseNormalizeIntensityd", "CheckChannelsd", "CheckLabelValuesd", "CheckSameShaped", "PinnedLoadImaged"]
+__all__ = [
+    "SliceWiseNormalizeIntensityd", "CheckChannelsd", "CheckLabelValuesd", "CheckSameShaped", "PinnedLoadImaged",
+    "AddContextSlicesd",
+]
 
 
-class SliceWiseNormalizeIntensityd(MapTransform):
+class _ArrayTransformd(MapTransform):
+    """Run one array transform on the value of every key (the body these wrappers share)."""
+
+    def __init__(self, keys: KeysCollection, transform: Callable, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = transform
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.transform(d[key])
+        return d
+
+
+class SliceWiseNormalizeIntensityd(_ArrayTransformd):
     """Dictionary version of :class:`~monai_lgg.transforms.array.SliceWiseNormalizeIntensity`.
 
     Args:
@@ -27,17 +44,28 @@ class SliceWiseNormalizeIntensityd(MapTransform):
     backend = SliceWiseNormalizeIntensity.backend
 
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False, **kwargs) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.normalizer = SliceWiseNormalizeIntensity(**kwargs)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.normalizer(d[key])
-        return d
+        super().__init__(keys, SliceWiseNormalizeIntensity(**kwargs), allow_missing_keys)
 
 
-class CheckChannelsd(MapTransform):
+class AddContextSlicesd(_ArrayTransformd):
+    """Dictionary version of :class:`~monai_lgg.transforms.array.AddContextSlices` (images only, not labels).
+
+    Args:
+        keys: keys of the channel-first volumes ``(C, H, W, D)``.
+        context_slices: neighbours on each side stacked as channels.
+        slice_dim: the slice axis.
+        allow_missing_keys: do not raise if a key is absent.
+    """
+
+    backend = AddContextSlices.backend
+
+    def __init__(
+        self, keys: KeysCollection, context_slices: int = 0, slice_dim: int = -1, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, AddContextSlices(context_slices, slice_dim), allow_missing_keys)
+
+
+class CheckChannelsd(_ArrayTransformd):
     """Dictionary version of :class:`~monai_lgg.transforms.array.CheckChannels`.
 
     Args:
@@ -48,17 +76,10 @@ class CheckChannelsd(MapTransform):
     """
 
     def __init__(self, keys: KeysCollection, channels: int, what: str = "", allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.checker = CheckChannels(channels, what)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.checker(d[key])
-        return d
+        super().__init__(keys, CheckChannels(channels, what), allow_missing_keys)
 
 
-class CheckLabelValuesd(MapTransform):
+class CheckLabelValuesd(_ArrayTransformd):
     """Dictionary version of :class:`~monai_lgg.transforms.array.CheckLabelValues`.
 
     Args:
@@ -68,14 +89,7 @@ class CheckLabelValuesd(MapTransform):
     """
 
     def __init__(self, keys: KeysCollection, num_classes: int, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.checker = CheckLabelValues(num_classes)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.checker(d[key])
-        return d
+        super().__init__(keys, CheckLabelValues(num_classes), allow_missing_keys)
 
 
 class CheckSameShaped(MapTransform):

@@ -25,8 +25,10 @@ from monai.transforms import (
 
 from monai_lgg.data.kaggle import CHANNEL_NAMES
 from monai_lgg.data.readers import NiftiVolumeReader, SliceImageReader
+from monai_lgg.transforms.array import SliceWiseNormalizeIntensity
 from monai_lgg.transforms.brain import BrainCropd, BrainNormalizeIntensityd, RandFlairSubstituted
 from monai_lgg.transforms.dictionary import (
+    AddContextSlicesd,
     CheckChannelsd,
     CheckLabelValuesd,
     CheckSameShaped,
@@ -35,8 +37,9 @@ from monai_lgg.transforms.dictionary import (
 )
 
 __all__ = [
-    "GEOMETRIES", "load", "brain_geometry", "preprocess", "augment", "volume_transforms", "cached_volume_transforms",
-    "slice_transforms", "train_slice_transforms",
+    "GEOMETRIES", "NORMALIZATIONS", "load", "brain_geometry", "preprocess", "augment", "volume_transforms",
+    "cached_volume_transforms", "slice_transforms", "train_slice_transforms", "default_normalization",
+    "check_normalization", "slice_normalizer", "image_channels", "context_transform",
 ]
 
 GEOMETRIES = ("brain", "patch")
@@ -46,10 +49,59 @@ grid); ``patch``: the slice at its own resolution, normalised per slice, random 
 training and a sliding window at inference (for images of any size, e.g. ``convert_folders`` data)."""
 
 
+NORMALIZATIONS = ("volume", "zscore", "percentile", "none")
+"""How image intensities are normalised (the ``normalization`` key). ``volume``: per volume and channel, clipped to
+the 1st-99th percentile of the brain and z-scored over it (``brain`` geometry only, where the brain box is
+found); ``zscore`` / ``percentile``: per slice and channel over its non-zero pixels
+(:class:`~monai_lgg.transforms.array.SliceWiseNormalizeIntensity`); ``none``: as stored."""
+
+
 def check_geometry(geometry: str) -> str:
     if geometry not in GEOMETRIES:
         raise ValueError(f"geometry must be one of {', '.join(GEOMETRIES)}; got {geometry!r}")
     return geometry
+
+
+def default_normalization(geometry: str = "patch") -> str:
+    """The normalisation of a geometry unless told otherwise: ``volume`` for ``brain``, ``zscore`` for ``patch``."""
+    return "volume" if check_geometry(geometry) == "brain" else "zscore"
+
+
+def check_normalization(normalization: str | None, geometry: str = "patch") -> str:
+    """``normalization`` checked against :data:`NORMALIZATIONS` and the geometry (``None``: the geometry's default)."""
+    check_geometry(geometry)
+    if normalization is None:
+        return default_normalization(geometry)
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}; got {normalization!r}")
+    if normalization == "volume" and geometry != "brain":
+        raise ValueError("normalization 'volume' needs geometry 'brain' (its statistics are over the brain mask)")
+    return normalization
+
+
+def slice_normalizer(normalization: str, slice_dim: int | None = -1) -> SliceWiseNormalizeIntensity | None:
+    """The per-slice array normaliser of ``normalization``; ``None`` for ``volume`` (done per volume) and ``none``."""
+    return None if normalization in ("none", "volume") else SliceWiseNormalizeIntensity(slice_dim, method=normalization)
+
+
+def image_channels(in_channels: int, context_slices: int = 0) -> int:
+    """Channels of one image slice: the network's ``in_channels`` over the ``2 * context_slices + 1`` slices it sees.
+
+    Raises:
+        ValueError: ``in_channels`` is not a multiple of ``2 * context_slices + 1``.
+    """
+    slices = 2 * int(context_slices) + 1
+    if context_slices < 0 or in_channels % slices:
+        raise ValueError(
+            f"in_channels {in_channels} must be the image's channels x (2 * context_slices + 1) = x {slices} "
+            f"(context_slices {context_slices})"
+        )
+    return in_channels // slices
+
+
+def context_transform(image_key: str = "image", context_slices: int = 0) -> list:
+    """2.5D input: :class:`~monai_lgg.transforms.dictionary.AddContextSlicesd` on a volume (nothing for 0)."""
+    return [AddContextSlicesd(image_key, context_slices)] if context_slices else []
 
 
 def _keys(image_key: str, label_key: str | None) -> list[str]:
@@ -90,19 +142,19 @@ def brain_geometry(
     label_key: str | None = "label",
     spatial_size: Sequence[int] = (128, 128),
     label_mode: str = "bilinear",
+    normalize: bool = True,
 ) -> list:
     """The ``brain`` geometry of a channel-first volume: crop to the square brain box, resize, normalise per volume.
 
     ``label_key`` (``None``: the image only, e.g. in evaluation, where the label stays in the input's grid and
     the prediction is inverted back onto it) is cropped with the image's box and resampled with ``label_mode``:
     bilinearly for a binary mask (the label step of :func:`preprocess` thresholds it again at 0.5, which keeps
-    small lesions better than nearest-neighbour), ``"nearest"`` for class-index maps.
+    small lesions better than nearest-neighbour), ``"nearest"`` for class-index maps. ``normalize=False`` only
+    crops and resizes (normalisation ``zscore``: each slice is normalised later, as in the ``patch`` geometry).
     """
     keys = _keys(image_key, label_key)
-    return [
-        BrainCropd(keys, source_key=image_key, spatial_size=spatial_size, mode=["bilinear", label_mode][: len(keys)]),
-        BrainNormalizeIntensityd(image_key),
-    ]
+    crop = BrainCropd(keys, source_key=image_key, spatial_size=spatial_size, mode=["bilinear", label_mode][: len(keys)])
+    return [crop, BrainNormalizeIntensityd(image_key)] if normalize else [crop]
 
 
 def preprocess(
@@ -116,14 +168,14 @@ def preprocess(
 
     Args:
         slice_dim: ``-1`` for channel-first volumes (slices on the last axis), ``None`` for 2D slices.
-        normalization: ``"zscore"`` or ``"percentile"`` (see ``SliceWiseNormalizeIntensity``), or ``"none"``
-            (the image is normalised already, e.g. per volume by :func:`brain_geometry`).
+        normalization: ``"zscore"`` or ``"percentile"`` (see ``SliceWiseNormalizeIntensity``), ``"volume"`` (done
+            per volume already, by :func:`brain_geometry`) or ``"none"``.
         out_channels: the network's outputs. 1 (binary): the label is thresholded at 0.5 (any mask
             becomes {0, 1}); ``K > 1`` classes: the label map is kept as it is and must hold the class
             indices ``0 .. K-1`` (``CheckLabelValuesd``).
     """
     chain: list = []
-    if normalization != "none":
+    if normalization not in ("none", "volume"):
         chain.append(SliceWiseNormalizeIntensityd(image_key, slice_dim=slice_dim, method=normalization))
     if label_key and out_channels > 1:
         chain.append(CheckLabelValuesd(label_key, num_classes=out_channels))
@@ -188,23 +240,27 @@ def augment(
 def volume_transforms(
     image_key: str = "image",
     label_key: str | None = "label",
-    normalization: str = "zscore",
+    normalization: str | None = None,
     image_channels: int | None = 3,
     out_channels: int = 1,
     geometry: str = "patch",
     spatial_size: Sequence[int] = (128, 128),
+    context_slices: int = 0,
 ) -> Compose:
     """Load and preprocess a patient volume ``(C, H, W, D)`` for validation, evaluation or inference.
 
-    ``image_channels``: see :func:`load`; ``out_channels``: see :func:`preprocess`. With ``geometry="brain"``
+    ``image_channels``: see :func:`load`; ``out_channels``: see :func:`preprocess`; ``normalization``: one of
+    :data:`NORMALIZATIONS` (``None``: :func:`default_normalization` of the geometry). With ``geometry="brain"``
     the image is cropped to its brain box and resized to ``spatial_size`` (:func:`brain_geometry`; invertible:
-    ``Invertd`` maps predictions back) while the label keeps the input's grid; ``normalization`` is then unused.
+    ``Invertd`` maps predictions back) while the label keeps the input's grid. With ``context_slices`` the
+    normalised image gets its neighbour slices as channels (:func:`context_transform`), as in training.
     """
+    normalization = check_normalization(normalization, geometry)
     chain = load("volume", image_key, label_key, image_channels)
-    if check_geometry(geometry) == "brain":
-        chain += brain_geometry(image_key, None, spatial_size)
-        normalization = "none"
-    return Compose(chain + preprocess(image_key, label_key, -1, normalization, out_channels))
+    if geometry == "brain":
+        chain += brain_geometry(image_key, None, spatial_size, normalize=normalization == "volume")
+    chain += preprocess(image_key, label_key, -1, normalization, out_channels)
+    return Compose(chain + context_transform(image_key, context_slices))
 
 
 def cached_volume_transforms(
@@ -214,17 +270,25 @@ def cached_volume_transforms(
     geometry: str = "patch",
     spatial_size: Sequence[int] = (128, 128),
     out_channels: int = 1,
+    normalization: str | None = None,
+    context_slices: int = 0,
 ) -> Compose:
     """What :class:`~monai_lgg.data.datasets.VolumeSliceDataset` caches per training volume.
 
     ``patch``: the loaded volumes as stored (uint8 for LGG; slices are normalised one by one later).
-    ``brain``: image and label cropped to the brain box, resized and normalised per volume (float32), so
-    the per-slice steps only augment (``normalization="none"``).
+    ``brain``: image and label cropped to the brain box and resized (float32), and with ``normalization``
+    ``"volume"`` (the default, see :func:`check_normalization`) normalised per volume, so the per-slice steps
+    only augment; with ``"zscore"`` / ``"percentile"`` each slice is normalised later, as in ``patch``.
+    ``context_slices``: each slice's neighbours stacked as channels (:func:`context_transform`), so every
+    training path (per-sample loader, batch slice bank) slices 2.5D inputs from the cache. Per-slice
+    normalisation then treats each channel of each slice alone, exactly as if done before the stacking.
     """
+    normalization = check_normalization(normalization, geometry)
     chain = load("volume", image_key, label_key, image_channels)
-    if check_geometry(geometry) == "brain":
-        chain += brain_geometry(image_key, label_key, spatial_size, "bilinear" if out_channels == 1 else "nearest")
-    return Compose(chain)
+    if geometry == "brain":
+        label_mode = "bilinear" if out_channels == 1 else "nearest"
+        chain += brain_geometry(image_key, label_key, spatial_size, label_mode, normalize=normalization == "volume")
+    return Compose(chain + context_transform(image_key, context_slices))
 
 
 def slice_transforms(
