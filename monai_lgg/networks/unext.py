@@ -29,7 +29,7 @@ def _shift(x: torch.Tensor, dim: int, sizes: list[int], shifts: list[int], pad: 
 
 
 class ShiftedMLPBlock(nn.Module):
-    """UNeXt's tokenized MLP block on a channels-last map ``(B, H, W, C)`` (Valanarasu & Patel 2022, Sec. 3.2).
+    """UNeXt's tokenized MLP block on a channels-last map ``(B, H, W, C)`` (Valanarasu & Patel 2022).
 
     ``x + fc2(shift_H(GELU(DWConv(fc1(shift_W(LN(x)))))))``: the channels are split into ``shift_size`` groups
     shifted by ``-(shift_size // 2) .. shift_size // 2`` pixels across the width before the first token MLP and
