@@ -83,11 +83,11 @@ class Commands:
             tuple(spacing),
             num_folds,
             seed,
-            skip_bad,
-            binarize,
-            overwrite,
+            as_flag(skip_bad, "skip_bad"),
+            as_flag(binarize, "binarize"),
+            as_flag(overwrite, "overwrite"),
             workers,
-            progress,
+            as_flag(progress, "progress"),
         )
         report = result.report
         for problem in report["errors"] + report["warnings"]:
@@ -166,8 +166,8 @@ class Commands:
             tuple(spacing),
             mask_suffix,
             name,
-            overwrite,
-            progress,
+            as_flag(overwrite, "overwrite"),
+            as_flag(progress, "progress"),
         )
         for problem in result.report["warnings"]:
             print(f"{problem['severity']}: {problem['file']}: {problem['problem']}", file=sys.stderr)
@@ -261,7 +261,7 @@ class Commands:
             ensemble: more bundles or checkpoint files, comma-separated; probabilities are averaged.
             device: auto (CUDA if present), cpu, cuda, cuda:1.
             batch_size: 2D windows per forward pass.
-            threshold: probability threshold (default: the bundle's, 0.5).
+            threshold: probability threshold (default: the bundle's inference.json, 0.4 for the shipped UNet).
             tta: test-time augmentation: average with the left-right flipped image (default: the bundle's
                 inference.json; on for the shipped UNet; --tta false turns it off).
             largest_component: keep only the largest 3D connected component per case (can delete a small true
@@ -294,15 +294,15 @@ class Commands:
             batch_size,
             threshold,
             None if tta is None else as_flag(tta, "tta"),
-            largest_component,
-            probabilities,
-            overlays,
+            as_flag(largest_component, "largest_component"),
+            as_flag(probabilities, "probabilities"),
+            as_flag(overlays, "overlays"),
             spatial_size,
             spacing,
             precision=precision,
             channels_last=None if channels_last is None else as_flag(channels_last, "channels_last"),
-            overwrite=overwrite,
-            progress=progress,
+            overwrite=as_flag(overwrite, "overwrite"),
+            progress=as_flag(progress, "progress"),
             min_component_fraction=min_component_fraction,
             uncertainty=as_flag(uncertainty, "uncertainty"),
         )
@@ -335,7 +335,7 @@ class Commands:
         """
         from monai_lgg.inference.export import export_model
 
-        results = export_model(bundle, output_dir, checkpoint, _as_list(formats), spatial_size, atol, atol, overwrite)
+        results = export_model(bundle, output_dir, checkpoint, _as_list(formats), spatial_size, atol, atol, as_flag(overwrite, "overwrite"))
         for fmt, result in results.items():
             print(f"{fmt}: {result['path']} (max |diff| vs PyTorch {result['max_abs_diff']:.2e})")
 
@@ -365,7 +365,7 @@ class Commands:
         """
         from monai_lgg.bundle_export import export_bundle
 
-        result = export_bundle(bundle, output, name, weights_url, overwrite, device)
+        result = export_bundle(bundle, output, name, weights_url, as_flag(overwrite, "overwrite"), device)
         for check in result.checks:
             print(f"passed: {check}")
         print(f"bundle folder (for the zoo's models/): {result.bundle}")
@@ -403,7 +403,7 @@ class Commands:
         """
         from monai_lgg.report import make_report
 
-        print(f"wrote {make_report(eval_dir, output, logs, format, num_patients, title, overwrite)}")
+        print(f"wrote {make_report(eval_dir, output, logs, format, num_patients, title, as_flag(overwrite, 'overwrite'))}")
 
     def radiogenomics(
         self,

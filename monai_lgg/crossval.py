@@ -30,7 +30,7 @@ from monai_lgg.data.datalist import load_fold
 from monai_lgg.inference.loading import load_network
 from monai_lgg.inference.predictor import Predictor
 from monai_lgg.io import atomic_path, write_json
-from monai_lgg.metrics import summarize
+from monai_lgg.metrics import bootstrap_ci, summarize
 from monai_lgg.transforms.components import remove_small_components
 
 __all__ = [
@@ -273,6 +273,28 @@ def missing_sequences(oof_dir: str | Path, rule: tuple[float, float] = (0.5, 0.0
         if lacking else None
     )
     return record
+
+
+def paired_difference(rows: Sequence[Mapping], reference: Sequence[Mapping], key: str = "dice") -> dict:
+    """Per-patient difference of two cross-validations on their common patients (``rows`` minus ``reference``).
+
+    Args:
+        rows: per-patient records (``case`` and ``key``), e.g. ``select_postprocessing(...)["per_patient"]``.
+        reference: the same for the model compared against.
+        key: the score to pair (``dice``: leave-one-fold-out post-processed; ``dice_raw``).
+
+    Returns:
+        patients, mean difference with its percentile-bootstrap 95 % CI, and how many patients are better/worse.
+    """
+    ours = {r["case"]: float(r[key]) for r in rows}
+    theirs = {r["case"]: float(r[key]) for r in reference}
+    common = sorted(set(ours) & set(theirs))
+    if not common:
+        raise ValueError("the two cross-validations share no patient")
+    diff = np.array([ours[c] - theirs[c] for c in common])
+    low, high = bootstrap_ci(diff)
+    return {"patients": len(common), "mean_difference": float(diff.mean()), "ci_low": low, "ci_high": high,
+            "better": int((diff > 0).sum()), "worse": int((diff < 0).sum())}
 
 
 def write_record(record: Mapping, path: str | Path) -> Path:

@@ -191,6 +191,9 @@ def test_overwrite_protection(tiny, tmp_path, capsys):
     mask.write_bytes(b"previous")
     line = fail(capsys, "predict", str(image), str(out), "--bundle", str(tiny["bundle"]), *TINY)
     assert "exists (pass --overwrite" in line and mask.read_bytes() == b"previous"
+    # fire hands "--overwrite false" over as the text "false", which Python would read as true
+    line = fail(capsys, "predict", str(image), str(out), "--bundle", str(tiny["bundle"]), "--overwrite", "false", *TINY)
+    assert "exists (pass --overwrite" in line and mask.read_bytes() == b"previous"
     predict(str(image), str(out), "--bundle", str(tiny["bundle"]), "--overwrite")
     assert tifffile.imread(mask).shape == (64, 64)
 

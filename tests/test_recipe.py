@@ -9,7 +9,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd
 
-from monai_lgg.crossval import score_case, select_postprocessing
+from monai_lgg.crossval import paired_difference, score_case, select_postprocessing
 from monai_lgg.data.slice_bank import AreaWeightedSampler
 from monai_lgg.engines.components import make_scheduler
 from monai_lgg.engines.inferers import FlipTTAInferer
@@ -267,3 +267,15 @@ def test_onecycle_resumes_exactly_and_extends_along_the_new_cycle():
     _, finished = run(2, steps=6)
     extended, _ = run(4, finished, steps=6)  # would raise "Tried to step 7 times" with torch's OneCycleLR
     assert extended[-1] < extended[0] and len(extended) == 6
+
+
+def test_paired_difference_of_two_cross_validations():
+    """Pairs by patient (order and extra patients do not matter) and counts better/worse, ties neither."""
+    ours = [{"case": "a", "dice": 0.9}, {"case": "b", "dice": 0.5}, {"case": "c", "dice": 0.7}, {"case": "x", "dice": 0.1}]
+    theirs = [{"case": "c", "dice": 0.7}, {"case": "b", "dice": 0.6}, {"case": "a", "dice": 0.6}]
+    paired = paired_difference(ours, theirs)
+    assert paired["patients"] == 3 and (paired["better"], paired["worse"]) == (1, 1)
+    assert paired["mean_difference"] == pytest.approx((0.3 - 0.1 + 0.0) / 3)
+    assert paired["ci_low"] <= paired["mean_difference"] <= paired["ci_high"]
+    with pytest.raises(ValueError, match="no patient"):
+        paired_difference(ours, [{"case": "z", "dice": 1.0}])

@@ -58,6 +58,7 @@ from monai.utils import set_determinism
 from torch.utils.flop_counter import FlopCounterMode
 
 from monai_lgg.engines.performance import device_defaults
+from monai_lgg.errors import as_flag
 from monai_lgg.inference.benchmark import time_inference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -777,7 +778,7 @@ def main(
 ) -> None:
     """Run the benchmark, print one table and write the record to ``json_out`` (arguments: :func:`measure`)."""
     record = measure(bundle, device, batch_size, spatial_size, warmup, steps, min_steps, max_seconds, repeats, variants,
-                     bare, reference, reference_workers, pipeline_batches, inference_repeats, (8,), convert_repeats,
+                     bare, as_flag(reference, "reference"), reference_workers, pipeline_batches, inference_repeats, (8,), convert_repeats,
                      network_args, dataset_dir, fold, seed, sections,
                      log=lambda line: print(line, flush=True))
     record["machine"]["command"] = " ".join(["python", "tools/benchmark.py", *sys.argv[1:]])

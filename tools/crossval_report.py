@@ -22,7 +22,7 @@ from pathlib import Path
 import fire
 import numpy as np
 
-from monai_lgg.crossval import missing_sequences, out_of_fold, select_postprocessing
+from monai_lgg.crossval import missing_sequences, out_of_fold, paired_difference, select_postprocessing
 from monai_lgg.experiments import format_number, machine_info
 from monai_lgg.io import atomic_path, write_json
 from monai_lgg.report import figure_png, new_figure
@@ -51,13 +51,21 @@ def _plot(rows: list[dict]) -> bytes:
     return figure_png(fig)
 
 
-def main(cell_dir: str, datalist: str, output: str, folds: str = "0,1,2,3,4", bundle: str = "unet") -> None:
-    """Predict out of fold, choose post-processing by leave-one-fold-out, write OUTPUT/ (see module docstring)."""
+def main(
+    cell_dir: str, datalist: str, output: str, folds: str = "0,1,2,3,4", bundle: str = "unet", baseline: str | None = None
+) -> None:
+    """Predict out of fold, choose post-processing by leave-one-fold-out, write OUTPUT/ (see module docstring).
+
+    ``baseline``: another cross-validation's ``results.json`` (same patients) to pair the per-patient Dice with.
+    """
     fold_list = [int(f) for f in str(folds).replace("(", "").replace(")", "").split(",") if str(f).strip()]
     oof = out_of_fold(cell_dir, datalist, fold_list, bundle)
     record = select_postprocessing(oof)
     ship = (record["ship"]["threshold"], record["ship"]["min_component_fraction"])
     record["missing_sequences"] = missing_sequences(oof, ship)
+    if baseline:
+        reference = json.loads(Path(baseline).read_text())["per_patient"]
+        record["paired"] = {"baseline": str(baseline), **paired_difference(record["per_patient"], reference)}
     record["command"] = shlex.join([Path(sys.executable).name, *sys.argv])
     record["date"] = datetime.date.today().isoformat()
     record["machine"] = machine_info()
@@ -72,7 +80,7 @@ def main(cell_dir: str, datalist: str, output: str, folds: str = "0,1,2,3,4", bu
         tmp.write_bytes(_plot(record["per_patient"]))
     ms = record["missing_sequences"]
     lines = [
-        f"# Cross-validation of the UNet recipe ({len(record['folds'])} folds, {record['cases']} patients)",
+        f"# Cross-validation of the {bundle} bundle's recipe ({len(record['folds'])} folds, {record['cases']} patients)",
         "",
         f"Command: `{record['command']}` ({record['date']}, {record['machine'].get('cpu', '')}).",
         "Every patient is segmented by the model of the fold where it is a test patient (never used for its",
@@ -85,6 +93,13 @@ def main(cell_dir: str, datalist: str, output: str, folds: str = "0,1,2,3,4", bu
         "",
         f"Rule chosen over all folds (shipped): threshold {ship[0]}, drop components < {ship[1]} of the largest.",
         "Per-fold choices: " + ", ".join(f"fold {f}: {r['threshold']}/{r['min_component_fraction']}" for f, r in record["chosen_per_fold"].items()),
+    ]
+    if "paired" in record:
+        p = record["paired"]
+        lines += ["", f"Paired with `{p['baseline']}` on the same {p['patients']} patients (leave-one-fold-out Dice): "
+                  f"mean difference {p['mean_difference']:+.3f} (bootstrap 95 % CI {p['ci_low']:+.3f} to {p['ci_high']:+.3f}), "
+                  f"better on {p['better']}, worse on {p['worse']}."]
+    lines += [
         "",
         "## Test-time augmentation and missing sequences (the shipped rule)",
         "",

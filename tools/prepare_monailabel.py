@@ -19,7 +19,7 @@ from pathlib import Path
 
 import fire
 
-from monai_lgg.errors import LGGInputError
+from monai_lgg.errors import LGGInputError, as_flag
 
 
 def prepare(
@@ -39,6 +39,7 @@ def prepare(
         write_multichannel_studies,
     )
 
+    overwrite = as_flag(overwrite, "overwrite")  # fire passes --overwrite false as the text 'false'
     name = name or resolve_bundle(bundle).name
     target = prepare_monailabel_bundle(bundle, Path(app_dir) / "model" / name, checkpoint, overwrite)
     problems = check_monailabel_bundle(target)

@@ -17,13 +17,13 @@ from pathlib import Path
 import fire
 
 from monai_lgg.crossval import build_ensemble
-from monai_lgg.errors import LGGInputError
+from monai_lgg.errors import LGGInputError, as_flag
 
 
 def main(cell_dir: str, output: str, crossval: str, folds: str = "0,1,2,3,4", overwrite: bool = False) -> None:
     """Ensemble ``<cell_dir>/fold<f>/models/model.pt`` into ``output``; record ``crossval``'s rule and scores."""
     target = Path(output)
-    if target.exists() and not overwrite:
+    if target.exists() and not as_flag(overwrite, "overwrite"):
         raise LGGInputError(target, "exists; pass --overwrite to replace it (git checkout restores shipped weights)")
     fold_list = [int(f) for f in str(folds).replace("(", "").replace(")", "").split(",") if str(f).strip()]
     checkpoints = [Path(cell_dir) / f"fold{f}" / "models" / "model.pt" for f in fold_list]
