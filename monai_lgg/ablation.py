@@ -280,8 +280,12 @@ def write_comparison(record: Mapping[str, Any], output: str | Path, command: str
         f"Δ: per-patient Dice of the row minus that of `{record['baseline']}` on the same patients (mean, "
         "percentile-bootstrap 95 % CI, patients better/worse). FP rate: tumour-free slices with any predicted voxel. "
         "Train min/fold: the trainer's summed epoch times, one fold, both lanes of 2 cores busy. "
-        "ms/slice: fp32, no TTA, 40-slice 256² volume, all rows timed in one process "
-        f"({record['latency']['threads'] if record['latency'] else '?'} threads) so they compare as ratios.",
+        + (
+            "ms/slice: fp32, no TTA, 40-slice 256² volume, all rows timed in one process "
+            f"({record['latency']['threads']} threads) so they compare as ratios."
+            if record["latency"]
+            else "ms/slice: not measured by this run (`--latency false`)."
+        ),
         "",
         *[f"- {n}" for n in record["notes"]],
         "",

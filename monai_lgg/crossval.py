@@ -37,6 +37,7 @@ __all__ = [
     "CANDIDATES",
     "SEQUENCE_VARIANTS",
     "out_of_fold",
+    "average_out_of_fold",
     "score_case",
     "score_rule",
     "select_postprocessing",
@@ -141,6 +142,56 @@ def out_of_fold(
     return output
 
 
+def average_out_of_fold(oof_dirs: Sequence[str | Path], output: str | Path, folds: Sequence[int] | None = None) -> Path:
+    """Out-of-fold probabilities of an ensemble: the per-voxel mean of several cross-validations' ``oof`` folders.
+
+    Each fold's ensemble is the average of the members' models of that fold, so every patient is still predicted
+    only by models that never trained on it. The members must be cross-validations of the same patients with the
+    same folds (checked per case, with the labels); any probability key that every member has (``prob``,
+    ``prob_notta``, the missing-sequence variants) is averaged. The uint8 inputs are averaged in float and
+    quantised again, an error below 1/255.
+
+    Args:
+        oof_dirs: two or more folders written by :func:`out_of_fold`.
+        output: folder for the averaged ``<case>.npz`` files (rewritten).
+        folds: only the test patients of these folds (default: every case of the folders).
+
+    Returns:
+        the output folder.
+    """
+    dirs = [Path(d) for d in oof_dirs]
+    if len(dirs) < 2:
+        raise ValueError("an ensemble needs at least two out-of-fold folders")
+
+    def fold_of(path: Path) -> int:
+        with np.load(path) as data:
+            return int(data["fold"])
+
+    names = [sorted(p.stem for p in d.glob("*.npz") if folds is None or fold_of(p) in folds) for d in dirs]
+    if not names[0] or any(n != names[0] for n in names[1:]):
+        raise ValueError(f"the out-of-fold folders {', '.join(map(str, dirs))} do not hold the same patients")
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    for case in names[0]:
+        members = []
+        for d in dirs:
+            with np.load(d / f"{case}.npz") as data:
+                members.append({k: data[k] for k in data.files})
+        first = members[0]
+        for d, m in zip(dirs[1:], members[1:]):
+            if int(m["fold"]) != int(first["fold"]) or not np.array_equal(m["label"], first["label"]):
+                raise ValueError(f"{d / case}.npz: fold or label differs from {dirs[0] / case}.npz (not the same cross-validation split)")
+        keys = [k for k in first if k.startswith("prob") and all(k in m for m in members)]
+        arrays = {"label": first["label"], "fold": first["fold"], "replaced": first["replaced"]}
+        for key in keys:
+            mean = np.mean([m[key].astype(np.float32) for m in members], axis=0)
+            arrays[key] = np.round(mean).astype(np.uint8)
+        with atomic_path(output / f"{case}.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
+    return output
+
+
 def _quantise(prob: torch.Tensor) -> np.ndarray:
     return np.round(prob.numpy() * 255).astype(np.uint8)
 
@@ -171,11 +222,12 @@ def score_case(prob: np.ndarray, label: np.ndarray, threshold: float = 0.5, min_
     return {"dice": dice, "empty_slices": int(empty.sum()), "fp_slices": int((empty & predicted).sum())}
 
 
-def _cases(oof_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+def _cases(oof_dir: Path, folds: Sequence[int] | None = None) -> dict[str, dict[str, np.ndarray]]:
     cases = {}
     for path in sorted(oof_dir.glob("*.npz")):
         with np.load(path) as data:
-            cases[path.stem] = {k: data[k] for k in data.files}
+            if folds is None or int(data["fold"]) in folds:
+                cases[path.stem] = {k: data[k] for k in data.files}
     return cases
 
 
@@ -190,7 +242,10 @@ def _mean_dice(scores: Mapping[str, dict], names: Iterable[str]) -> float:
 
 
 def select_postprocessing(
-    oof_dir: str | Path, candidates: Sequence[tuple[float, float]] = CANDIDATES, default: tuple[float, float] = (0.5, 0.0)
+    oof_dir: str | Path,
+    candidates: Sequence[tuple[float, float]] = CANDIDATES,
+    default: tuple[float, float] = (0.5, 0.0),
+    folds: Sequence[int] | None = None,
 ) -> dict:
     """Leave-one-fold-out choice of the post-processing rule, and the pooled CV scores with and without it.
 
@@ -198,8 +253,9 @@ def select_postprocessing(
     applied to fold ``f`` (ties keep the earlier, simpler candidate). The rule to ship is the best over all
     folds. Returns a JSON-ready record: per-rule pooled scores, the per-fold choices, the per-patient rows of
     the raw (``default``) and the leave-one-fold-out post-processed predictions, and their summaries.
+    ``folds``: score only these folds' test patients (default: every case in ``oof_dir``).
     """
-    cases = _cases(Path(oof_dir))
+    cases = _cases(Path(oof_dir), folds)
     if not cases:
         raise RuntimeError(f"no out-of-fold predictions in {oof_dir}")
     folds = {name: int(c["fold"]) for name, c in cases.items()}
@@ -249,13 +305,16 @@ def _summary(scores: Mapping[str, dict]) -> dict:
     }
 
 
-def missing_sequences(oof_dir: str | Path, rule: tuple[float, float] = (0.5, 0.0)) -> dict:
+def missing_sequences(
+    oof_dir: str | Path, rule: tuple[float, float] = (0.5, 0.0), folds: Sequence[int] | None = None
+) -> dict:
     """Per-patient Dice with sequences replaced by FLAIR, against the same patients' full input.
 
     Returns the summaries of the original input and of each :data:`SEQUENCE_VARIANTS` variant, plus the
-    patients whose release data already lack a sequence (scored on their data as released).
+    patients whose release data already lack a sequence (scored on their data as released). ``folds``: as in
+    :func:`select_postprocessing`.
     """
-    cases = _cases(Path(oof_dir))
+    cases = _cases(Path(oof_dir), folds)
     record: dict = {"rule": {"threshold": rule[0], "min_component_fraction": rule[1]}}
     record["original"] = _summary(score_rule(cases, rule))
     with_notta = {n: c for n, c in cases.items() if "prob_notta" in c}

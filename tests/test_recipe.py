@@ -9,7 +9,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd
 
-from monai_lgg.crossval import paired_difference, score_case, select_postprocessing
+from monai_lgg.crossval import average_out_of_fold, paired_difference, score_case, select_postprocessing
 from monai_lgg.data.slice_bank import AreaWeightedSampler
 from monai_lgg.engines.components import make_scheduler
 from monai_lgg.engines.inferers import FlipTTAInferer
@@ -279,3 +279,50 @@ def test_paired_difference_of_two_cross_validations():
     assert paired["ci_low"] <= paired["mean_difference"] <= paired["ci_high"]
     with pytest.raises(ValueError, match="no patient"):
         paired_difference(ours, [{"case": "z", "dice": 1.0}])
+
+
+def test_ensemble_of_two_cross_validations_averages_each_fold(tmp_path):
+    """Two CVs' out-of-fold probabilities average per case (shared keys only); folds filter; mismatches refuse."""
+    label = np.zeros((4, 4, 2), bool)
+    label[1:3, 1:3, 0] = True
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for fold, case in ((0, "p0"), (1, "p1")):
+        np.savez(a / f"{case}.npz", prob=np.full(label.shape, 200, np.uint8), prob_notta=np.full(label.shape, 10, np.uint8),
+                 label=label, fold=np.array(fold), replaced=np.array(""))
+        np.savez(b / f"{case}.npz", prob=np.full(label.shape, 101, np.uint8), label=label, fold=np.array(fold),
+                 replaced=np.array(""))
+    out = average_out_of_fold([a, b], tmp_path / "ab")
+    with np.load(out / "p0.npz") as data:
+        assert set(data.files) == {"prob", "label", "fold", "replaced"}  # prob_notta: only one member has it
+        assert (data["prob"] == 150).all() and data["prob"].dtype == np.uint8  # (200 + 101) / 2 rounded
+    only = average_out_of_fold([a, b], tmp_path / "ab1", folds=[1])
+    assert sorted(p.stem for p in only.glob("*.npz")) == ["p1"]
+    assert select_postprocessing(a, folds=[1])["cases"] == 1
+    np.savez(b / "p1.npz", prob=np.zeros(label.shape, np.uint8), label=~label, fold=np.array(1), replaced=np.array(""))
+    with pytest.raises(ValueError, match="p1.npz: fold or label differs"):
+        average_out_of_fold([a, b], tmp_path / "bad")
+    (b / "p0.npz").unlink()
+    with pytest.raises(ValueError, match="do not hold the same patients"):
+        average_out_of_fold([a, b], tmp_path / "bad")
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--members", "attentionunet"], "is not BUNDLE=CELL_DIR"),
+        (["--members", "unet=/no/such/cell"], "is not a folder"),
+        (["--thresholds", "0.3,0.4"], "including 0.5"),
+        (["--thresholds", "low"], "not a comma-separated list"),
+    ],
+)
+def test_crossval_report_rejects_bad_options_in_one_line(tmp_path, option, message):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "crossval_report.py"
+    run = subprocess.run([sys.executable, str(tool), str(tmp_path), "datalist.json", str(tmp_path / "out"), *option],
+                         capture_output=True, text=True)
+    assert run.returncode != 0 and message in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "out").exists()

@@ -5,6 +5,10 @@ Run after ``tools/experiment_grid.py`` has trained every fold (see docs/evaluati
     python tools/crossval_report.py runs/cv_recipe/unet-dicece-adamw data/lgg/datalist.json \\
         docs/results/cv_recipe --folds 0,1,2,3,4
 
+An ensemble of several cross-validations of the same folds (two networks, or one recipe with two seeds) is
+scored the same way: ``--members attentionunet=runs/cmp_attentionunet/attentionunet-dicece-adamw`` averages
+each fold's models' probabilities (:func:`monai_lgg.crossval.average_out_of_fold`).
+
 Writes ``OUTPUT/results.json`` (every number below, the per-fold rule choices and the rule to ship),
 ``OUTPUT/per_patient.csv``, ``OUTPUT/dice_per_patient.png`` and ``OUTPUT/README.md`` (tables).
 Out-of-fold probabilities are kept in ``<cell>/oof/`` so a rerun only scores.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import hashlib
 import json
 import shlex
 import sys
@@ -22,7 +27,14 @@ from pathlib import Path
 import fire
 import numpy as np
 
-from monai_lgg.crossval import missing_sequences, out_of_fold, paired_difference, select_postprocessing
+from monai_lgg.crossval import (
+    CANDIDATES,
+    average_out_of_fold,
+    missing_sequences,
+    out_of_fold,
+    paired_difference,
+    select_postprocessing,
+)
 from monai_lgg.experiments import format_number, machine_info
 from monai_lgg.io import atomic_path, write_json
 from monai_lgg.report import figure_png, new_figure
@@ -51,21 +63,73 @@ def _plot(rows: list[dict]) -> bytes:
     return figure_png(fig)
 
 
+def _parse_members(members: str | tuple | list | None) -> list[tuple[str, Path]]:
+    if not members:
+        return []
+    items = members if isinstance(members, (tuple, list)) else str(members).split(",")
+    parsed = []
+    for item in (str(i).strip() for i in items if str(i).strip()):
+        bundle, sep, cell = item.partition("=")
+        if not sep or not bundle or not cell:
+            raise SystemExit(f"error: --members entry {item!r} is not BUNDLE=CELL_DIR")
+        if not Path(cell).is_dir():
+            raise SystemExit(f"error: --members {item!r}: {cell} is not a folder")
+        parsed.append((bundle, Path(cell)))
+    return parsed
+
+
+def _candidates(thresholds: str | tuple | list | float | None) -> tuple[tuple[float, float], ...]:
+    if thresholds is None:
+        return CANDIDATES
+    items = thresholds if isinstance(thresholds, (tuple, list)) else str(thresholds).split(",")
+    try:
+        values = sorted({float(t) for t in items if str(t).strip()})
+    except ValueError:
+        raise SystemExit(f"error: --thresholds {thresholds!r} is not a comma-separated list of numbers") from None
+    if not values or not all(0.0 < t < 1.0 for t in values) or 0.5 not in values:
+        raise SystemExit(f"error: --thresholds {thresholds!r}: numbers between 0 and 1, including 0.5 (the raw row)")
+    fractions = sorted({f for _, f in CANDIDATES})
+    return tuple((t, f) for t in values for f in fractions)
+
+
 def main(
-    cell_dir: str, datalist: str, output: str, folds: str = "0,1,2,3,4", bundle: str = "unet", baseline: str | None = None
+    cell_dir: str,
+    datalist: str,
+    output: str,
+    folds: str = "0,1,2,3,4",
+    bundle: str = "unet",
+    baseline: str | None = None,
+    members: str | None = None,
+    thresholds: str | None = None,
 ) -> None:
     """Predict out of fold, choose post-processing by leave-one-fold-out, write OUTPUT/ (see module docstring).
 
     ``baseline``: another cross-validation's ``results.json`` (same patients) to pair the per-patient Dice with.
+    ``members``: ``BUNDLE=CELL_DIR[,BUNDLE=CELL_DIR...]``, other cross-validations of the same folds whose fold
+    models join ``cell_dir``'s in a per-fold ensemble (probabilities averaged); its averaged out-of-fold
+    probabilities are kept in ``cell_dir/oof_ensemble_<hash of the members>/``.
+    ``thresholds``: the candidate thresholds (default 0.4,0.5,0.6), each tried with every minimum component
+    fraction of :data:`monai_lgg.crossval.CANDIDATES`; 0.5 must be among them (the raw row).
     """
     fold_list = [int(f) for f in str(folds).replace("(", "").replace(")", "").split(",") if str(f).strip()]
+    extra = _parse_members(members)
+    candidates = _candidates(thresholds)
     oof = out_of_fold(cell_dir, datalist, fold_list, bundle)
-    record = select_postprocessing(oof)
+    if extra:
+        dirs = [oof] + [out_of_fold(cell, datalist, fold_list, name) for name, cell in extra]
+        key = hashlib.sha1("|".join(str(d.resolve()) for d in dirs).encode()).hexdigest()[:8]
+        oof = average_out_of_fold(dirs, Path(cell_dir) / f"oof_ensemble_{key}", folds=fold_list)
+        ensemble = [{"bundle": b, "cell_dir": str(c)} for b, c in [(bundle, Path(cell_dir)), *extra]]
+        bundle = " + ".join(m["bundle"] for m in ensemble)
+    # the oof folder may hold other folds from an earlier run: score only the folds asked for
+    record = select_postprocessing(oof, candidates=candidates, folds=fold_list)
     ship = (record["ship"]["threshold"], record["ship"]["min_component_fraction"])
-    record["missing_sequences"] = missing_sequences(oof, ship)
+    record["missing_sequences"] = missing_sequences(oof, ship, folds=fold_list)
     if baseline:
         reference = json.loads(Path(baseline).read_text())["per_patient"]
         record["paired"] = {"baseline": str(baseline), **paired_difference(record["per_patient"], reference)}
+    if extra:
+        record["members"] = ensemble
     record["command"] = shlex.join([Path(sys.executable).name, *sys.argv])
     record["date"] = datetime.date.today().isoformat()
     record["machine"] = machine_info()
@@ -80,7 +144,7 @@ def main(
         tmp.write_bytes(_plot(record["per_patient"]))
     ms = record["missing_sequences"]
     lines = [
-        f"# Cross-validation of the {bundle} bundle's recipe ({len(record['folds'])} folds, {record['cases']} patients)",
+        f"# Cross-validation of the {bundle} {'ensemble' if extra else 'bundle'}'s recipe ({len(record['folds'])} folds, {record['cases']} patients)",
         "",
         f"Command: `{record['command']}` ({record['date']}, {record['machine'].get('cpu', '')}).",
         "Every patient is segmented by the model of the fold where it is a test patient (never used for its",
@@ -91,7 +155,7 @@ def main(
         _row(f"raw (threshold {record['raw']['rule']['threshold']}, all components)", record["raw"]),
         _row("post-processing chosen leave-one-fold-out", record["lofo"]),
         "",
-        f"Rule chosen over all folds (shipped): threshold {ship[0]}, drop components < {ship[1]} of the largest.",
+        f"Rule chosen over all folds (what a model trained this way ships with): threshold {ship[0]}, drop components < {ship[1]} of the largest.",
         "Per-fold choices: " + ", ".join(f"fold {f}: {r['threshold']}/{r['min_component_fraction']}" for f, r in record["chosen_per_fold"].items()),
     ]
     if "paired" in record:
