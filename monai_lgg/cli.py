@@ -11,18 +11,9 @@ from collections.abc import Sequence
 
 import fire
 
-from monai_lgg.errors import LGGInputError, as_flag, debug_enabled, error_line, input_error_in
+from monai_lgg.errors import LGGInputError, as_flag, as_list, debug_enabled, error_line, input_error_in
 
 __all__ = ["Commands", "main"]
-
-
-def _as_list(value: str | Sequence | None) -> list:
-    """Fire gives ``a,b`` as a tuple and ``[a, b]`` as a list; a lone string may also hold commas."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return list(value)
 
 
 def _run_bundle(bundle: str, configs: Sequence[str], overrides: dict) -> None:
@@ -158,9 +149,9 @@ class Commands:
             masks,
             mask_mode,
             mapping,
-            [str(n) for n in _as_list(class_names)] or None,
+            [str(n) for n in as_list(class_names)] or None,
             num_classes,
-            [str(c) for c in _as_list(test_cases)] or None,
+            [str(c) for c in as_list(test_cases)] or None,
             num_folds,
             seed,
             tuple(spacing),
@@ -289,7 +280,7 @@ class Commands:
             output,
             bundle,
             checkpoint,
-            _as_list(ensemble),
+            as_list(ensemble),
             device,
             batch_size,
             threshold,
@@ -335,7 +326,7 @@ class Commands:
         """
         from monai_lgg.inference.export import export_model
 
-        results = export_model(bundle, output_dir, checkpoint, _as_list(formats), spatial_size, atol, atol, as_flag(overwrite, "overwrite"))
+        results = export_model(bundle, output_dir, checkpoint, as_list(formats), spatial_size, atol, atol, as_flag(overwrite, "overwrite"))
         for fmt, result in results.items():
             print(f"{fmt}: {result['path']} (max |diff| vs PyTorch {result['max_abs_diff']:.2e})")
 
@@ -445,11 +436,11 @@ class Commands:
         from monai_lgg.radiogenomics import run_radiogenomics
 
         summary = run_radiogenomics(
-            _as_list(masks),
+            as_list(masks),
             output,
             clinical,
-            _as_list(reference) or None,
-            _as_list(variables) or None,
+            as_list(reference) or None,
+            as_list(variables) or None,
             tuple(spacing),
             title,
             label,
@@ -524,8 +515,8 @@ class Commands:
 
         from monai_lgg.inference.benchmark import benchmark, format_table
 
-        sizes = [int(b) for b in ([batch_size] if isinstance(batch_size, int) else _as_list(batch_size))]
-        devices = None if device == "auto" else _as_list(device)
+        sizes = [int(b) for b in ([batch_size] if isinstance(batch_size, int) else as_list(batch_size))]
+        devices = None if device == "auto" else as_list(device)
         if devices and any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
             raise LGGInputError(None, "--device cuda: CUDA is not available on this machine")
         rows = benchmark(

@@ -15,6 +15,7 @@ __all__ = [
     "input_error_in",
     "reraise_input_errors",
     "as_flag",
+    "as_list",
     "DEBUG_ENV",
     "debug_enabled",
     "error_line",
@@ -134,6 +135,21 @@ def reraise_input_errors() -> Iterator[None]:
         if found is None:
             raise
         raise found from None
+
+
+def as_list(value: object) -> list:
+    """A list config value, also from the text a command line gives.
+
+    Fire gives ``a,b`` as a tuple, ``[a, b]`` as a list and a lone ``3`` as a number; a lone string may also hold
+    commas. ``None`` is the empty list; items are kept as given (strings stripped, empty ones dropped).
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, (list, tuple)):
+        return [v.strip() if isinstance(v, str) else v for v in value if not (isinstance(v, str) and not v.strip())]
+    return [value]
 
 
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off", "none", "")

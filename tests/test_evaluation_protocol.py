@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from monai_lgg.engines.handlers import BestModelSaver, sidecar_path
-from monai_lgg.errors import LGGInputError, as_flag
+from monai_lgg.errors import LGGInputError, as_flag, as_list
 from monai_lgg.experiments import (
     Cell,
     epoch_seconds,
@@ -108,6 +108,15 @@ def test_epoch_seconds_counts_a_resumed_epoch_once(tmp_path):
 )
 def test_as_flag(text, expected):
     assert as_flag(text, "resume") is expected
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(None, []), ("0, 1,,2", ["0", "1", "2"]), ((1, 3), [1, 3]), ([" a ", ""], ["a"]), (3, [3]), (0.5, [0.5])],
+)
+def test_as_list_reads_fire_arguments(value, expected):
+    """Fire passes a,b as a tuple, one value as a number; a string may hold commas."""
+    assert as_list(value) == expected
 
 
 def test_as_flag_refuses_other_words():

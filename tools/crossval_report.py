@@ -35,6 +35,7 @@ from monai_lgg.crossval import (
     paired_difference,
     select_postprocessing,
 )
+from monai_lgg.errors import as_list
 from monai_lgg.experiments import format_number, machine_info
 from monai_lgg.io import atomic_path, write_json
 from monai_lgg.report import figure_png, new_figure
@@ -64,11 +65,8 @@ def _plot(rows: list[dict]) -> bytes:
 
 
 def _parse_members(members: str | tuple | list | None) -> list[tuple[str, Path]]:
-    if not members:
-        return []
-    items = members if isinstance(members, (tuple, list)) else str(members).split(",")
     parsed = []
-    for item in (str(i).strip() for i in items if str(i).strip()):
+    for item in (str(i) for i in as_list(members)):
         bundle, sep, cell = item.partition("=")
         if not sep or not bundle or not cell:
             raise SystemExit(f"error: --members entry {item!r} is not BUNDLE=CELL_DIR")
@@ -81,9 +79,8 @@ def _parse_members(members: str | tuple | list | None) -> list[tuple[str, Path]]
 def _candidates(thresholds: str | tuple | list | float | None) -> tuple[tuple[float, float], ...]:
     if thresholds is None:
         return CANDIDATES
-    items = thresholds if isinstance(thresholds, (tuple, list)) else str(thresholds).split(",")
     try:
-        values = sorted({float(t) for t in items if str(t).strip()})
+        values = sorted({float(t) for t in as_list(thresholds)})
     except ValueError:
         raise SystemExit(f"error: --thresholds {thresholds!r} is not a comma-separated list of numbers") from None
     if not values or not all(0.0 < t < 1.0 for t in values) or 0.5 not in values:
@@ -111,7 +108,7 @@ def main(
     ``thresholds``: the candidate thresholds (default 0.4,0.5,0.6), each tried with every minimum component
     fraction of :data:`monai_lgg.crossval.CANDIDATES`; 0.5 must be among them (the raw row).
     """
-    fold_list = [int(f) for f in str(folds).replace("(", "").replace(")", "").split(",") if str(f).strip()]
+    fold_list = [int(f) for f in as_list(folds)]
     extra = _parse_members(members)
     candidates = _candidates(thresholds)
     oof = out_of_fold(cell_dir, datalist, fold_list, bundle)
