@@ -364,6 +364,19 @@ def write_record(record: Mapping, path: str | Path) -> Path:
 
 
 
+def _half_if_safe(value: torch.Tensor) -> torch.Tensor:
+    """``value`` as float16 when that keeps it finite; integer tensors and out-of-range ones unchanged.
+
+    Why: BatchNorm's ``running_var`` reaches 1e5 and more in deep layers of a network trained on per-slice
+    z-scored inputs; float16 (largest finite value 65504) stores that as ``inf``, the layer then outputs
+    zeros, and the ensemble's predictions collapse while every member alone is fine.
+    """
+    if not value.is_floating_point():
+        return value
+    half = value.half()
+    return half if bool(torch.isfinite(half).all()) or not bool(torch.isfinite(value).all()) else value
+
+
 def build_ensemble(
     checkpoints: Sequence[str | Path], output: str | Path, half: bool = True, record: Mapping | None = None
 ) -> Path:
@@ -374,6 +387,7 @@ def build_ensemble(
         output: the ensemble's ``model.pt`` (written atomically) and its sidecar ``model.json``.
         half: store floating-point tensors as float16 (half the size; ``load_state_dict`` casts them back
             to the network's float32; predictions differ by far less than the post-processing threshold).
+            A tensor with values beyond float16's range stays float32 (see :func:`_half_if_safe`).
         record: extra sidecar fields (geometry, post-processing, cross-validation scores...).
 
     Returns:
@@ -388,7 +402,7 @@ def build_ensemble(
     for i, path in enumerate(checkpoints):
         member = torch.load(Path(path), map_location="cpu", weights_only=True)
         for key, value in member.items():
-            state[f"members.{i}.{key}"] = value.half() if half and value.is_floating_point() else value
+            state[f"members.{i}.{key}"] = _half_if_safe(value) if half else value
         sidecar = json.loads(Path(path).with_suffix(".json").read_text())
         sidecars.append(sidecar)
         training |= set(sidecar.get("training_cases", []))

@@ -223,6 +223,9 @@ def test_fold_models_ship_as_one_half_precision_ensemble(tmp_path):
     for fold in range(2):
         torch.manual_seed(fold)
         net = bundle_network(bundle, in_channels=3, out_channels=1, spatial_size=[64, 64]).eval()
+        if fold == 1:  # a deep BatchNorm variance as z-scored training reaches: beyond float16's 65504
+            big = next(k for k in net.state_dict() if k.endswith("running_var"))
+            net.state_dict()[big].fill_(2e5)
         path = tmp_path / f"fold{fold}" / "model.pt"
         path.parent.mkdir()
         torch.save(net.state_dict(), path)
@@ -234,7 +237,8 @@ def test_fold_models_ship_as_one_half_precision_ensemble(tmp_path):
         paths.append(path)
     out = build_ensemble(paths, tmp_path / "ship" / "model.pt", record={"postprocessing": {"threshold": 0.5}})
     state = torch.load(out, weights_only=True)
-    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    assert state[f"members.1.{big}"].dtype == torch.float32  # float16 would store inf and break the ensemble
+    assert all(v.dtype == torch.float16 for k, v in state.items() if v.is_floating_point() and k != f"members.1.{big}")
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["members"] == 2 and record["training_cases"] == ["case0", "case1"] and record["spatial_size"] == [64, 64]
     assert trained_members(out) == 2
@@ -244,6 +248,24 @@ def test_fold_models_ship_as_one_half_precision_ensemble(tmp_path):
     with torch.no_grad():
         expected = torch.stack([torch.sigmoid(m(x)) for m in members]).mean(0)
         assert torch.allclose(torch.sigmoid(network(x)), expected, atol=5e-3)  # float16 storage
+
+
+def test_weights_with_inf_or_nan_are_refused_naming_the_file(tmp_path):
+    """Non-finite weights load silently in torch and give empty masks; loading refuses them in one line."""
+    from monai_lgg.engines.bundle import bundle_network
+    from monai_lgg.errors import LGGInputError
+    from monai_lgg.inference.loading import load_state_dict
+
+    from .conftest import PROJECT_ROOT
+
+    net = bundle_network(PROJECT_ROOT / "bundles" / "unet", in_channels=3, out_channels=1, spatial_size=[64, 64])
+    state = net.state_dict()
+    key = next(k for k in state if k.endswith("running_var"))
+    state[key][0] = float("inf")
+    path = tmp_path / "model.pt"
+    torch.save(state, path)
+    with pytest.raises(LGGInputError, match=f"{path.name}.*non-finite.*{key}"):
+        load_state_dict(net, path)
 
 
 def test_onecycle_resumes_exactly_and_extends_along_the_new_cycle():

@@ -17,7 +17,7 @@ from pathlib import Path
 import fire
 
 from monai_lgg.crossval import build_ensemble
-from monai_lgg.errors import LGGInputError, as_flag
+from monai_lgg.errors import LGGInputError, as_flag, as_list
 
 
 def main(cell_dir: str, output: str, crossval: str, folds: str = "0,1,2,3,4", overwrite: bool = False) -> None:
@@ -25,7 +25,7 @@ def main(cell_dir: str, output: str, crossval: str, folds: str = "0,1,2,3,4", ov
     target = Path(output)
     if target.exists() and not as_flag(overwrite, "overwrite"):
         raise LGGInputError(target, "exists; pass --overwrite to replace it (git checkout restores shipped weights)")
-    fold_list = [int(f) for f in str(folds).replace("(", "").replace(")", "").split(",") if str(f).strip()]
+    fold_list = [int(f) for f in as_list(folds)]
     checkpoints = [Path(cell_dir) / f"fold{f}" / "models" / "model.pt" for f in fold_list]
     for path in checkpoints:
         if not path.is_file():

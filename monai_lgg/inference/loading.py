@@ -152,6 +152,9 @@ def load_state_dict(network: torch.nn.Module, checkpoint: str | Path) -> torch.n
 
     Accepts a plain state dict (``model.pt``) or a training checkpoint holding one under ``network`` or
     ``model`` (``last.pt``).
+
+    Raises:
+        LGGInputError: the file is missing, is not weights, holds inf/NaN, or does not fit ``network``.
     """
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
@@ -167,6 +170,11 @@ def load_state_dict(network: torch.nn.Module, checkpoint: str | Path) -> torch.n
             if isinstance(state.get(key), dict):
                 state = state[key]
                 break
+    # weights with inf/NaN load without complaint and silently give empty or garbage masks
+    broken = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+              and not bool(torch.isfinite(v).all())] if isinstance(state, dict) else []
+    if broken:
+        raise LGGInputError(checkpoint, f"holds non-finite values (inf/NaN) in {len(broken)} tensor(s), e.g. {broken[0]}")
     try:
         network.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as err:

@@ -63,7 +63,12 @@ def check_geometry(geometry: str) -> str:
 
 
 def default_normalization(geometry: str = "patch") -> str:
-    """The normalisation of a geometry unless told otherwise: ``volume`` for ``brain``, ``zscore`` for ``patch``."""
+    """The normalisation of a geometry unless told otherwise: ``volume`` for ``brain``, ``zscore`` for ``patch``.
+
+    This is how weights whose sidecar records no ``normalization`` were trained (the key came later), so it
+    must not change. The bundles' recipe sets its own (``"normalization": "zscore"`` in ``train.json``, which
+    every new sidecar records).
+    """
     return "volume" if check_geometry(geometry) == "brain" else "zscore"
 
 
