@@ -58,7 +58,7 @@ from monai.utils import set_determinism
 from torch.utils.flop_counter import FlopCounterMode
 
 from monai_lgg.engines.performance import device_defaults
-from monai_lgg.errors import as_flag
+from monai_lgg.errors import as_flag, as_list
 from monai_lgg.inference.benchmark import time_inference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -517,12 +517,6 @@ def summary_row(measure: str, name: str, runs: list[dict], unit: str = "slices/s
 
 
 
-def _names(value: str | Iterable[str] | None) -> list[str]:
-    if value is None:
-        return []
-    return [v for v in (value.split(",") if isinstance(value, str) else list(value)) if v]
-
-
 def measure(
     bundle: str = "unet",
     device: str = "auto",
@@ -583,9 +577,9 @@ def measure(
         log: progress printer.
     """
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-    parts = set(_names(sections))
-    names = _names(variants) if "train" in parts else []
-    bare_names = [n for n in _names(bare) if n in names]
+    parts = set(as_list(sections))
+    names = as_list(variants) if "train" in parts else []
+    bare_names = [n for n in as_list(bare) if n in names]
     unknown = [n for n in names if n != "default" and n not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from default, {', '.join(VARIANTS)}")

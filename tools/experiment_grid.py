@@ -25,14 +25,10 @@ from pathlib import Path
 
 import fire
 
-from monai_lgg.errors import LGGInputError
+from monai_lgg.errors import LGGInputError, as_list
 from monai_lgg.experiments import grid_cells, run_grid, write_results
 
 PROJECT = Path(__file__).resolve().parents[1]
-
-
-def _names(value: str | tuple | list) -> list[str]:
-    return [str(v).strip() for v in (value.split(",") if isinstance(value, str) else value) if str(v).strip()]
 
 
 def main(
@@ -68,8 +64,8 @@ def main(
     extra = ast.literal_eval(overrides) if isinstance(overrides, str) else dict(overrides)
     if not isinstance(extra, dict):
         raise LGGInputError(None, f"--overrides must be a dict literal, got {overrides!r}")
-    fold_list = [int(f) for f in _names(str(folds) if isinstance(folds, int) else folds)]
-    cells = grid_cells(_names(bundles), _names(losses), _names(optimizers), design)
+    fold_list = [int(f) for f in as_list(folds)]
+    cells = grid_cells(*([str(v) for v in as_list(x)] for x in (bundles, losses, optimizers)), design)
     record = run_grid(
         name,
         dataset_dir,

@@ -43,7 +43,8 @@ def _outputs(case: Path, bundle: str, precision: str, folder: Path) -> tuple[np.
 def compare(source: str, cases: int = 6, bundle: str = "unet") -> list[dict]:
     """Compare bf16 and fp32 ``predict`` outputs on ``cases`` patients of ``source``; print and return the rows."""
     root = Path(source)
-    found = sorted(p for p in root.iterdir() if p.is_dir() or p.name.endswith((".nii", ".nii.gz"))) if root.is_dir() else []
+    entries = root.iterdir() if root.is_dir() else []
+    found = sorted(p for p in entries if p.is_dir() or p.name.endswith((".nii", ".nii.gz")))
     if not found:
         raise LGGInputError(root, "holds no patient folders or NIfTI volumes")
     chosen = found[:: max(1, len(found) // int(cases))][: int(cases)]

@@ -40,7 +40,7 @@ import nibabel as nib
 import numpy as np
 
 from monai_lgg.data.datalist import load_fold
-from monai_lgg.errors import LGGInputError, error_line
+from monai_lgg.errors import LGGInputError, as_list, error_line
 from monai_lgg.experiments import format_number, machine_info
 from monai_lgg.inference import Predictor, find_cases, load_case, load_network
 from monai_lgg.inference.uncertainty import BORDER_WIDTH, UNCERTAINTY_COLUMNS, uncertainty_rows
@@ -329,7 +329,7 @@ def main(
         rows: a ``per_patient.csv`` written by this tool: re-score it without running any model.
     """
     command = shlex.join(["python", "tools/uncertainty_report.py", *sys.argv[1:]])
-    fold_list = [int(f) for f in str(folds).strip("()[] ").split(",") if str(f).strip()]
+    fold_list = [int(f) for f in as_list(folds)]
     commands = [command]
     if rows is not None:
         table_rows = _read_rows(rows)

@@ -174,7 +174,9 @@ def load_state_dict(network: torch.nn.Module, checkpoint: str | Path) -> torch.n
     broken = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
               and not bool(torch.isfinite(v).all())] if isinstance(state, dict) else []
     if broken:
-        raise LGGInputError(checkpoint, f"holds non-finite values (inf/NaN) in {len(broken)} tensor(s), e.g. {broken[0]}")
+        raise LGGInputError(
+            checkpoint, f"holds non-finite values (inf/NaN) in {len(broken)} tensor(s), e.g. {broken[0]}"
+        )
     try:
         network.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as err:
