@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -135,6 +135,19 @@ def reraise_input_errors() -> Iterator[None]:
         if found is None:
             raise
         raise found from None
+
+
+def run_tool(command: Callable) -> None:
+    """Run a ``tools/`` script's command with Fire; a user error ends in one line naming the file (exit 1).
+
+    The scripts' counterpart of :func:`monai_lgg.cli.main`, so every one of them reports bad input alike.
+    """
+    import fire  # only the command-line scripts need it
+
+    try:
+        fire.Fire(command)
+    except LGGInputError as err:
+        sys.exit(error_line(err))
 
 
 def as_list(value: object) -> list:

@@ -15,10 +15,9 @@ import shlex
 import sys
 from pathlib import Path
 
-import fire
 
 from monai_lgg.ablation import compare, comparison_table, write_comparison
-from monai_lgg.errors import LGGInputError, as_flag, error_line
+from monai_lgg.errors import as_flag, run_tool
 
 
 def main(spec: str, output: str, latency: bool = True, threads: int = 2, repeats: int = 3) -> None:
@@ -40,7 +39,4 @@ def main(spec: str, output: str, latency: bool = True, threads: int = 2, repeats
 
 
 if __name__ == "__main__":
-    try:
-        fire.Fire(main)
-    except LGGInputError as e:
-        sys.exit(error_line(e))
+    run_tool(main)

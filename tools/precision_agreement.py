@@ -16,12 +16,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import fire
 import nibabel as nib
 import numpy as np
 import tifffile
 
-from monai_lgg.errors import LGGInputError, error_line
+from monai_lgg.errors import LGGInputError, run_tool
 from monai_lgg.inference.predict import predict
 
 
@@ -32,7 +31,7 @@ def _read(path: Path) -> np.ndarray:
 def _outputs(case: Path, bundle: str, precision: str, folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """The case's masks and probabilities from ``predict`` at ``precision``, stacked over its files."""
     predict(case, folder, bundle=bundle, precision=precision, probabilities=True, progress=False)
-    masks = sorted(p for p in folder.rglob("*_mask.*") if "overlay" not in p.parts)
+    masks = sorted(folder.rglob("*_mask.*"))
     probabilities = sorted(folder.rglob("*_prob.*"))
     if not masks or len(masks) != len(probabilities):
         raise LGGInputError(case, f"predict wrote {len(masks)} masks and {len(probabilities)} probability maps")
@@ -68,8 +67,4 @@ def main(source: str, cases: int = 6, bundle: str = "unet") -> None:
 
 
 if __name__ == "__main__":
-    try:
-        fire.Fire(main)
-    except LGGInputError as err:
-        print(error_line(err), file=sys.stderr)
-        sys.exit(2)
+    run_tool(main)

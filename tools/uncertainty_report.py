@@ -35,12 +35,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import fire
 import nibabel as nib
 import numpy as np
 
 from monai_lgg.data.datalist import load_fold
-from monai_lgg.errors import LGGInputError, as_list, error_line
+from monai_lgg.errors import LGGInputError, as_list, run_tool
 from monai_lgg.experiments import format_number, machine_info
 from monai_lgg.inference import Predictor, find_cases, load_case, load_network
 from monai_lgg.inference.uncertainty import BORDER_WIDTH, UNCERTAINTY_COLUMNS, uncertainty_rows
@@ -381,7 +380,4 @@ def _notes(rows: Sequence[dict]) -> list[str]:
 
 
 if __name__ == "__main__":
-    try:
-        fire.Fire(main)
-    except LGGInputError as err:  # one line naming the file, like every monai-lgg command
-        sys.exit(error_line(err))
+    run_tool(main)
