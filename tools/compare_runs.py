@@ -15,7 +15,6 @@ import shlex
 import sys
 from pathlib import Path
 
-
 from monai_lgg.ablation import compare, comparison_table, write_comparison
 from monai_lgg.errors import as_flag, run_tool
 
