@@ -26,6 +26,7 @@ __all__ = [
     "atomic_path",
     "atomic_dir",
     "write_json",
+    "read_json",
     "save_checkpoint",
     "safe_child",
     "remove_stale_parts",
@@ -157,6 +158,18 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path, missing: str = "file not found") -> Any:
+    """Parse a JSON file; a missing or malformed file is an :class:`LGGInputError` naming it (``missing``: why
+    the file was expected, said when it is absent)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LGGInputError(path, missing) from None
+    except json.JSONDecodeError as err:
+        raise LGGInputError(path, f"is not valid JSON ({err.msg}, line {err.lineno})") from None
 
 
 def save_checkpoint(obj: Any, path: str | Path) -> None:
