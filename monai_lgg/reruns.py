@@ -37,6 +37,9 @@ def load_runs(spec: Mapping[str, Any], root: str | Path = ".") -> dict[str, dict
     """
     runs: dict[str, dict] = {}
     for entry in spec.get("runs", []):
+        absent = [k for k in ("label", "recipe", "results") if k not in entry]
+        if absent:
+            raise LGGInputError(None, f"a run in the spec has no {', '.join(absent)}: {entry!r}")
         label, path = entry["label"], Path(root) / entry["results"]
         if label in runs:
             raise LGGInputError(path, f"run label {label!r} appears twice in the spec")
@@ -139,6 +142,7 @@ def render_reruns(result: Mapping[str, Any], command: str = "", links: Mapping[s
                  f"{r['raw_mean']:.3f}"]
         cells += [f"{r['raw_fold_means'][f]:.3f}" if f in r["raw_fold_means"] else "" for f in folds]
         out.append("| " + " | ".join(cells) + " |")
+    out += [""] + [f"- {r['label']}: {r['note']}" for r in result["runs"] if r["note"]]
     out += ["", "LOFO: post-processing chosen leave-one-fold-out (each run's own choice); raw: threshold 0.5, every "
             "component, flip TTA. Every patient is scored by the fold model that never trained on it.", ""]
     if result["spreads"]:

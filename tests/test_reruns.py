@@ -68,6 +68,8 @@ def test_bad_specs_fail_in_one_line_naming_the_file(spec, tmp_path):
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(LGGInputError, match="not a crossval_report results.json"):
         compare_reruns({**spec, "runs": [{"label": "x", "recipe": "x", "results": "other.json"}]}, tmp_path)
+    with pytest.raises(LGGInputError, match="a run in the spec has no recipe"):
+        compare_reruns({**spec, "runs": [{"label": "x", "results": "a1.json"}]}, tmp_path)
     with pytest.raises(LGGInputError, match="compare names recipe 'c'"):
         compare_reruns({**spec, "compare": [["a", "c"]]}, tmp_path)
 
