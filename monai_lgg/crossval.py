@@ -343,7 +343,8 @@ def paired_difference(rows: Sequence[Mapping], reference: Sequence[Mapping], key
         key: the score to pair (``dice``: leave-one-fold-out post-processed; ``dice_raw``).
 
     Returns:
-        patients, mean difference with its percentile-bootstrap 95 % CI, and how many patients are better/worse.
+        patients, mean difference with its percentile-bootstrap 95 % CI, the standard deviation of the per-patient
+        differences (``sd_difference``; NaN for one patient), and how many patients are better/worse.
     """
     ours = {r["case"]: float(r[key]) for r in rows}
     theirs = {r["case"]: float(r[key]) for r in reference}
@@ -353,6 +354,7 @@ def paired_difference(rows: Sequence[Mapping], reference: Sequence[Mapping], key
     diff = np.array([ours[c] - theirs[c] for c in common])
     low, high = bootstrap_ci(diff)
     return {"patients": len(common), "mean_difference": float(diff.mean()), "ci_low": low, "ci_high": high,
+            "sd_difference": float(diff.std(ddof=1)) if len(diff) > 1 else float("nan"),
             "better": int((diff > 0).sum()), "worse": int((diff < 0).sum())}
 
 

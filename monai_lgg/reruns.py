@@ -65,13 +65,6 @@ def _averaged(rows: Sequence[Sequence[Mapping]], key: str = "dice") -> list[dict
     return [{"case": c, key: float(np.mean([t[c] for t in tables]))} for c in common]
 
 
-def _spread(a: Sequence[Mapping], b: Sequence[Mapping], key: str = "dice") -> dict:
-    """Paired difference plus the standard deviation of the per-patient differences."""
-    ours, theirs = ({r["case"]: float(r[key]) for r in rows} for rows in (a, b))
-    diff = np.array([ours[c] - theirs[c] for c in sorted(set(ours) & set(theirs))])
-    return {**paired_difference(a, b, key), "sd_patient": float(diff.std(ddof=1)) if len(diff) > 1 else float("nan")}
-
-
 def compare_reruns(spec: Mapping[str, Any], root: str | Path = ".") -> dict:
     """Runs, run-to-run spreads within each recipe, and recipe-against-recipe differences (see module docstring).
 
@@ -93,7 +86,7 @@ def compare_reruns(spec: Mapping[str, Any], root: str | Path = ".") -> dict:
                                                          "fp_slices", "empty_slices", "fp_rate")},
                      "raw_mean": rec["raw"]["mean"], "raw_fold_means": _fold_means(rec["per_patient"])})
     rows_of = {label: run["record"]["per_patient"] for label, run in runs.items()}
-    spreads = [{"recipe": r, "runs": [a, b], **_spread(rows_of[a], rows_of[b])}
+    spreads = [{"recipe": r, "runs": [a, b], **paired_difference(rows_of[a], rows_of[b])}
                for r, labels in recipes.items() for a, b in itertools.combinations(labels, 2)]
     comparisons = []
     for recipe, reference in spec.get("compare", []):
@@ -150,7 +143,7 @@ def render_reruns(result: Mapping[str, Any], command: str = "", links: Mapping[s
                 "| recipe | runs | Δ mean (95 % CI) | better / worse | SD of the per-patient Δ |",
                 "|---|---|---:|---:|---:|"]
         for s in result["spreads"]:
-            out.append(f"| {s['recipe']} | {s['runs'][0]} − {s['runs'][1]} | {_delta(s)} | {s['sd_patient']:.3f} |")
+            out.append(f"| {s['recipe']} | {s['runs'][0]} − {s['runs'][1]} | {_delta(s)} | {s['sd_difference']:.3f} |")
         out.append("")
     if result["comparisons"]:
         out += ["## Recipes compared on the per-patient Dice averaged over their runs", "",

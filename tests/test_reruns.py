@@ -46,7 +46,7 @@ def test_spread_and_comparison_are_paired_per_patient(spec, tmp_path):
     assert (spread["better"], spread["worse"]) == (1, 2)
     diffs = [-0.1, 0.0, 0.1, 0.0, 0.0, -0.2]
     mean = sum(diffs) / 6
-    assert spread["sd_patient"] == pytest.approx((sum((d - mean) ** 2 for d in diffs) / 5) ** 0.5)
+    assert spread["sd_difference"] == pytest.approx((sum((d - mean) ** 2 for d in diffs) / 5) ** 0.5)
     (comparison,) = result["comparisons"]
     # a's runs averaged per patient, then paired with b: a1 - b1 is 0.1 everywhere, a2 - a1 adds half of its diffs
     assert comparison["mean_difference"] == pytest.approx(0.1 + 0.2 / 12)
