@@ -19,7 +19,6 @@ rate counts tumour-free slices (by the reference) with any predicted voxel.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import torch
 from monai_lgg.data.datalist import load_fold
 from monai_lgg.inference.loading import load_network
 from monai_lgg.inference.predictor import Predictor
-from monai_lgg.io import atomic_path, write_json
+from monai_lgg.io import atomic_path, read_json, write_json
 from monai_lgg.metrics import bootstrap_ci, summarize
 from monai_lgg.transforms.components import remove_small_components
 
@@ -117,7 +116,9 @@ def out_of_fold(
             [network], info.spatial_size, device, batch_size=16, tta=True, threshold=0.5, geometry=info.geometry,
             out_channels=info.out_channels, normalization=info.normalization, context_slices=info.context_slices,
         )
-        record = json.loads(checkpoint.with_suffix(".json").read_text())
+        record = read_json(
+            checkpoint.with_suffix(".json"), "not found: the sidecar that names the fold model's training patients"
+        )
         seen = set(record.get("training_cases", [])) | set(record.get("validation_cases", []))
         for item in load_fold(datalist, fold, "test"):
             target = output / f"{item['case']}.npz"
@@ -405,7 +406,9 @@ def build_ensemble(
         member = torch.load(Path(path), map_location="cpu", weights_only=True)
         for key, value in member.items():
             state[f"members.{i}.{key}"] = _half_if_safe(value) if half else value
-        sidecar = json.loads(Path(path).with_suffix(".json").read_text())
+        sidecar = read_json(
+            Path(path).with_suffix(".json"), "not found: the sidecar that names the member's training patients"
+        )
         sidecars.append(sidecar)
         training |= set(sidecar.get("training_cases", []))
         validation |= set(sidecar.get("validation_cases", []))

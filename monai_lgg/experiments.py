@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from monai_lgg.errors import LGGInputError
-from monai_lgg.io import atomic_dir, atomic_path, write_json
+from monai_lgg.io import atomic_dir, atomic_path, read_json, write_json
 from monai_lgg.metrics import summarize
 
 __all__ = [
@@ -134,7 +134,7 @@ def run_cell_fold(
     folder = work_dir / cell.name / f"fold{fold}"
     done = folder / "done.json"
     if done.is_file():
-        record = json.loads(done.read_text())
+        record = read_json(done)
         return FoldRun(folder, record["train_seconds"], record["epochs"], record["commands"])
     folder.mkdir(parents=True, exist_ok=True)
     common = {
@@ -153,9 +153,7 @@ def run_cell_fold(
     _run(train, folder / "train.log")
     seconds = epoch_seconds(folder / "train.log")
     _run(evaluate, folder / "evaluate.log")
-    last = (
-        json.loads((folder / "models" / "last.json").read_text()) if (folder / "models" / "last.json").is_file() else {}
-    )
+    last = read_json(folder / "models" / "last.json") if (folder / "models" / "last.json").is_file() else {}
     run = FoldRun(folder, seconds, int(last.get("epoch", 0)), [shlex.join(train), shlex.join(evaluate)])
     write_json(done, {"train_seconds": seconds, "epochs": run.epochs, "commands": run.commands})
     return run

@@ -14,7 +14,6 @@ import base64
 import csv
 import html
 import io
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from monai_lgg.errors import LGGInputError
-from monai_lgg.io import atomic_dir, atomic_path
+from monai_lgg.io import atomic_dir, atomic_path, read_json
 
 __all__ = ["Evaluation", "load_evaluation", "read_training_curves", "new_figure", "figure_png", "make_figures", "make_report"]
 
@@ -81,7 +80,7 @@ def load_evaluation(folder: str | Path) -> Evaluation:
         rows = [{k: (v if k == "case" else _number(v)) for k, v in row.items()} for row in csv.DictReader(f)]
     if not rows or "dice" not in rows[0]:
         raise LGGInputError(table, "has no patients or no 'dice' column")
-    summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
+    summary = read_json(folder / "summary.json") if (folder / "summary.json").is_file() else {}
     overlays: dict[str, list[Path]] = {}
     for png in sorted((folder / "overlays").glob("*.png")):
         case = png.stem.rsplit("_", 1)[0]

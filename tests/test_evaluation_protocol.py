@@ -133,6 +133,16 @@ def test_best_model_saver_resume_false_starts_afresh(tmp_path):
     assert BestModelSaver(path, net, record={"fold": 0}, resume=False).best == -float("inf")
 
 
+def test_best_model_saver_resume_with_damaged_sidecar_fails_in_one_line(tmp_path):
+    """A sidecar torn by a crash outside our atomic writes names itself, not a JSONDecodeError traceback."""
+    net = torch.nn.Conv2d(1, 1, 1)
+    path = tmp_path / "model.pt"
+    save_checkpoint(net.state_dict(), path)
+    sidecar_path(path).write_text('{"fold": 0, "metric_')
+    with pytest.raises(LGGInputError, match=r"model\.json: is not valid JSON"):
+        BestModelSaver(path, net, record={"fold": 0})
+
+
 def test_predictor_bf16_close_to_fp32():
     torch.manual_seed(0)
     net = torch.nn.Sequential(

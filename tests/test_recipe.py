@@ -250,6 +250,18 @@ def test_fold_models_ship_as_one_half_precision_ensemble(tmp_path):
         assert torch.allclose(torch.sigmoid(network(x)), expected, atol=5e-3)  # float16 storage
 
 
+def test_build_ensemble_without_a_member_sidecar_names_it(tmp_path):
+    """The sidecar lists the member's training patients, which the shipped record must carry: no silent skip."""
+    from monai_lgg.crossval import build_ensemble
+    from monai_lgg.errors import LGGInputError
+
+    path = tmp_path / "fold0" / "model.pt"
+    path.parent.mkdir()
+    torch.save(torch.nn.Conv2d(1, 1, 1).state_dict(), path)
+    with pytest.raises(LGGInputError, match=r"fold0/model\.json: not found: the sidecar that names the member's"):
+        build_ensemble([path], tmp_path / "ship" / "model.pt")
+
+
 def test_weights_with_inf_or_nan_are_refused_naming_the_file(tmp_path):
     """Non-finite weights load silently in torch and give empty masks; loading refuses them in one line."""
     from monai_lgg.engines.bundle import bundle_network

@@ -15,7 +15,6 @@ to refuse leaking test sets.
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 import random
@@ -41,7 +40,7 @@ from monai.utils import get_seed
 
 from monai_lgg.engines.distributed import rank
 from monai_lgg.errors import LGGInputError, as_flag, debug_enabled, input_error_in
-from monai_lgg.io import remove_stale_parts, save_checkpoint, write_json
+from monai_lgg.io import read_json, remove_stale_parts, save_checkpoint, write_json
 
 __all__ = [
     "is_main_process",
@@ -277,10 +276,7 @@ class ResumeFromCheckpoint:
         sidecar = sidecar_path(self.path)
         if not sidecar.is_file():
             return
-        try:
-            previous = json.loads(sidecar.read_text())
-        except ValueError as err:
-            raise LGGInputError(sidecar, f"is not valid JSON ({err})") from None
+        previous = read_json(sidecar)
         known = [key for key in self.SAME_RUN_KEYS if key in previous and key in self.record]
         changed = [key for key in known if previous[key] != self.record[key]]
         if changed:
@@ -345,7 +341,7 @@ class BestModelSaver:
             for target in (self.path, sidecar):
                 remove_stale_parts(target)
         if resume and sidecar.is_file() and self.path.is_file():  # a resumed run keeps the best so far
-            previous = json.loads(sidecar.read_text())
+            previous = read_json(sidecar)
             if previous.get("fold") == self.record.get("fold"):
                 self.best = float(previous.get("metric_value", self.best))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import re
@@ -19,7 +18,7 @@ from ignite.engine import Engine, Events
 from monai_lgg.engines.components import class_key, class_names
 from monai_lgg.engines.handlers import QuietStatsHandler, SafeCheckpointLoader, sidecar_path, unwrap
 from monai_lgg.errors import LGGInputError, as_flag
-from monai_lgg.io import atomic_path, safe_child, write_json
+from monai_lgg.io import atomic_path, read_json, safe_child, write_json
 from monai_lgg.metrics import compute_slice_dice, slice_flags, summarize, volume_scores
 
 __all__ = [
@@ -76,10 +75,7 @@ def check_no_leakage(checkpoint: str | Path, items: Sequence[dict], allow_overla
     if not sidecar.is_file():
         logger.warning(f"{sidecar} not found: cannot verify that the evaluated patients were not used for training")
         return
-    try:
-        record = json.loads(sidecar.read_text())
-    except ValueError as err:
-        raise LGGInputError(sidecar, f"is not valid JSON ({err}): cannot verify the training patients") from None
+    record = read_json(sidecar)
     if not isinstance(record, dict) or "training_cases" not in record:
         logger.warning(f"{sidecar} records no training_cases: cannot verify that the evaluated patients were not used")
         return
