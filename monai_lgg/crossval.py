@@ -55,7 +55,7 @@ SEQUENCE_VARIANTS = {"pre": (0,), "post": (2,), "both": (0, 2)}
 
 TRAINED_SETTINGS = (
     "bundle", "version", "in_channels", "out_channels", "class_names", "geometry", "spatial_size", "normalization",
-    "context_slices",
+    "context_slices", "network_args",
 )
 """What the ensemble's sidecar keeps from its members' (how inputs reach the network)."""
 

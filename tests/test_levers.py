@@ -217,8 +217,12 @@ def _run(*args: str) -> str:
             {"normalization": "volume", "augmentation": "loader"},
             {"context_slices": 0, "in_channels": 3, "normalization": "volume"},
         ),
+        (  # another width/depth than model.json's: without the recorded arguments the weights would not fit
+            {"network_args": {"channels": [8, 16, 32], "strides": [2, 2]}},
+            {"context_slices": 0, "in_channels": 3, "normalization": "zscore"},
+        ),
     ],
-    ids=["context_slices", "volume_normalization"],
+    ids=["context_slices", "volume_normalization", "network_args"],
 )
 def test_bundle_trains_a_lever_and_its_sidecar_drives_evaluate_and_predict(tiny_dataset, tmp_path, levers, sidecar):
     """python -m monai.bundle run training with a lever (the bundle's own network, which predict rebuilds), then
@@ -233,6 +237,7 @@ def test_bundle_trains_a_lever_and_its_sidecar_drives_evaluate_and_predict(tiny_
     checkpoint = tmp_path / "models" / "model.pt"
     record = json.loads(checkpoint.with_suffix(".json").read_text())
     assert {key: record[key] for key in sidecar} == sidecar
+    assert record["network_args"] == levers.get("network_args", {})
 
     evaluate = ConfigWorkflow(  # what `monai.bundle run` does with train.json + evaluate.json, in this process
         config_file=[str(config / "train.json"), str(config / "evaluate.json")], workflow_type="eval",

@@ -209,8 +209,9 @@ def trained_channels(checkpoint: Path) -> dict[str, object]:
     ``in_channels`` / ``out_channels``: a bundle trained with ``--in_channels 1 --out_channels K`` (grey
     images, K classes) keeps the LGG values in its ``inference.json``; ``geometry`` and ``spatial_size``: how
     slices reached the network; ``normalization`` and ``context_slices``: how their intensities were normalised
-    and how many neighbour slices were stacked as channels. Absent or unreadable values are left out (the
-    bundle's values apply).
+    and how many neighbour slices were stacked as channels; ``network_args``: constructor arguments that
+    replaced ``model.json``'s at training (``--network_args``), without which the weights do not fit. Absent or
+    unreadable values are left out (the bundle's values apply).
     """
     sidecar = Path(checkpoint).with_suffix(".json")
     try:
@@ -231,6 +232,8 @@ def trained_channels(checkpoint: Path) -> dict[str, object]:
     size = record.get("spatial_size")
     if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
         found["spatial_size"] = tuple(size)
+    if isinstance(record.get("network_args"), dict) and record["network_args"]:
+        found["network_args"] = dict(record["network_args"])
     return found
 
 
@@ -254,6 +257,7 @@ def load_network(
     trained = trained_channels(checkpoint)
     if spatial_size:  # an explicit --spatial_size wins over the record
         trained.pop("spatial_size", None)
+    network_args = trained.pop("network_args", {})  # builds the network; not an input setting
     info = replace(info, **trained)
     if info.normalization is None:  # a sidecar written before the key existed: the geometry's (then only) one
         info = replace(info, normalization=presets.default_normalization(info.geometry))
@@ -263,7 +267,7 @@ def load_network(
         network = torch.jit.load(str(checkpoint), map_location="cpu")
     else:
         network = bundle_network(
-            root, in_channels=info.in_channels, out_channels=info.out_channels, spatial_size=list(info.spatial_size),
+            root, network_args, in_channels=info.in_channels, out_channels=info.out_channels, spatial_size=list(info.spatial_size),
             members=trained_members(checkpoint),  # the shipped UNet: its 5 fold models as one ensemble module
         )
         load_state_dict(network, checkpoint)
