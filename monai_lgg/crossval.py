@@ -37,6 +37,9 @@ __all__ = [
     "SEQUENCE_VARIANTS",
     "out_of_fold",
     "average_out_of_fold",
+    "load_out_of_fold",
+    "postprocess_mask",
+    "score_mask",
     "score_case",
     "score_rule",
     "select_postprocessing",
@@ -197,14 +200,13 @@ def _quantise(prob: torch.Tensor) -> np.ndarray:
     return np.round(prob.numpy() * 255).astype(np.uint8)
 
 
-def score_case(prob: np.ndarray, label: np.ndarray, threshold: float = 0.5, min_fraction: float = 0.0) -> dict:
-    """3D Dice and false-positive slices of one patient for one post-processing rule.
+def postprocess_mask(prob: np.ndarray, threshold: float = 0.5, min_fraction: float = 0.0) -> np.ndarray:
+    """The binary mask one post-processing rule makes of a patient's probabilities.
 
     Args:
         prob: uint8 probabilities x255 ``(H, W, D)``.
-        label: bool reference ``(H, W, D)``.
         threshold: probability threshold.
-        min_fraction: drop components below this fraction of the largest (1.0: the largest only).
+        min_fraction: drop 3D components below this fraction of the largest (1.0: the largest only).
     """
     mask = prob >= threshold * 255
     if min_fraction > 0:
@@ -215,6 +217,11 @@ def score_case(prob: np.ndarray, label: np.ndarray, threshold: float = 0.5, min_
             labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
             if count > 1:
                 mask = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    return mask
+
+
+def score_mask(mask: np.ndarray, label: np.ndarray) -> dict:
+    """3D Dice and false-positive slices of one patient's binary ``mask`` against its bool ``label`` ``(H, W, D)``."""
     intersection = int(np.logical_and(mask, label).sum())
     total = int(mask.sum()) + int(label.sum())
     dice = 1.0 if total == 0 else 2.0 * intersection / total
@@ -223,7 +230,15 @@ def score_case(prob: np.ndarray, label: np.ndarray, threshold: float = 0.5, min_
     return {"dice": dice, "empty_slices": int(empty.sum()), "fp_slices": int((empty & predicted).sum())}
 
 
-def _cases(oof_dir: Path, folds: Sequence[int] | None = None) -> dict[str, dict[str, np.ndarray]]:
+def score_case(prob: np.ndarray, label: np.ndarray, threshold: float = 0.5, min_fraction: float = 0.0) -> dict:
+    """3D Dice and false-positive slices of one patient for one post-processing rule (see
+    :func:`postprocess_mask`; ``label``: bool reference ``(H, W, D)``)."""
+    return score_mask(postprocess_mask(prob, threshold, min_fraction), label)
+
+
+def load_out_of_fold(oof_dir: str | Path, folds: Sequence[int] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Every ``<case>.npz`` of an out-of-fold folder (``label``, ``prob``, ``fold``, ...), of ``folds`` only if given."""
+    oof_dir = Path(oof_dir)
     cases = {}
     for path in sorted(oof_dir.glob("*.npz")):
         with np.load(path) as data:
@@ -256,7 +271,7 @@ def select_postprocessing(
     the raw (``default``) and the leave-one-fold-out post-processed predictions, and their summaries.
     ``folds``: score only these folds' test patients (default: every case in ``oof_dir``).
     """
-    cases = _cases(Path(oof_dir), folds)
+    cases = load_out_of_fold(Path(oof_dir), folds)
     if not cases:
         raise RuntimeError(f"no out-of-fold predictions in {oof_dir}")
     folds = {name: int(c["fold"]) for name, c in cases.items()}
@@ -315,7 +330,7 @@ def missing_sequences(
     patients whose release data already lack a sequence (scored on their data as released). ``folds``: as in
     :func:`select_postprocessing`.
     """
-    cases = _cases(Path(oof_dir), folds)
+    cases = load_out_of_fold(Path(oof_dir), folds)
     record: dict = {"rule": {"threshold": rule[0], "min_component_fraction": rule[1]}}
     record["original"] = _summary(score_rule(cases, rule))
     with_notta = {n: c for n, c in cases.items() if "prob_notta" in c}

@@ -55,8 +55,40 @@ def test_spread_and_comparison_are_paired_per_patient(spec, tmp_path):
     expected = {0: 0.69, 1: 0.765, 2: 0.815}
     assert result["runs"][0]["raw_fold_means"] == {f: pytest.approx(v) for f, v in expected.items()}
     page = render_reruns(result, "cmd", {"a1.json": "../a1.json"})
-    assert "[a1](../a1.json)" in page and "| a | a1 − a2 | -0.033" in page and "| a | b | 2 |" in page
+    assert "[a1](../a1.json)" in page and "| a | a1 − a2 | -0.033" in page and "| a | b | 6 | 2 |" in page
     assert "- a note" in page and "2.0 % (2/100)" in page
+
+
+def test_a_run_of_fewer_folds_is_compared_on_its_own_patients(spec, tmp_path):
+    """A lever stopped after some folds: both means of its comparison cover only the patients it has."""
+    record = _record([0.9, 0.2, 0.9, 0.2, 0.9, 0.2])
+    record["per_patient"] = [r for r in record["per_patient"] if r["fold"] != 1]  # P1 and P4 not scored
+    (tmp_path / "c1.json").write_text(json.dumps(record))
+    spec = {**spec, "runs": [*spec["runs"], {"label": "c1", "recipe": "c", "results": "c1.json"}],
+            "compare": [["c", "b"]]}
+    result = compare_reruns(spec, tmp_path)
+    (comparison,) = result["comparisons"]
+    b1 = [0.7, 0.8, 0.5, 0.65]  # P0, P2, P3, P5
+    assert comparison["patients"] == 4
+    assert comparison["mean"] == pytest.approx((0.9 + 0.9 + 0.2 + 0.2) / 4)
+    assert comparison["reference_mean"] == pytest.approx(sum(b1) / 4)  # not b1's 6-patient mean
+    assert result["runs"][-1]["patients"] == 4
+    page = render_reruns(result)
+    assert "[c1](c1.json) | c |" in page and "| c | b | 4 | 1 | 0.550 |" in page
+
+
+def test_tail_follows_the_lowest_patients_of_the_complete_runs(spec, tmp_path):
+    result = compare_reruns({**spec, "tail": 2}, tmp_path)
+    tail = result["tail"]
+    # averaged over a1, a2, b1: P3 (0.567) and P1 (0.667) are the two lowest
+    assert tail["patients"] == ["P3", "P1"] and tail["chosen_by"] == ["a1", "a2", "b1"]
+    a1 = tail["runs"][0]
+    assert (a1["tail_patients"], a1["other_patients"]) == (2, 4)
+    assert a1["tail_mean"] == pytest.approx((0.6 + 0.7) / 2) and a1["other_mean"] == pytest.approx(3.3 / 4)
+    assert "| a1 | 2, 0.650 | 4, 0.825 |" in render_reruns(result)
+    assert compare_reruns({**spec, "tail": 0}, tmp_path)["tail"] is None
+    with pytest.raises(LGGInputError, match="tail must be a whole number"):
+        compare_reruns({**spec, "tail": "six"}, tmp_path)
 
 
 def test_bad_specs_fail_in_one_line_naming_the_file(spec, tmp_path):

@@ -18,7 +18,13 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_tensor
 from scipy import ndimage
 
-__all__ = ["remove_small_components", "RemoveSmallComponents", "RemoveSmallComponentsd"]
+__all__ = [
+    "remove_small_components",
+    "hysteresis_mask",
+    "fill_holes_per_slice",
+    "RemoveSmallComponents",
+    "RemoveSmallComponentsd",
+]
 
 
 def remove_small_components(mask: np.ndarray, min_fraction: float = 0.0, min_voxels: int = 0) -> np.ndarray:
@@ -42,6 +48,27 @@ def remove_small_components(mask: np.ndarray, min_fraction: float = 0.0, min_vox
     keep = (sizes >= min_fraction * sizes.max()) & (sizes >= min(min_voxels, sizes.max()))
     kept = np.concatenate([[False], keep])[labels]
     return np.where(kept, mask, 0).astype(np.asarray(mask).dtype)
+
+
+def hysteresis_mask(prob: np.ndarray, high: float, low: float) -> np.ndarray:
+    """Voxels at or above ``low`` in 3D components (full connectivity) that reach ``high`` somewhere.
+
+    Grows a confident prediction into the faint rim around it without adding faint components of their own.
+    """
+    prob = np.asarray(prob)
+    labels, count = ndimage.label(prob >= low, structure=np.ones((3,) * prob.ndim, dtype=bool))
+    if count == 0:
+        return np.zeros(prob.shape, dtype=bool)
+    reached = np.zeros(count + 1, dtype=bool)
+    reached[np.unique(labels[prob >= high])] = True
+    reached[0] = False
+    return reached[labels]
+
+
+def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    """Fill the enclosed holes of a ``(H, W, D)`` binary mask slice by slice (a cystic core inside a tumour rim)."""
+    mask = np.asarray(mask) > 0
+    return np.stack([ndimage.binary_fill_holes(mask[..., z]) for z in range(mask.shape[-1])], axis=-1)
 
 
 class RemoveSmallComponents(Transform):
