@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -274,3 +275,37 @@ def test_bundle_trains_a_lever_and_its_sidecar_drives_evaluate_and_predict(tiny_
     torch.testing.assert_close(torch.as_tensor(written, dtype=torch.float32), expected, atol=1e-4, rtol=0)
     other = "zscore" if info.normalization == "volume" else "volume"  # the sidecar's choice mattered
     assert float((expected - probabilities(normalization=other, context_slices=info.context_slices)).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("network_args", "refusal"),
+    [
+        ({"channels": "$__import__('os').getcwd()"}, "an expression or reference: refused"),
+        ({"act": ["@some_reference"]}, "an expression or reference: refused"),
+        ({"_target_": "subprocess.run", "args": ["true"]}, "'subprocess.run' as _target_, not a network class"),
+        ([16, 32], "must be a mapping"),
+    ],
+    ids=["expression", "reference", "foreign_target", "not_a_mapping"],
+)
+def test_recorded_network_args_are_data_not_code(tmp_path, network_args, refusal):
+    """A sidecar travels with downloaded weights; what it records goes through MONAI's config parser, so
+    expressions, references and non-network targets are refused in one line naming the sidecar."""
+    from monai_lgg.engines.bundle import trained_network_args
+    from monai_lgg.errors import LGGInputError
+
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.with_suffix(".json").write_text(json.dumps({"network_args": network_args}))
+    with pytest.raises(LGGInputError, match=r"model\.json: .*" + re.escape(refusal)):
+        trained_network_args(checkpoint)
+    with pytest.raises(LGGInputError, match=re.escape(refusal)):
+        load_network("unet", checkpoint)
+
+
+def test_recorded_network_args_may_choose_another_network_class(tmp_path):
+    from monai_lgg.engines.bundle import trained_network_args
+
+    checkpoint = tmp_path / "model.pt"
+    args = {"_target_": "BasicUNet", "features": [8, 8, 16, 32, 64, 8]}
+    checkpoint.with_suffix(".json").write_text(json.dumps({"network_args": args}))
+    assert trained_network_args(checkpoint) == args
+    assert trained_network_args(tmp_path / "no_sidecar.pt") == {}

@@ -14,6 +14,7 @@ from monai_lgg.engines.bundle import (
     prepare_dataset,
     run_dir,
     trained_members,
+    trained_network_args,
     trained_setting,
 )
 from monai_lgg.engines.components import (
@@ -63,6 +64,7 @@ __all__ = [
     "default_device",
     "default_geometry",
     "trained_members",
+    "trained_network_args",
     "trained_setting",
     "destroy_distributed",
     "distributed",

@@ -306,6 +306,51 @@ def bundle_network(bundle_root: str | os.PathLike, network_args: dict | None = N
     return ProbabilityEnsemble([parser.get_parsed_content("network_def", instantiate=True, lazy=False) for _ in range(members)])
 
 
+_NETWORK_MODULES = ("monai.networks.nets.", "monai_lgg.networks.")
+
+
+def _plain_network_args(value: object, sidecar: Path) -> None:
+    """Refuse what a config would execute: ``$`` expressions, ``@``/``%`` references, and a ``_target_`` outside
+    the network packages (``monai.networks.nets``, ``monai_lgg.networks``; a bare name is looked up in the
+    former, as MONAI's config does)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "_target_":
+                name = str(item)
+                dotted = name if "." in name else f"monai.networks.nets.{name}"
+                if not (dotted.startswith(_NETWORK_MODULES) and dotted.replace(".", "").replace("_", "").isalnum()):
+                    raise LGGInputError(
+                        sidecar, f"network_args names {name!r} as _target_, not a network class: refused (a sidecar "
+                        "is data; it may only choose among monai.networks.nets and monai_lgg.networks)"
+                    )
+            _plain_network_args(item, sidecar)
+    elif isinstance(value, list):
+        for item in value:
+            _plain_network_args(item, sidecar)
+    elif isinstance(value, str) and value[:1] in ("$", "@", "%"):
+        raise LGGInputError(sidecar, f"network_args holds {value[:40]!r}, an expression or reference: refused (a "
+                            "sidecar is data, not code; pass it with --network_args if you trust it)")
+
+
+def trained_network_args(checkpoint: str | os.PathLike) -> dict:
+    """The ``--network_args`` a checkpoint was trained with (its sidecar's ``network_args``; ``{}`` without one),
+    checked to hold plain values only: the sidecar travels with downloaded weights, and these arguments go
+    through MONAI's config parser, which would run an expression or instantiate any ``_target_``.
+
+    Raises:
+        LGGInputError: the recorded arguments are not a mapping, or hold an expression, a reference or a
+            ``_target_`` outside the network packages.
+    """
+    sidecar = Path(checkpoint).with_suffix(".json")
+    value = trained_setting(checkpoint, "network_args", {})
+    if value in (None, {}):
+        return {}
+    if not isinstance(value, dict):
+        raise LGGInputError(sidecar, f"network_args must be a mapping of constructor arguments, got {value!r}")
+    _plain_network_args(value, sidecar)
+    return dict(value)
+
+
 def trained_setting(checkpoint: str | os.PathLike, key: str, default: object = None) -> object:
     """A setting training recorded in a checkpoint's sidecar (``model.json``: ``geometry``, ``spatial_size``...),
     or ``default`` when there is no sidecar or no such key: ``inference.json`` and ``monai-lgg predict`` then

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from monai_lgg.engines.bundle import bundle_network, trained_members
+from monai_lgg.engines.bundle import bundle_network, trained_members, trained_network_args
 from monai_lgg.errors import LGGInputError
 from monai_lgg.transforms import presets
 
@@ -232,8 +232,8 @@ def trained_channels(checkpoint: Path) -> dict[str, object]:
     size = record.get("spatial_size")
     if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
         found["spatial_size"] = tuple(size)
-    if isinstance(record.get("network_args"), dict) and record["network_args"]:
-        found["network_args"] = dict(record["network_args"])
+    if record.get("network_args"):
+        found["network_args"] = trained_network_args(checkpoint)  # plain values only, or a one-line refusal
     return found
 
 
@@ -267,7 +267,8 @@ def load_network(
         network = torch.jit.load(str(checkpoint), map_location="cpu")
     else:
         network = bundle_network(
-            root, network_args, in_channels=info.in_channels, out_channels=info.out_channels, spatial_size=list(info.spatial_size),
+            root, network_args, in_channels=info.in_channels, out_channels=info.out_channels,
+            spatial_size=list(info.spatial_size),
             members=trained_members(checkpoint),  # the shipped UNet: its 5 fold models as one ensemble module
         )
         load_state_dict(network, checkpoint)
