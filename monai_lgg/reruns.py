@@ -68,12 +68,14 @@ def _averaged(rows: Sequence[Sequence[Mapping]], key: str = "dice") -> list[dict
     return [{"case": c, key: float(np.mean([t[c] for t in tables]))} for c in common]
 
 
-def _tail(rows_of: Mapping[str, Sequence[Mapping]], size: int) -> dict:
+def _tail(rows_of: Mapping[str, Sequence[Mapping]], size: int) -> dict | None:
     """The ``size`` patients lowest on the LOFO Dice averaged over the runs that scored every patient, and each
     run's mean over them and over its other patients."""
     patients = {label: {r["case"] for r in rows} for label, rows in rows_of.items()}
     everyone = set().union(*patients.values())
     complete = [label for label, cases in patients.items() if cases == everyone]
+    if not complete:  # only partial runs, none scoring every patient: no common ground to pick the tail on
+        return None
     averaged = _averaged([rows_of[label] for label in complete])
     tail = [r["case"] for r in sorted(averaged, key=lambda r: r["dice"])[:size]]
     runs = []

@@ -87,6 +87,13 @@ def test_tail_follows_the_lowest_patients_of_the_complete_runs(spec, tmp_path):
     assert a1["tail_mean"] == pytest.approx((0.6 + 0.7) / 2) and a1["other_mean"] == pytest.approx(3.3 / 4)
     assert "| a1 | 2, 0.650 | 4, 0.825 |" in render_reruns(result)
     assert compare_reruns({**spec, "tail": 0}, tmp_path)["tail"] is None
+    for name, fold in (("p1", 0), ("p2", 1)):  # two partial runs, neither scoring every patient: no tail section
+        record = _record([0.8] * 6)
+        record["per_patient"] = [r for r in record["per_patient"] if r["fold"] == fold]
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+    partial = compare_reruns({"runs": [{"label": n, "recipe": n, "results": f"{n}.json"} for n in ("p1", "p2")]},
+                             tmp_path)
+    assert partial["tail"] is None and "Where the mean is lost" not in render_reruns(partial)
     with pytest.raises(LGGInputError, match="tail must be a whole number"):
         compare_reruns({**spec, "tail": "six"}, tmp_path)
 
