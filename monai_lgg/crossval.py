@@ -30,7 +30,7 @@ from monai_lgg.inference.loading import load_network
 from monai_lgg.inference.predictor import Predictor
 from monai_lgg.io import atomic_path, read_json, write_json
 from monai_lgg.metrics import bootstrap_ci, summarize
-from monai_lgg.transforms.components import remove_small_components
+from monai_lgg.transforms.components import keep_largest_component, remove_small_components
 
 __all__ = [
     "CANDIDATES",
@@ -209,14 +209,10 @@ def postprocess_mask(prob: np.ndarray, threshold: float = 0.5, min_fraction: flo
         min_fraction: drop 3D components below this fraction of the largest (1.0: the largest only).
     """
     mask = prob >= threshold * 255
+    if min_fraction >= 1.0:
+        return keep_largest_component(mask)
     if min_fraction > 0:
-        mask = remove_small_components(mask, min_fraction=min(min_fraction, 1.0)) > 0
-        if min_fraction >= 1.0 and mask.any():  # ties of equal size: keep one component
-            from scipy import ndimage
-
-            labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-            if count > 1:
-                mask = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+        mask = remove_small_components(mask, min_fraction=min_fraction) > 0
     return mask
 
 
@@ -236,8 +232,10 @@ def score_case(prob: np.ndarray, label: np.ndarray, threshold: float = 0.5, min_
     return score_mask(postprocess_mask(prob, threshold, min_fraction), label)
 
 
-def load_out_of_fold(oof_dir: str | Path, folds: Sequence[int] | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """Every ``<case>.npz`` of an out-of-fold folder (``label``, ``prob``, ``fold``, ...), of ``folds`` only if given."""
+def load_out_of_fold(
+    oof_dir: str | Path, folds: Sequence[int] | None = None
+) -> dict[str, dict[str, np.ndarray]]:
+    """Every ``<case>.npz`` of an out-of-fold folder (``label``, ``prob``, ``fold``, ...); of ``folds`` if given."""
     oof_dir = Path(oof_dir)
     cases = {}
     for path in sorted(oof_dir.glob("*.npz")):

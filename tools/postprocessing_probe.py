@@ -22,13 +22,13 @@ import numpy as np
 from monai_lgg.crossval import load_out_of_fold, postprocess_mask, score_mask
 from monai_lgg.errors import LGGInputError, as_list, run_tool
 from monai_lgg.io import write_json
-from monai_lgg.transforms.components import fill_holes_per_slice, hysteresis_mask
+from monai_lgg.transforms.components import (
+    fill_holes_per_slice,
+    hysteresis_mask,
+    keep_largest_component,
+)
 
 Rule = Callable[[np.ndarray], np.ndarray]
-
-
-def _largest(mask: np.ndarray) -> np.ndarray:
-    return postprocess_mask(mask.astype(np.uint8) * 255, 0.5, 1.0)
 
 
 def probe_rules() -> dict[str, Rule]:
@@ -41,7 +41,9 @@ def probe_rules() -> dict[str, Rule]:
             postprocess_mask(p, t, 1.0)
         )
     for low in (0.1, 0.2, 0.3):
-        rules[f"hysteresis 0.5/{low}, largest"] = lambda p, low=low: _largest(hysteresis_mask(p / 255.0, 0.5, low))
+        rules[f"hysteresis 0.5/{low}, largest"] = lambda p, low=low: keep_largest_component(
+            hysteresis_mask(p / 255.0, 0.5, low)
+        )
     return rules
 
 

@@ -20,6 +20,7 @@ from scipy import ndimage
 
 __all__ = [
     "remove_small_components",
+    "keep_largest_component",
     "hysteresis_mask",
     "fill_holes_per_slice",
     "RemoveSmallComponents",
@@ -48,6 +49,16 @@ def remove_small_components(mask: np.ndarray, min_fraction: float = 0.0, min_vox
     keep = (sizes >= min_fraction * sizes.max()) & (sizes >= min(min_voxels, sizes.max()))
     kept = np.concatenate([[False], keep])[labels]
     return np.where(kept, mask, 0).astype(np.asarray(mask).dtype)
+
+
+def keep_largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected component (full connectivity) of a binary mask as bool; of equal-sized largest
+    components, the first in label order, so exactly one is kept."""
+    binary = np.asarray(mask) > 0
+    labels, count = ndimage.label(binary, structure=np.ones((3,) * binary.ndim, dtype=bool))
+    if count <= 1:
+        return binary
+    return labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
 
 
 def hysteresis_mask(prob: np.ndarray, high: float, low: float) -> np.ndarray:
