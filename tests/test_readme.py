@@ -126,8 +126,7 @@ def _anchors(markdown: str) -> set[str]:
     return anchors
 
 
-@pytest.mark.parametrize("page", [README, *sorted(DOCS.glob("*.md")), DOCS / "results" / "README.md"],
-                         ids=lambda p: str(p.relative_to(PROJECT_ROOT)))
+@pytest.mark.parametrize("page", _project_text(), ids=lambda p: str(p.relative_to(PROJECT_ROOT)))
 def test_relative_links_point_to_tracked_files(page):
     tracked = _tracked_files()
     broken = []
