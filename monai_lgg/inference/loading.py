@@ -83,12 +83,24 @@ class BundleInfo:
         return presets.image_channels(self.in_channels, self.context_slices)
 
 
+MAX_BUNDLE_BYTES = 2 * 2**30
+"""The most a bundle zip may unpack to, from its declared sizes (the shipped UNet bundle is about 20 MB)."""
+MAX_BUNDLE_FILES = 10_000
+
+
 def _extract_zip(path: Path) -> Path:
     """Unpack a bundle zip into a temporary folder removed at exit; refuse members escaping it."""
     target = Path(tempfile.mkdtemp(prefix="monai-lgg-bundle-"))
     atexit.register(shutil.rmtree, target, True)
     try:
         with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+            if declared > MAX_BUNDLE_BYTES or len(archive.infolist()) > MAX_BUNDLE_FILES:
+                limit = f"{MAX_BUNDLE_BYTES / 2**20:.0f} MiB, {MAX_BUNDLE_FILES} files"
+                raise LGGInputError(
+                    path, f"unpacks to {declared / 2**20:.0f} MiB in {len(archive.infolist())} files, more than a "
+                    f"bundle may ({limit}): refused before unpacking"
+                )
             for member in archive.namelist():
                 resolved = (target / member).resolve()
                 if target.resolve() not in resolved.parents and resolved != target.resolve():
@@ -159,12 +171,12 @@ def load_state_dict(network: torch.nn.Module, checkpoint: str | Path) -> torch.n
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise LGGInputError(checkpoint, "checkpoint not found (train the bundle first, or pass --checkpoint)")
+    if checkpoint.stat().st_size == 0:
+        raise LGGInputError(checkpoint, "is empty (0 bytes): not weights; was a download or copy interrupted?")
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and weights-only errors have many types
-        raise LGGInputError(
-            checkpoint, f"cannot be loaded as weights ({type(err).__name__}: {str(err).splitlines()[0]})"
-        ) from None
+        raise LGGInputError(checkpoint, f"cannot be loaded as weights ({_first_line(err)})") from None
     if isinstance(state, dict):
         for key in ("network", "model"):
             if isinstance(state.get(key), dict):
@@ -188,6 +200,30 @@ def load_state_dict(network: torch.nn.Module, checkpoint: str | Path) -> torch.n
             "wrong bundle, or trained with another --spatial_size?",
         ) from None
     return network
+
+
+def _first_line(err: BaseException) -> str:
+    """``Type: first line of the message`` (some errors, e.g. an empty file's ``EOFError``, have no message)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
+
+
+def load_torchscript(path: str | Path) -> torch.nn.Module:
+    """Load a TorchScript export (``monai-lgg export``); a TorchScript file is a program: load only trusted ones.
+
+    Raises:
+        LGGInputError: missing, empty, truncated or not a TorchScript archive.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LGGInputError(path, "TorchScript model not found")
+    if path.stat().st_size == 0:
+        raise LGGInputError(path, "is empty (0 bytes): not a TorchScript model")
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as err:  # the zip reader and the TorchScript deserialiser raise RuntimeError and others
+        problem = f"cannot be loaded as a TorchScript model, corrupt or truncated ({_first_line(err)})"
+        raise LGGInputError(path, problem) from None
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -262,9 +298,7 @@ def load_network(
     if info.normalization is None:  # a sidecar written before the key existed: the geometry's (then only) one
         info = replace(info, normalization=presets.default_normalization(info.geometry))
     if checkpoint.suffix == ".ts":
-        if not checkpoint.is_file():
-            raise LGGInputError(checkpoint, "TorchScript model not found")
-        network = torch.jit.load(str(checkpoint), map_location="cpu")
+        network = load_torchscript(checkpoint)
     else:
         network = bundle_network(
             root, network_args, in_channels=info.in_channels, out_channels=info.out_channels,
