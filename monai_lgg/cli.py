@@ -234,6 +234,11 @@ class Commands:
         progress: bool = True,
         min_component_fraction: float | None = None,
         uncertainty: bool = False,
+        resume: bool = False,
+        fail_fast: bool = False,
+        wait: bool = False,
+        num_parts: int | None = None,
+        part_id: int | None = None,
     ) -> None:
         """Segment tumour in slices or volumes; write masks, tumour tables and optional maps/overlays.
 
@@ -272,6 +277,14 @@ class Commands:
                 <name>_uncertainty.tif / <case>_uncertainty.nii.gz, its mean inside the predicted tumour and within
                 3 px of its border (plus the mutual information over ensemble members x flips) in the tumour
                 tables, and overlays/<case>_uncertainty.png; masks are unchanged (docs/uncertainty.md).
+            resume: --continue (or --resume): finish an interrupted run into output: cases it committed are
+                skipped, the others are done again.
+            fail_fast: stop at the first case that fails (default: list it in failed.csv and go on; exit code 1).
+            wait: wait for another run that writes into output instead of refusing.
+            num_parts: split the cases into this many parts and segment only --part_id (SLURM arrays, Kubernetes
+                indexed jobs); under torchrun the parts are the ranks. Parts may share output; a final
+                --continue run without parts writes tumour_summary.csv of all cases (docs/cli.md).
+            part_id: which part, 0 to num_parts - 1.
         """
         from monai_lgg.inference.predict import predict
 
@@ -296,6 +309,11 @@ class Commands:
             progress=as_flag(progress, "progress"),
             min_component_fraction=min_component_fraction,
             uncertainty=as_flag(uncertainty, "uncertainty"),
+            resume=as_flag(resume, "continue"),
+            fail_fast=as_flag(fail_fast, "fail_fast"),
+            wait=as_flag(wait, "wait"),
+            num_parts=num_parts,
+            part_id=part_id,
         )
         tumour = sum(1 for r in rows if r["tumour_voxels"])
         print(f"segmented {len(rows)} case(s), {tumour} with tumour, into {output}")
@@ -557,13 +575,17 @@ def _help_request(args: list[str]) -> list[str] | None:
     return [*command, "--", "--help"]
 
 
+ALIASES = {"--continue": "--resume"}
+"""Flags named after a Python keyword, as users type them (``predict --continue``)."""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``monai-lgg`` console script and ``python -m monai_lgg``.
 
     A user error ends with one line ``monai-lgg: error: <file>: <problem>`` and exit code 2;
     ``MONAI_LGG_DEBUG=1`` shows its full traceback instead.
     """
-    args = list(argv) if argv is not None else sys.argv[1:]
+    args = [ALIASES.get(a, a) for a in (list(argv) if argv is not None else sys.argv[1:])]
     try:
         fire.Fire(Commands(), command=_help_request(args) or args, name="monai-lgg")
     except KeyboardInterrupt:

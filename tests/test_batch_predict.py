@@ -241,3 +241,65 @@ def test_manifest_records_files_and_row(tiny, tmp_path):
     for manifest in manifests:
         assert all((out / f).is_file() for f in manifest["files"])
         assert manifest["row"]["case"] == manifest["case"].split("/")[-1]
+
+
+def _cli(tiny, out: Path, *extra: str, env: dict | None = None, launcher: tuple[str, ...] = ()) -> subprocess.Popen:
+    command = [*launcher] if launcher else [sys.executable, "-m", "monai_lgg"]
+    return subprocess.Popen(
+        [*command, "predict", str(tiny["kaggle"]), str(out), "--bundle", str(tiny["bundle"]), "--spatial_size",
+         "[64,64]", "--progress", "False", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+    )
+
+
+def _finish(process: subprocess.Popen) -> str:
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_two_parts_side_by_side_then_continue_equal_one_run(tiny, reference, tmp_path):
+    """A SLURM array of two tasks into one folder, then the merge: ``--continue`` without parts."""
+    out = tmp_path / "out"
+    parts = [_cli(tiny, out, "--num_parts", "2", "--part_id", str(k)) for k in (0, 1)]
+    for part in parts:
+        _finish(part)
+    tables = sorted(p.name for p in out.glob("*.csv"))
+    assert tables == ["tumour_summary.part-0-of-2.csv", "tumour_summary.part-1-of-2.csv"]
+    assert sum(len(_rows(out / t)) for t in tables) == 5
+    _run(tiny, tiny["kaggle"], out, resume=True)
+    assert _tree(out) == reference
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_equal_one_run(tiny, reference, tmp_path):
+    out = tmp_path / "out"
+    launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+                "-m", "monai_lgg")
+    _finish(_cli(tiny, out, launcher=launcher, env={"OMP_NUM_THREADS": "1"}))
+    assert _tree(out) == reference
+
+
+def test_parts_and_whole_runs_exclude_each_other(tiny, tmp_path):
+    out = tmp_path / "out"
+    with OutputFolder(out, part="part-0-of-2"):
+        with OutputFolder(out, part="part-1-of-2"):  # another part runs beside it
+            pass
+        with pytest.raises(LGGInputError, match="in use by another monai-lgg run .*part part-0-of-2"):
+            OutputFolder(out, part="part-0-of-2").__enter__()
+        with pytest.raises(LGGInputError, match="in use by another monai-lgg run"):
+            _run(tiny, tiny["kaggle"], out)  # a whole run never writes beside a part
+
+
+def test_bad_part_options_are_one_line(tiny, tmp_path):
+    with pytest.raises(LGGInputError, match="--part_id must be 0 to 1 with --num_parts 2, got 2"):
+        _run(tiny, tiny["kaggle"], tmp_path / "out", num_parts=2, part_id=2)
+
+
+def test_continue_flag_on_the_command_line(tiny, reference, tmp_path):
+    out = tmp_path / "out"
+    _run(tiny, tiny["kaggle"], out)
+    (out / SUMMARY_CSV).unlink()  # as if the run was killed before its last step
+    _finish(_cli(tiny, out, "--continue"))
+    assert _tree(out) == reference

@@ -5,9 +5,10 @@ must not interleave their files. So:
 
 * **Lock.** ``<output>/.monai-lgg/lock`` is held with ``flock`` for the whole run. A second run is refused at once
   in one line naming the holder (or waits, ``wait=True``). The kernel releases the lock when its process dies, so a
-  lock left by a killed run is never stale.
-* **Per-case commits.** A case's files are written into ``.monai-lgg/staging/<case>/``, then a journal listing
-  them is written, then each file is moved into place (``os.replace``), and last the case's manifest
+  lock left by a killed run is never stale. The parts of a sharded run (``part``) share the folder's lock and each
+  holds its own, so parts run side by side but a part never runs twice, nor beside a whole run.
+* **Per-case commits.** A case's files are written into ``.monai-lgg/staging/<run or part>/<case>/``, then a
+  journal listing them is written, then each file is moved into place (``os.replace``), and last the case's manifest
   (``.monai-lgg/cases/<case>.json``: its files and its summary row) is marked complete. Staging left by a killed
   run is removed when the next run takes the lock.
 * **Continue.** With ``resume=True`` a case whose manifest is complete (and whose files are all there) is skipped;
@@ -101,12 +102,15 @@ class OutputFolder:
                 stage.row = {"case": "patient_1"}
     """
 
-    def __init__(self, root: str | Path, overwrite: bool = False, resume: bool = False, wait: bool = False) -> None:
+    def __init__(
+        self, root: str | Path, overwrite: bool = False, resume: bool = False, wait: bool = False, part: str = ""
+    ) -> None:
         self.root = Path(root).expanduser()
-        self.overwrite, self.resume, self.wait = overwrite, resume, wait
+        self.overwrite, self.resume, self.wait, self.part = overwrite, resume, wait, part
         self.state = self.root / STATE_DIR
+        self.staging = self.state / "staging" / (part or "run")
         self.created = self.state_created = False
-        self._lock = None
+        self._locks: list = []
 
     # -- the run ---------------------------------------------------------------------------------------------------
     def __enter__(self) -> OutputFolder:
@@ -114,55 +118,59 @@ class OutputFolder:
             raise LGGInputError(self.root, "output must be a folder, and this is a file")
         self.created, state_existed = not self.root.exists(), self.state.exists()
         try:
-            for folder in (self.state / "cases", self.state / "staging"):
-                folder.mkdir(parents=True, exist_ok=True)
-            self._lock = open(self.state / "lock", "a+")
+            (self.state / "cases").mkdir(parents=True, exist_ok=True)
+            # a whole run holds the folder's lock alone; the parts of a sharded run share it, each holding its own
+            self._lock(self.state / "lock", shared=bool(self.part))
+            if self.part:
+                self._lock(self.state / f"lock.{self.part}", shared=False)
         except OSError as err:
+            self._release()
             raise output_error(self.root, err) from None
-        self._acquire()
+        except BaseException:
+            self._release()
+            raise
         self.state_created = not state_existed
-        # we hold the lock: any staging, or a manifest's temporary file, is a killed run's
-        shutil.rmtree(self.state / "staging", ignore_errors=True)
-        for temporary in (self.state / "cases").glob(".*.tmp"):
-            temporary.unlink(missing_ok=True)
-        (self.state / "staging").mkdir(exist_ok=True)
+        shutil.rmtree(self.staging, ignore_errors=True)  # we hold its lock: what is there is a killed run's
+        self.staging.mkdir(parents=True, exist_ok=True)
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
-        shutil.rmtree(self.state / "staging", ignore_errors=True)
-        if exc_type is not None and not any((self.state / "cases").glob("*.json")):
-            # refused before any case was written: leave the folder as it was
-            shutil.rmtree(self.root if self.created else self.state if self.state_created else self.state / "staging",
+        shutil.rmtree(self.staging, ignore_errors=True)
+        if exc_type is not None and not self.part and not any((self.state / "cases").glob("*.json")):
+            # a whole run refused before any case was written: leave the folder as it was
+            shutil.rmtree(self.root if self.created else self.state if self.state_created else self.staging,
                           ignore_errors=True)
-        if self._lock is not None:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
-            self._lock = None
+        self._release()
 
-    def _acquire(self) -> None:
-        assert self._lock is not None
+    def _lock(self, path: Path, shared: bool) -> None:
+        handle = open(path, "a+")
+        self._locks.append(handle)
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = self._holder()
             if not self.wait:
-                self._lock.close()
-                self._lock = None
                 raise LGGInputError(
                     self.root, f"is in use by another monai-lgg run ({holder}): wait for it, or pass --wait"
                 ) from None
             print(f"monai-lgg: waiting for {self.root} ({holder})", file=sys.stderr)
-            fcntl.flock(self._lock, fcntl.LOCK_EX)
-        self._lock.seek(0)
-        self._lock.truncate()
+            fcntl.flock(handle, mode)
         started = time.strftime("%Y-%m-%d %H:%M:%S")
-        self._lock.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}))
-        self._lock.flush()
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "part": self.part}
+        (self.state / "holder.json").write_text(json.dumps(holder))  # who to name when refusing the next run
+
+    def _release(self) -> None:
+        for handle in reversed(self._locks):
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+        self._locks = []
 
     def _holder(self) -> str:
         try:
-            info = json.loads((self.state / "lock").read_text() or "{}")
-            return f"pid {info['pid']} on {info['host']}, since {info['started']}"
+            info = json.loads((self.state / "holder.json").read_text())
+            part = f", part {info['part']}" if info.get("part") else ""
+            return f"pid {info['pid']} on {info['host']}{part}, since {info['started']}"
         except (OSError, ValueError, KeyError, TypeError):
             return "holder unknown"
 
@@ -221,8 +229,9 @@ class OutputFolder:
         Raises:
             OutputError: the folder cannot be written (disk full, read-only): the run should stop.
         """
-        staging = self.state / "staging" / self.key(name)
+        staging = self.staging / self.key(name)
         stage = CaseStage(self.root, staging)
+        self._manifest_path(name).with_name(f".{self.key(name)}.json.tmp").unlink(missing_ok=True)  # a killed write
         try:
             staging.mkdir(parents=True, exist_ok=True)
             yield stage

@@ -24,8 +24,10 @@ and the per-slice table adds ``class<c>_pixels`` columns.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +51,7 @@ from monai_lgg.inference.writers import (
     write_uncertainty_overlay,
 )
 
-__all__ = ["predict", "planned_outputs", "PredictFailures", "FAILED_CSV", "SUMMARY_CSV"]
+__all__ = ["predict", "planned_outputs", "PredictFailures", "Shard", "FAILED_CSV", "SUMMARY_CSV"]
 
 FLAIR = 1
 SUMMARY_CSV = "tumour_summary.csv"
@@ -253,6 +255,8 @@ def predict(
     resume: bool = False,
     fail_fast: bool = False,
     wait: bool = False,
+    num_parts: int | None = None,
+    part_id: int | None = None,
 ) -> list[dict]:
     """Segment every case of ``source`` and write the results under the folder ``output``.
 
@@ -291,6 +295,12 @@ def predict(
             (``--continue``).
         fail_fast: stop at the first case that fails instead of going on with the others.
         wait: wait for another run writing into ``output`` instead of refusing.
+        num_parts: split the cases into this many parts (a SLURM array, an indexed Kubernetes job, several
+            machines) and segment only part ``part_id`` (0-based); parts may share ``output``. Under ``torchrun``
+            both default to ``WORLD_SIZE`` and ``RANK``, each rank takes its own GPU, and rank 0 writes the run's
+            tables when all parts are done. Otherwise each part writes ``tumour_summary.part-K-of-N.csv``; a
+            final ``resume`` run without parts writes the whole run's tables (see :class:`Shard`).
+        part_id: which part this process segments.
 
     Each case is committed on its own (:class:`~monai_lgg.inference.output_folder.OutputFolder`): its files appear
     together or not at all, and a case that fails is listed in ``failed.csv`` (case, file, problem) while the run
@@ -305,13 +315,18 @@ def predict(
         PredictFailures: some cases failed (after the others were written; ``failed.csv`` lists them).
         OutputError: the output folder cannot be written (disk full, read-only); committed cases stay.
     """
-    cases = find_cases(source)
-    with OutputFolder(output, overwrite=overwrite, resume=resume, wait=wait) as folder:
+    all_cases = find_cases(source)
+    shard = Shard.of(num_parts, part_id)
+    cases = all_cases[shard.part_id :: shard.num_parts]
+    tables = shard.table_names()
+    with OutputFolder(output, overwrite=overwrite, resume=resume, wait=wait, part=shard.label) as folder:
         done = {_case_id(c): row for c in cases if resume and (row := folder.completed(_case_id(c)))}
         todo = [case for case in cases if _case_id(case) not in done]
         folder.check_free((_case_id(c), planned_outputs(c, probabilities, uncertainty)) for c in todo)
-        folder.check_free([("", [SUMMARY_CSV, FAILED_CSV])] if not resume else [])
+        folder.check_free([("", tables)] if not resume else [])
         torch_device = resolve_device(device)
+        if device in (None, "auto"):
+            torch_device = shard.device(torch_device)
         if precision == "auto":  # bf16 matches fp32 here (see the docstring); it halves the CPU latency
             precision = fast_default("precision", torch_device)
         if channels_last is None:
@@ -358,11 +373,88 @@ def predict(
                     print(f"monai-lgg: {case.name} failed: {failure['file']}: {failure['problem']}", file=sys.stderr)
                 bar.update(case.num_files)
         summary = [done[_case_id(case)] for case in cases if _case_id(case) in done]
-        folder.write_table(SUMMARY_CSV, summary)
-        folder.write_table(FAILED_CSV, failures)
+        folder.write_table(tables[0], summary)
+        folder.write_table(tables[1], failures)
+        if shard.num_parts == 1:  # the whole run's tables replace those of the parts that ran before it
+            for table in folder.root.glob("*.part-*-of-*.csv"):
+                table.unlink()
+    if shard.torchrun:  # every rank has committed its part: rank 0 writes the run's tables, as one process would
+        summary, failures = shard.merge(lambda: _merge_parts(Path(output), all_cases, shard.num_parts))
+        cases = all_cases
     if failures:
         raise PredictFailures(Path(output), summary, failures, len(cases))
     return summary
+
+
+def _merge_parts(output: Path, cases: list[Case], num_parts: int) -> tuple[list[dict], list[dict]]:
+    """The tables of a run whose parts have all finished: every committed case's row and every part's failures,
+    in the order of the cases, written as one run writes them; the parts' own tables are removed."""
+    import csv
+
+    with OutputFolder(output, resume=True) as folder:
+        summary = [row for case in cases if (row := folder.completed(_case_id(case)))]
+        order = {case.name: k for k, case in enumerate(cases)}
+        failures = []
+        for k in range(num_parts):
+            table = folder.root / Shard(num_parts, k).table_names()[1]
+            if table.is_file():
+                with open(table, newline="") as f:
+                    failures += list(csv.DictReader(f))
+        failures.sort(key=lambda row: order.get(row["case"], len(order)))
+        folder.write_table(SUMMARY_CSV, summary)
+        folder.write_table(FAILED_CSV, failures)
+        for table in folder.root.glob("*.part-*-of-*.csv"):
+            table.unlink()
+    return summary, failures
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Which part of the cases one process segments: every ``num_parts``-th case from ``part_id`` (the cases are
+    sorted by :func:`find_cases`, so every process of a run splits them the same way)."""
+
+    num_parts: int = 1
+    part_id: int = 0
+    torchrun: bool = False
+
+    @classmethod
+    def of(cls, num_parts: int | None, part_id: int | None) -> Shard:
+        """From the options, or from torchrun's ``WORLD_SIZE`` / ``RANK`` when neither is given."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if num_parts is None and part_id is None and world > 1:
+            return cls(world, int(os.environ.get("RANK", "0")), torchrun=True)
+        parts, part = int(num_parts or 1), int(part_id or 0)
+        if parts < 1 or not 0 <= part < parts:
+            raise LGGInputError(None, f"--part_id must be 0 to {parts - 1} with --num_parts {parts}, got {part}")
+        return cls(parts, part)
+
+    @property
+    def label(self) -> str:
+        return "" if self.num_parts == 1 else f"part-{self.part_id}-of-{self.num_parts}"
+
+    def table_names(self) -> tuple[str, str]:
+        """The summary and failure tables this process writes."""
+        if self.num_parts == 1:
+            return SUMMARY_CSV, FAILED_CSV
+        return tuple(name.replace(".csv", f".{self.label}.csv") for name in (SUMMARY_CSV, FAILED_CSV))
+
+    def device(self, device: torch.device) -> torch.device:
+        """Under torchrun, one GPU per rank (``LOCAL_RANK``)."""
+        if self.torchrun and device.type == "cuda":
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return device
+
+    def merge(self, write_tables):
+        """Wait for every rank, let rank 0 ``write_tables()``, and give every rank its result."""
+        import torch.distributed as dist
+
+        from monai_lgg.engines.distributed import init_distributed
+
+        init_distributed()
+        dist.barrier()
+        result = [write_tables() if self.part_id == 0 else None]
+        dist.broadcast_object_list(result, src=0)
+        return result[0]
 
 
 def _case_id(case: Case) -> str:
