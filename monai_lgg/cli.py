@@ -317,8 +317,8 @@ class Commands:
     ) -> None:
         """Export a trained bundle network to TorchScript and ONNX, checked against PyTorch.
 
-        Each export is reloaded (torch.jit.load / onnxruntime) and must give the PyTorch output within
-        atol on random inputs, or nothing is written.
+        Each export is reloaded (torch.jit.load / onnxruntime) and run on random inputs; its probabilities
+        (what predict thresholds and writes) must be within atol of PyTorch's, or no file is written.
 
         Args:
             bundle: bundle folder, bundle .zip, or a project bundle name.
@@ -326,14 +326,19 @@ class Commands:
             checkpoint: weights (default <bundle>/models/model.pt).
             formats: torchscript, onnx, or both (comma-separated).
             spatial_size: input size "[rows,columns]" (default the bundle's patch size).
-            atol: tolerance on the logits.
+            atol: largest accepted difference of a probability (docs/cli.md explains the default).
             overwrite: replace existing exports.
         """
         from monai_lgg.inference.export import export_model
 
-        results = export_model(bundle, output_dir, checkpoint, as_list(formats), spatial_size, atol, atol, as_flag(overwrite, "overwrite"))
+        results = export_model(
+            bundle, output_dir, checkpoint, as_list(formats), spatial_size, atol, as_flag(overwrite, "overwrite")
+        )
         for fmt, result in results.items():
-            print(f"{fmt}: {result['path']} (max |diff| vs PyTorch {result['max_abs_diff']:.2e})")
+            print(
+                f"{fmt}: {result['path']} (probabilities within {result['max_abs_diff']:.1e} of PyTorch, "
+                f"{result['mask_pixels_differing']} mask pixels differ)"
+            )
 
     def export_bundle(
         self,
@@ -399,7 +404,8 @@ class Commands:
         """
         from monai_lgg.report import make_report
 
-        print(f"wrote {make_report(eval_dir, output, logs, format, num_patients, title, as_flag(overwrite, 'overwrite'))}")
+        written = make_report(eval_dir, output, logs, format, num_patients, title, as_flag(overwrite, "overwrite"))
+        print(f"wrote {written}")
 
     def radiogenomics(
         self,
