@@ -13,6 +13,7 @@ fraction of a second instead of the start-up of the deep-learning stack.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import inspect
 import json
 import re
@@ -31,6 +32,7 @@ BUNDLE_CONFIGS = {"train": ("train.json",), "evaluate": ("train.json", "evaluate
 """The configs each bundle command runs (their keys are the valid overrides)."""
 
 _SYNTHETIC = "synthetic"
+_TRACKING_MODULES = ("mlflow", "sqlalchemy", "alembic")  # MONAI's MLflow handler and its local SQLite store
 
 
 @dataclass
@@ -170,6 +172,16 @@ def check_overrides(command: str, bundle: Path, overrides: dict[str, str], typed
         )
 
 
+def check_tracking(overrides: dict[str, str]) -> None:
+    """Refuse ``--tracking mlflow`` when its packages are missing (MONAI would fail after the whole start-up)."""
+    if _text(overrides.get("tracking", "")) == "mlflow":
+        missing = [m for m in _TRACKING_MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            raise LGGInputError(
+                None, f"--tracking mlflow needs {', '.join(missing)}: pip install 'monai-lgg[tracking]'"
+            )
+
+
 # Which arguments name inputs that must exist, by command: "path" (a file or folder), "paths" (comma-separated),
 # "checkpoint" / "logs" (a file / folder, each with its command's own message), "bundle", "bundles" (bundles or
 # checkpoint files, comma-separated), "dataset" (a data set or "synthetic").
@@ -240,4 +252,5 @@ def check_command_line(command: str, function: Callable, args: Sequence[str]) ->
     if command in BUNDLE_CONFIGS and line.overrides:
         default = inspect.signature(function).parameters["bundle"].default
         check_overrides(command, _check_bundle(line.values.get("bundle", default)), line.overrides, line.typed)
+        check_tracking(line.overrides)
     return line

@@ -105,13 +105,25 @@ def test_valid_override_keys_reach_the_bundle(monkeypatch):
     """Keys of the configs (also nested ones and MONAI's own run options) still pass: the check is not too strict."""
     runs: list = []
     monkeypatch.setattr(cli, "_run_bundle", lambda *args: runs.append(args))
-    main(["train", "--epochs", "1", "--network_args#dropout", "0.1", "--tracking", "mlflow", "--noresume"])
+    main(["train", "--epochs", "1", "--network_args#dropout", "0.1", "--run_id", "training", "--noresume"])
     main(["evaluate", "--eval_split", "validation", "--ckpt_path", "m.pt", "--validate#dataloader#batch_size", "2"])
     (_, configs, train), (_, _, evaluate) = runs
     assert configs == ["train.json"] and train == {
-        "dataset_dir": "synthetic", "epochs": 1, "network_args#dropout": 0.1, "tracking": "mlflow", "resume": False
+        "dataset_dir": "synthetic", "epochs": 1, "network_args#dropout": 0.1, "run_id": "training", "resume": False
     }
     assert evaluate["eval_split"] == "validation" and evaluate["validate#dataloader#batch_size"] == 2
+
+
+def test_tracking_without_mlflow_is_refused_plainly(capsys, monkeypatch):
+    """``--tracking mlflow`` without the [tracking] extra: one line naming it, not MONAI's traceback after start-up."""
+    from monai_lgg import cli_args
+
+    find_spec = cli_args.importlib.util.find_spec
+    absent = lambda name: None if name == "mlflow" else find_spec(name)  # noqa: E731
+    monkeypatch.setattr(cli_args.importlib.util, "find_spec", absent)
+    monkeypatch.setattr(cli, "_run_bundle", lambda *args: pytest.fail("the bundle ran"))
+    line = _one_line(capsys, ["train", "--tracking", "mlflow"])
+    assert "--tracking mlflow needs mlflow" in line and "monai-lgg[tracking]" in line
 
 
 def test_unknown_command_and_extra_argument(capsys):
