@@ -15,7 +15,7 @@ from pathlib import Path
 
 from monai_lgg.errors import LGGInputError
 
-__all__ = ["BUNDLES_DIR", "bundle_names", "resolve_bundle"]
+__all__ = ["BUNDLES_DIR", "MAX_BUNDLE_BYTES", "MAX_BUNDLE_FILES", "bundle_names", "resolve_bundle"]
 
 BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
 """The project's bundles (``bundles/<name>``), found when monai-lgg is installed from its source tree."""
@@ -24,6 +24,11 @@ BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
 def bundle_names() -> list[str]:
     """Names of the project's bundles (folders of :data:`BUNDLES_DIR` with ``configs/model.json``)."""
     return sorted(p.name for p in BUNDLES_DIR.glob("*") if (p / "configs" / "model.json").is_file())
+
+
+MAX_BUNDLE_BYTES = 2 * 2**30
+"""The most a bundle zip may unpack to, from its declared sizes (the shipped UNet bundle is about 20 MB)."""
+MAX_BUNDLE_FILES = 10_000
 
 
 @functools.lru_cache(maxsize=8)
@@ -36,6 +41,13 @@ def _extract_zip_once(path: Path, mtime_ns: int, size: int) -> Path:
     atexit.register(shutil.rmtree, target, True)
     try:
         with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+            if declared > MAX_BUNDLE_BYTES or len(archive.infolist()) > MAX_BUNDLE_FILES:
+                limit = f"{MAX_BUNDLE_BYTES / 2**20:.0f} MiB, {MAX_BUNDLE_FILES} files"
+                raise LGGInputError(
+                    path, f"unpacks to {declared / 2**20:.0f} MiB in {len(archive.infolist())} files, more than a "
+                    f"bundle may ({limit}): refused before unpacking"
+                )
             for member in archive.namelist():
                 resolved = (target / member).resolve()
                 if target.resolve() not in resolved.parents and resolved != target.resolve():

@@ -615,4 +615,4 @@ def main(argv: Sequence[str] | None = None) -> None:
         if cause is None or debug_enabled():
             raise
         print(error_line(cause), file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(cause, "exit_code", 2))  # 1: predict wrote the other cases; 2: nothing was done

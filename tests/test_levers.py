@@ -282,7 +282,8 @@ def test_bundle_trains_a_lever_and_its_sidecar_drives_evaluate_and_predict(tiny_
     [
         ({"channels": "$__import__('os').getcwd()"}, "an expression or reference: refused"),
         ({"act": ["@some_reference"]}, "an expression or reference: refused"),
-        ({"_target_": "subprocess.run", "args": ["true"]}, "'subprocess.run' as _target_, not a network class"),
+        ({"_target_": "subprocess.run", "args": ["true"]},
+         "'subprocess.run' as _target_, not a registered network class"),
         ([16, 32], "must be a mapping"),
     ],
     ids=["expression", "reference", "foreign_target", "not_a_mapping"],
@@ -307,5 +308,5 @@ def test_recorded_network_args_may_choose_another_network_class(tmp_path):
     checkpoint = tmp_path / "model.pt"
     args = {"_target_": "BasicUNet", "features": [8, 8, 16, 32, 64, 8]}
     checkpoint.with_suffix(".json").write_text(json.dumps({"network_args": args}))
-    assert trained_network_args(checkpoint) == args
+    assert trained_network_args(checkpoint) == {**args, "_target_": "monai.networks.nets.basic_unet.BasicUNet"}
     assert trained_network_args(tmp_path / "no_sidecar.pt") == {}

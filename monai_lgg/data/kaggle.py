@@ -504,6 +504,24 @@ class _Abort(Exception):
         self.report = report
 
 
+def exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """Pool-worker initializer: end this worker when ``parent`` is gone.
+
+    A killed ``convert`` (SIGKILL, an out-of-memory kill) cannot tell its pool to stop, and the workers, each
+    holding its share of images, would live on as orphans. A daemon thread watches the parent id instead
+    (portable, unlike Linux's ``PR_SET_PDEATHSIG``, which also fires when the thread that started the worker ends).
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _map_cases(jobs: list[tuple], workers: int, progress: bool) -> list[tuple[dict | None, list[DataProblem]]]:
     from tqdm import tqdm
 
@@ -514,7 +532,8 @@ def _map_cases(jobs: list[tuple], workers: int, progress: bool) -> list[tuple[di
             results.append(_convert_case(*job))
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=exit_with_parent, initargs=(os.getpid(),))
+        with pool:
             for result in pool.map(_convert_case, *zip(*jobs)):
                 results.append(result)
                 bar.update()

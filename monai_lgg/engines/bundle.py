@@ -259,6 +259,8 @@ def inference_items(dataset_dir: str | os.PathLike = SYNTHETIC) -> list[dict]:
 
 
 MODEL_FILE = "model.json"
+MAX_MEMBERS = 64
+"""The most networks a trained-model record may ask to build (the shipped UNet has 5)."""
 
 
 def _model_config(bundle_root: str | os.PathLike) -> dict:
@@ -306,49 +308,66 @@ def bundle_network(bundle_root: str | os.PathLike, network_args: dict | None = N
     return ProbabilityEnsemble([parser.get_parsed_content("network_def", instantiate=True, lazy=False) for _ in range(members)])
 
 
-_NETWORK_MODULES = ("monai.networks.nets.", "monai_lgg.networks.")
+# MONAI's config parser gives these meaning: "$" runs an expression, "@" refers to another key, "%" reads another file
+_CONFIG_SYNTAX = ("$", "@", "%")
 
 
-def _plain_network_args(value: object, sidecar: Path) -> None:
-    """Refuse what a config would execute: ``$`` expressions, ``@``/``%`` references, and a ``_target_`` outside
-    the network packages (``monai.networks.nets``, ``monai_lgg.networks``; a bare name is looked up in the
-    former, as MONAI's config does)."""
+def _plain_json(value: object, sidecar: Path, where: str) -> None:
+    """Refuse anything in recorded ``network_args`` that MONAI's config parser would interpret: a string starting with
+    ``$``, ``@`` or ``%``, a key that is not a plain argument name (``_target_``, ``_mode_``, ``_requires_``...,
+    or ``a#b``), and values that are not JSON scalars, lists or mappings."""
     if isinstance(value, dict):
         for key, item in value.items():
-            if key == "_target_":
-                name = str(item)
-                dotted = name if "." in name else f"monai.networks.nets.{name}"
-                if not (dotted.startswith(_NETWORK_MODULES) and dotted.replace(".", "").replace("_", "").isalnum()):
-                    raise LGGInputError(
-                        sidecar, f"network_args names {name!r} as _target_, not a network class: refused (a sidecar "
-                        "is data; it may only choose among monai.networks.nets and monai_lgg.networks)"
-                    )
-            _plain_network_args(item, sidecar)
+            if not (isinstance(key, str) and key.isidentifier() and not key.startswith("_")):
+                raise LGGInputError(sidecar, f"network_args{where} has the key {str(key)[:40]!r}, not an argument "
+                                    "name: refused (a trained-model record is data; only network_args._target_ may "
+                                    "name a registered network)")
+            _plain_json(item, sidecar, f"{where}.{key}")
     elif isinstance(value, list):
-        for item in value:
-            _plain_network_args(item, sidecar)
-    elif isinstance(value, str) and value[:1] in ("$", "@", "%"):
-        raise LGGInputError(sidecar, f"network_args holds {value[:40]!r}, an expression or reference: refused (a "
-                            "sidecar is data, not code; pass it with --network_args if you trust it)")
+        for index, item in enumerate(value):
+            _plain_json(item, sidecar, f"{where}[{index}]")
+    elif isinstance(value, str):
+        if value.startswith(_CONFIG_SYNTAX):
+            raise LGGInputError(sidecar, f"network_args{where} holds {value[:40]!r}, an expression or reference: "
+                                "refused (a sidecar is data, not code; pass it with --network_args if you trust it)")
+    elif not (value is None or isinstance(value, (bool, int, float))):
+        raise LGGInputError(sidecar, f"network_args{where} holds a {type(value).__name__}, not a JSON value")
 
 
 def trained_network_args(checkpoint: str | os.PathLike) -> dict:
     """The ``--network_args`` a checkpoint was trained with (its sidecar's ``network_args``; ``{}`` without one),
-    checked to hold plain values only: the sidecar travels with downloaded weights, and these arguments go
-    through MONAI's config parser, which would run an expression or instantiate any ``_target_``.
+    checked to be plain data.
+
+    The sidecar travels with downloaded weights, and these arguments go through MONAI's config parser, which would
+    run an expression, follow a reference or instantiate any ``_target_``. So the values must be plain JSON
+    (:func:`_plain_json`), and a ``_target_`` (the network class, when training replaced the bundle's) must be
+    exactly one of the names in :data:`monai_lgg.networks.registry.NETWORKS`: it is looked up in that table and
+    replaced by the registered class's own path, never imported or resolved from the record's text.
 
     Raises:
-        LGGInputError: the recorded arguments are not a mapping, or hold an expression, a reference or a
-            ``_target_`` outside the network packages.
+        LGGInputError: the recorded arguments are not a mapping, hold something other than plain values, or name
+            a network that is not registered.
     """
+    from monai_lgg.networks.registry import NETWORKS, canonical_network_name
+
     sidecar = Path(checkpoint).with_suffix(".json")
     value = trained_setting(checkpoint, "network_args", {})
     if value in (None, {}):
         return {}
     if not isinstance(value, dict):
-        raise LGGInputError(sidecar, f"network_args must be a mapping of constructor arguments, got {value!r}")
-    _plain_network_args(value, sidecar)
-    return dict(value)
+        raise LGGInputError(sidecar, f"network_args must be a mapping of constructor arguments, got {value!r}"[:300])
+    args = dict(value)
+    chosen = "_target_" in args
+    target = args.pop("_target_", None)
+    _plain_json(args, sidecar, "")
+    if not chosen:
+        return args
+    canonical = canonical_network_name(target)
+    if canonical is None:
+        known = ", ".join(sorted({name for name in NETWORKS if "." not in name}))
+        raise LGGInputError(sidecar, f"network_args names {str(target)[:80]!r} as _target_, not a registered network "
+                            f"class: refused (a sidecar is data; it may only choose one of {known})")
+    return {"_target_": canonical, **args}
 
 
 def trained_setting(checkpoint: str | os.PathLike, key: str, default: object = None) -> object:
@@ -379,4 +398,8 @@ def trained_members(checkpoint: str | os.PathLike) -> int:
     except (OSError, ValueError):
         return 1
     value = record.get("members", 1) if isinstance(record, dict) else 1
+    if isinstance(value, int) and value > MAX_MEMBERS:  # each member is a whole network built before loading
+        raise LGGInputError(
+            sidecar, f"members is {value}: more than {MAX_MEMBERS} networks in one checkpoint is refused"
+        )
     return value if isinstance(value, int) and value >= 1 else 1

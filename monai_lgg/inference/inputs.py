@@ -25,6 +25,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from monai_lgg.data.kaggle import _ranges, read_tiff_header
 from monai_lgg.data.readers import OTHER_SUFFIXES, TIFF_SUFFIXES
 from monai_lgg.errors import LGGInputError, input_error_in
 
@@ -180,7 +181,60 @@ def _check_channels(path: Path, image: torch.Tensor, in_channels: int) -> None:
         )
 
 
+MAX_AFFINE = 1e6
+"""Largest plausible affine entry in mm (a scanner's field of view is under a metre; 1e30 is a broken header)."""
+
+
+def check_slices(case: Case) -> None:
+    """What ``monai-lgg convert`` checks of a patient's slices, before the case is segmented: consecutive slice
+    numbers (a missing slice would make its neighbours look adjacent) and one pixel type for all slices.
+
+    Raises:
+        LGGInputError: naming the folder (a gap) or the odd slice (another pixel type).
+    """
+    if len(case.files) < 2:
+        return
+    numbers = [int(m["number"]) for f in case.files if (m := SLICE_NUMBER.match(_stem(f)))]
+    if len(numbers) == len(case.files):
+        missing = sorted(set(range(min(numbers), max(numbers) + 1)) - set(numbers))
+        if missing:
+            raise LGGInputError(
+                case.files[0].parent, f"{case.name}: gap in slice numbers: missing {_ranges(missing)} (its "
+                "neighbours would be segmented as adjacent slices)"
+            )
+    tiffs = [f for f in case.files if _suffix(f) in TIFF_SUFFIXES]
+    first = None
+    for path in tiffs:
+        _, dtype = read_tiff_header(path)
+        first = first or (path, dtype)
+        if dtype != first[1]:
+            raise LGGInputError(path, f"pixel type is {dtype}, the case's other slices are {first[1]} "
+                                f"(e.g. {first[0].name})")
+
+
+def check_nifti_geometry(path: Path, image: nib.Nifti1Image) -> None:
+    """Refuse a NIfTI header whose geometry is unusable: NaN, infinite, zero, singular or absurd affine, or a
+    voxel size that is not positive and finite. Its mask would carry that header into every output.
+
+    Raises:
+        LGGInputError: naming the file and what is wrong.
+    """
+    affine = np.asarray(image.affine, dtype=np.float64)
+    zooms = [float(z) for z in image.header.get_zooms()[:3]]
+    if not np.isfinite(affine).all():
+        raise LGGInputError(path, "header affine holds NaN or infinite values: the volume has no usable geometry")
+    if not all(np.isfinite(z) and z > 0 for z in zooms):
+        raise LGGInputError(path, f"header voxel size (pixdim) {zooms} is not positive and finite")
+    if np.abs(affine).max() > MAX_AFFINE:
+        largest = np.abs(affine).max()
+        raise LGGInputError(path, f"header affine holds values up to {largest:.3g} mm: not a real geometry")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-6:
+        raise LGGInputError(path, "header affine is singular (zero or degenerate axes): the volume has no usable "
+                            "geometry")
+
+
 def _load_slices(case: Case, in_channels: int, transform: Callable) -> torch.Tensor:
+    check_slices(case)
     slices = []
     for path in case.files:
         try:
@@ -201,8 +255,14 @@ def _load_slices(case: Case, in_channels: int, transform: Callable) -> torch.Ten
 def _load_volume(case: Case, in_channels: int, transform: Callable) -> tuple[torch.Tensor, nib.Nifti1Image]:
     files = [str(f) for f in case.files]
     try:
+        headers = [nib.load(f) for f in files]  # the geometry first: a broken header is refused before the pixels
+    except Exception as err:
+        raise input_error(case.files[0], err, "NIfTI volume") from None
+    for path, header in zip(case.files, headers, strict=True):
+        check_nifti_geometry(path, header)
+    reference = headers[0]
+    try:
         image = transform({"image": files if len(files) > 1 else files[0]})["image"]
-        reference = nib.load(files[0])
     except Exception as err:
         raise input_error(case.files[0], err, "NIfTI volume") from None
     if image.ndim != 4:
@@ -211,7 +271,9 @@ def _load_volume(case: Case, in_channels: int, transform: Callable) -> tuple[tor
     return torch.as_tensor(image), reference
 
 
-def load_case(case: Case, in_channels: int = 3, normalization: str = "zscore") -> tuple[torch.Tensor, nib.Nifti1Image | None]:
+def load_case(
+    case: Case, in_channels: int = 3, normalization: str = "zscore"
+) -> tuple[torch.Tensor, nib.Nifti1Image | None]:
     """Load and preprocess a case into ``(C, H, W, D)`` float32 (per-slice normalised).
 
     ``normalization="none"`` keeps the stored intensities (the ``brain`` geometry normalises per volume itself).
@@ -227,4 +289,5 @@ def load_case(case: Case, in_channels: int = 3, normalization: str = "zscore") -
     if case.form == "slices":
         transform = slice_transforms(label_key=None, image_channels=in_channels, normalization=normalization)
         return _load_slices(case, in_channels, transform), None
-    return _load_volume(case, in_channels, volume_transforms(label_key=None, image_channels=in_channels, normalization=normalization))
+    transform = volume_transforms(label_key=None, image_channels=in_channels, normalization=normalization)
+    return _load_volume(case, in_channels, transform)

@@ -115,12 +115,12 @@ def load_state_dict(network: torch.nn.Module, checkpoint: str | Path) -> torch.n
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise LGGInputError(checkpoint, "checkpoint not found (train the bundle first, or pass --checkpoint)")
+    if checkpoint.stat().st_size == 0:
+        raise LGGInputError(checkpoint, "is empty (0 bytes): not weights; was a download or copy interrupted?")
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and weights-only errors have many types
-        raise LGGInputError(
-            checkpoint, f"cannot be loaded as weights ({type(err).__name__}: {str(err).splitlines()[0]})"
-        ) from None
+        raise LGGInputError(checkpoint, f"cannot be loaded as weights ({_first_line(err)})") from None
     if isinstance(state, dict):
         for key in ("network", "model"):
             if isinstance(state.get(key), dict):
@@ -144,6 +144,30 @@ def load_state_dict(network: torch.nn.Module, checkpoint: str | Path) -> torch.n
             "wrong bundle, or trained with another --spatial_size?",
         ) from None
     return network
+
+
+def _first_line(err: BaseException) -> str:
+    """``Type: first line of the message`` (some errors, e.g. an empty file's ``EOFError``, have no message)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
+
+
+def load_torchscript(path: str | Path) -> torch.nn.Module:
+    """Load a TorchScript export (``monai-lgg export``); a TorchScript file is a program: load only trusted ones.
+
+    Raises:
+        LGGInputError: missing, empty, truncated or not a TorchScript archive.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LGGInputError(path, "TorchScript model not found")
+    if path.stat().st_size == 0:
+        raise LGGInputError(path, "is empty (0 bytes): not a TorchScript model")
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as err:  # the zip reader and the TorchScript deserialiser raise RuntimeError and others
+        problem = f"cannot be loaded as a TorchScript model, corrupt or truncated ({_first_line(err)})"
+        raise LGGInputError(path, problem) from None
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -218,9 +242,7 @@ def load_network(
     if info.normalization is None:  # a sidecar written before the key existed: the geometry's (then only) one
         info = replace(info, normalization=presets.default_normalization(info.geometry))
     if checkpoint.suffix == ".ts":
-        if not checkpoint.is_file():
-            raise LGGInputError(checkpoint, "TorchScript model not found")
-        network = torch.jit.load(str(checkpoint), map_location="cpu")
+        network = load_torchscript(checkpoint)
     else:
         network = bundle_network(
             root, network_args, in_channels=info.in_channels, out_channels=info.out_channels,

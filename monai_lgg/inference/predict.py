@@ -33,14 +33,13 @@ import torch
 from tqdm import tqdm
 
 from monai_lgg.engines.performance import fast_default
-from monai_lgg.errors import LGGInputError
-from monai_lgg.inference.inputs import Case, _stem, find_cases, load_case
+from monai_lgg.errors import LGGInputError, OutputError
+from monai_lgg.inference.inputs import Case, _stem, find_cases, input_error, load_case
 from monai_lgg.inference.loading import load_members, resolve_device
+from monai_lgg.inference.output_folder import CaseStage, OutputFolder
 from monai_lgg.inference.predictor import Predictor, Uncertainty
 from monai_lgg.inference.uncertainty import BORDER_WIDTH, UNCERTAINTY_COLUMNS, uncertainty_rows
 from monai_lgg.inference.writers import (
-    StagedOutput,
-    staged_output,
     tumour_rows,
     write_csv,
     write_nifti,
@@ -50,10 +49,29 @@ from monai_lgg.inference.writers import (
     write_uncertainty_overlay,
 )
 
-__all__ = ["predict", "planned_outputs"]
+__all__ = ["predict", "planned_outputs", "PredictFailures", "FAILED_CSV", "SUMMARY_CSV"]
 
 FLAIR = 1
 SUMMARY_CSV = "tumour_summary.csv"
+FAILED_CSV = "failed.csv"
+
+
+class PredictFailures(LGGInputError):
+    """Some cases could not be segmented; the others were written. ``rows``: the committed cases' summary rows,
+    ``failures``: one ``{"case", "file", "problem"}`` per failed case (also in ``failed.csv``)."""
+
+    exit_code = 1  # the run did work (unlike a usage error, 2), but not all of it
+
+    def __init__(self, output: Path, rows: list[dict], failures: list[dict], total: int) -> None:
+        first = failures[0]
+        super().__init__(
+            output / FAILED_CSV, f"{len(failures)} of {total} case(s) failed (first: {first['file']}: "
+            f"{first['problem']}); the other cases were written"
+        )
+        self.rows, self.failures = rows, failures
+
+    def __reduce__(self):
+        return LGGInputError, (self.path, self.problem)
 
 
 def _mask_name(path: Path) -> str:
@@ -96,7 +114,7 @@ def _output_name(root: Path, case: Case) -> str:
 
 
 def _write_case(
-    stage: StagedOutput,
+    stage: CaseStage,
     case: Case,
     image: torch.Tensor,
     reference,
@@ -156,7 +174,7 @@ def _write_case(
 
 
 def _write_uncertainty(
-    stage: StagedOutput,
+    stage: CaseStage,
     case: Case,
     image: torch.Tensor,
     reference,
@@ -232,6 +250,9 @@ def predict(
     progress: bool = True,
     min_component_fraction: float | None = None,
     uncertainty: bool = False,
+    resume: bool = False,
+    fail_fast: bool = False,
+    wait: bool = False,
 ) -> list[dict]:
     """Segment every case of ``source`` and write the results under the folder ``output``.
 
@@ -266,24 +287,37 @@ def predict(
             (``entropy_*`` columns) with the mutual information over ensemble members x flips (``mutual_info_*``,
             blank with one pass) in both tables, and ``overlays/<case>_uncertainty.png``. Masks and probabilities
             are the same as without it.
+        resume: continue an interrupted run into ``output``: skip the cases it committed, redo the others
+            (``--continue``).
+        fail_fast: stop at the first case that fails instead of going on with the others.
+        wait: wait for another run writing into ``output`` instead of refusing.
+
+    Each case is committed on its own (:class:`~monai_lgg.inference.output_folder.OutputFolder`): its files appear
+    together or not at all, and a case that fails is listed in ``failed.csv`` (case, file, problem) while the run
+    goes on with the others.
 
     Returns:
-        one summary row per case (also written to ``tumour_summary.csv``).
+        one summary row per committed case (also written to ``tumour_summary.csv``).
 
     Raises:
-        LGGInputError: bad input, bundle, checkpoint or option; nothing is written then.
+        LGGInputError: bad input, bundle, checkpoint or option, found before any case is segmented; nothing is
+            written then.
+        PredictFailures: some cases failed (after the others were written; ``failed.csv`` lists them).
+        OutputError: the output folder cannot be written (disk full, read-only); committed cases stay.
     """
     cases = find_cases(source)
-    with staged_output(output, overwrite) as stage:
-        planned = [f for case in cases for f in planned_outputs(case, probabilities, uncertainty)]
-        stage.check_free(planned + [SUMMARY_CSV])
+    with OutputFolder(output, overwrite=overwrite, resume=resume, wait=wait) as folder:
+        done = {_case_id(c): row for c in cases if resume and (row := folder.completed(_case_id(c)))}
+        todo = [case for case in cases if _case_id(case) not in done]
+        folder.check_free((_case_id(c), planned_outputs(c, probabilities, uncertainty)) for c in todo)
+        folder.check_free([("", [SUMMARY_CSV, FAILED_CSV])] if not resume else [])
         torch_device = resolve_device(device)
         if precision == "auto":  # bf16 matches fp32 here (see the docstring); it halves the CPU latency
             precision = fast_default("precision", torch_device)
         if channels_last is None:
             channels_last = precision == "bf16"
-        networks, info = load_members(bundle, checkpoint, ensemble, spatial_size, torch_device)
-        predictor = Predictor(
+        networks, info = load_members(bundle, checkpoint, ensemble, spatial_size, torch_device) if todo else ([], None)
+        predictor = None if info is None else Predictor(
             networks,
             info.spatial_size,
             torch_device,
@@ -299,36 +333,69 @@ def predict(
             # brain geometry: raw inputs, cropped then normalised by the predictor; patch: normalised on loading
             normalization=info.normalization if info.geometry == "brain" else "none",
             context_slices=info.context_slices,
-            min_component_fraction=info.min_component_fraction if min_component_fraction is None else min_component_fraction,
+            min_component_fraction=(
+                info.min_component_fraction if min_component_fraction is None else min_component_fraction
+            ),
         )
-        summary = []
+        failures: list[dict] = []
         with tqdm(
-            total=sum(c.num_files for c in cases), desc="predict", unit="file", disable=not progress, file=sys.stderr
+            total=sum(c.num_files for c in todo), desc="predict", unit="file", disable=not progress, file=sys.stderr
         ) as bar:
-            for case in cases:
-                raw = info.geometry == "brain"
-                image, reference = load_case(case, info.image_channels, "none" if raw else info.normalization)
-                if uncertainty:  # the same probability and mask, with the passes' spread kept
-                    spread = predictor.uncertainty(image)
-                    probability, mask = spread.probability.numpy(), predictor.mask(spread.probability).numpy()
-                else:
-                    spread = None
-                    probability, mask = (t.numpy() for t in predictor(image))
-                summary.append(
-                    _write_case(
-                        stage,
-                        case,
-                        image,
-                        reference,
-                        probability,
-                        mask,
-                        _spacing(case, reference, spacing),
-                        probabilities,
-                        overlays,
-                        info.out_channels,
-                        spread,
-                    )
-                )
+            for case in todo:
+                try:
+                    with folder.case(_case_id(case)) as stage:
+                        stage.row = _predict_case(
+                            stage, case, predictor, info, spacing, probabilities, overlays, uncertainty
+                        )
+                    done[_case_id(case)] = stage.row
+                except (OutputError, KeyboardInterrupt):
+                    raise  # the folder cannot be written, or the user stopped: no case can succeed
+                except Exception as err:
+                    failure = _failure(case, err)
+                    if fail_fast or len(cases) == 1:  # one input: its own one-line error, nothing written
+                        raise input_error(failure["file"], err, "input") from None
+                    failures.append(failure)
+                    print(f"monai-lgg: {case.name} failed: {failure['file']}: {failure['problem']}", file=sys.stderr)
                 bar.update(case.num_files)
-        write_csv(stage.path(SUMMARY_CSV), summary)
+        summary = [done[_case_id(case)] for case in cases if _case_id(case) in done]
+        folder.write_table(SUMMARY_CSV, summary)
+        folder.write_table(FAILED_CSV, failures)
+    if failures:
+        raise PredictFailures(Path(output), summary, failures, len(cases))
     return summary
+
+
+def _case_id(case: Case) -> str:
+    """A case's identity in the output folder (its sub-folder and name)."""
+    return str(case.out_dir / case.name)
+
+
+def _failure(case: Case, err: BaseException) -> dict:
+    """The ``failed.csv`` row of a case: the file and the one-line problem."""
+    found = input_error(case.files[0], err, "input")
+    return {"case": case.name, "file": found.path or str(case.files[0]), "problem": found.problem}
+
+
+def _predict_case(
+    stage: CaseStage,
+    case: Case,
+    predictor: Predictor,
+    info,
+    spacing: Sequence[float] | None,
+    probabilities: bool,
+    overlays: bool,
+    uncertainty: bool,
+) -> dict:
+    """Load, segment and stage one case; return its summary row."""
+    raw = info.geometry == "brain"
+    image, reference = load_case(case, info.image_channels, "none" if raw else info.normalization)
+    if uncertainty:  # the same probability and mask, with the passes' spread kept
+        spread = predictor.uncertainty(image)
+        probability, mask = spread.probability.numpy(), predictor.mask(spread.probability).numpy()
+    else:
+        spread = None
+        probability, mask = (t.numpy() for t in predictor(image))
+    return _write_case(
+        stage, case, image, reference, probability, mask, _spacing(case, reference, spacing), probabilities,
+        overlays, info.out_channels, spread,
+    )

@@ -1,18 +1,13 @@
-"""Prediction outputs: masks, probability maps, overlays and tumour tables, staged then moved into place.
+"""Prediction outputs: masks, probability maps, overlays and tumour tables.
 
-Everything is written into a hidden staging folder beside the output and moved into place (one
-``os.replace`` per file) only when the whole run succeeded, so a failing input leaves no partial
-output and every output file appears complete or not at all.
+Each writer writes one file at the path it is given: ``monai-lgg predict`` gives paths inside a case's staging
+folder, and :class:`~monai_lgg.inference.output_folder.OutputFolder` moves a case's files into place together.
 """
 
 from __future__ import annotations
 
 import csv
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -21,11 +16,8 @@ import numpy as np
 import tifffile
 
 from monai_lgg.engines.reports import overlay_picture, uncertainty_picture
-from monai_lgg.errors import LGGInputError
 
 __all__ = [
-    "StagedOutput",
-    "staged_output",
     "write_slice_mask",
     "write_probability_slice",
     "write_nifti",
@@ -34,59 +26,6 @@ __all__ = [
     "tumour_rows",
     "write_csv",
 ]
-
-
-class StagedOutput:
-    """Files to be moved under ``root`` when the run succeeds; see :func:`staged_output`."""
-
-    def __init__(self, root: Path, staging: Path, overwrite: bool) -> None:
-        self.root, self.staging, self.overwrite = root, staging, overwrite
-        self.files: list[Path] = []
-
-    def check_free(self, relative_paths: Sequence[str | Path]) -> None:
-        """Refuse (before any work) outputs that exist, unless overwriting."""
-        if self.overwrite:
-            return
-        for rel in relative_paths:
-            if (self.root / rel).exists():
-                raise LGGInputError(self.root / rel, "output exists (pass --overwrite to replace it)")
-
-    def path(self, relative: str | Path) -> Path:
-        """The staging path of output ``relative`` (its folder is created)."""
-        relative = Path(relative)
-        if relative.is_absolute() or ".." in relative.parts:
-            raise LGGInputError(relative, "output name would leave the output folder")
-        staged = self.staging / relative
-        staged.parent.mkdir(parents=True, exist_ok=True)
-        self.files.append(relative)
-        return staged
-
-    def commit(self) -> None:
-        self.check_free(self.files)
-        for rel in self.files:
-            target = self.root / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.staging / rel, target)
-
-
-@contextmanager
-def staged_output(root: str | Path, overwrite: bool = False) -> Iterator[StagedOutput]:
-    """Stage output files for ``root``; move them there only if the block succeeds.
-
-    Raises:
-        LGGInputError: ``root`` is an existing file.
-    """
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise LGGInputError(root, "output must be a folder, and this is a file")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".part", dir=root.parent))
-    stage = StagedOutput(root, staging, overwrite)
-    try:
-        yield stage
-        stage.commit()
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_slice_mask(path: Path, mask: np.ndarray, label_map: bool = False) -> None:
