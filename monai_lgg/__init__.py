@@ -1,3 +1,3 @@
 """monai-lgg: MONAI bundles, honest per-patient evaluation and a CLI for 2D LGG segmentation."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

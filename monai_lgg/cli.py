@@ -1,16 +1,21 @@
 """``monai-lgg`` command line (fire). Each command is a thin wrapper over a ``monai_lgg`` function.
 
 Bad input ends with one line ``monai-lgg: error: <file>: <problem>`` and exit code 2, never a
-library traceback.
+library traceback. The command line is checked before any work (:mod:`monai_lgg.cli_args`): an unknown
+flag or bundle config key and a missing input stop at once, not after the command has run.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import sys
 from collections.abc import Sequence
 
 import fire
 
+from monai_lgg import __version__
+from monai_lgg.cli_args import check_command_line
 from monai_lgg.errors import LGGInputError, as_flag, as_list, debug_enabled, error_line, input_error_in
 
 __all__ = ["Commands", "main"]
@@ -330,8 +335,8 @@ class Commands:
     ) -> None:
         """Export a trained bundle network to TorchScript and ONNX, checked against PyTorch.
 
-        Each export is reloaded (torch.jit.load / onnxruntime) and must give the PyTorch output within
-        atol on random inputs, or nothing is written.
+        Each export is reloaded (torch.jit.load / onnxruntime) and run on random inputs; its probabilities
+        (what predict thresholds and writes) must be within atol of PyTorch's, or no file is written.
 
         Args:
             bundle: bundle folder, bundle .zip, or a project bundle name.
@@ -339,14 +344,19 @@ class Commands:
             checkpoint: weights (default <bundle>/models/model.pt).
             formats: torchscript, onnx, or both (comma-separated).
             spatial_size: input size "[rows,columns]" (default the bundle's patch size).
-            atol: tolerance on the logits.
+            atol: largest accepted difference of a probability (docs/cli.md explains the default).
             overwrite: replace existing exports.
         """
         from monai_lgg.inference.export import export_model
 
-        results = export_model(bundle, output_dir, checkpoint, as_list(formats), spatial_size, atol, atol, as_flag(overwrite, "overwrite"))
+        results = export_model(
+            bundle, output_dir, checkpoint, as_list(formats), spatial_size, atol, as_flag(overwrite, "overwrite")
+        )
         for fmt, result in results.items():
-            print(f"{fmt}: {result['path']} (max |diff| vs PyTorch {result['max_abs_diff']:.2e})")
+            print(
+                f"{fmt}: {result['path']} (probabilities within {result['max_abs_diff']:.1e} of PyTorch, "
+                f"{result['mask_pixels_differing']} mask pixels differ)"
+            )
 
     def export_bundle(
         self,
@@ -412,7 +422,8 @@ class Commands:
         """
         from monai_lgg.report import make_report
 
-        print(f"wrote {make_report(eval_dir, output, logs, format, num_patients, title, as_flag(overwrite, 'overwrite'))}")
+        written = make_report(eval_dir, output, logs, format, num_patients, title, as_flag(overwrite, "overwrite"))
+        print(f"wrote {written}")
 
     def radiogenomics(
         self,
@@ -579,15 +590,45 @@ ALIASES = {"--continue": "--resume"}
 """Flags named after a Python keyword, as users type them (``predict --continue``)."""
 
 
+def _command_names() -> list[str]:
+    return sorted(name for name, _ in inspect.getmembers(Commands, inspect.isfunction) if not name.startswith("_"))
+
+
+def _check(args: list[str]) -> None:
+    """Refuse an unknown command, flag or override key, or a missing input, before any work (one line, exit 2).
+
+    Nothing heavy is imported here (no torch, no MONAI), so a mistake is reported at once instead of after
+    the start-up of the deep-learning stack, and never after the command did its work.
+    """
+    if not args or args[0].startswith("-"):
+        if args and args[0] not in ("--", "-h", "--help"):
+            raise LGGInputError(None, f"unknown option {args[0]} (give a command first: monai-lgg --help)")
+        return
+    commands = _command_names()
+    name = args[0].replace("-", "_")
+    if name not in commands:
+        close = difflib.get_close_matches(name, commands, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"commands: {', '.join(commands)}"
+        raise LGGInputError(None, f"unknown command {args[0]!r} ({hint})")
+    check_command_line(name, getattr(Commands, name), args[1:])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``monai-lgg`` console script and ``python -m monai_lgg``.
 
-    A user error ends with one line ``monai-lgg: error: <file>: <problem>`` and exit code 2;
-    ``MONAI_LGG_DEBUG=1`` shows its full traceback instead.
+    ``monai-lgg --version`` prints the package version. A user error, including an unknown flag and a
+    missing input, ends with one line ``monai-lgg: error: <file>: <problem>`` and exit code 2 before any
+    work is done; ``MONAI_LGG_DEBUG=1`` shows its full traceback instead.
     """
     args = [ALIASES.get(a, a) for a in (list(argv) if argv is not None else sys.argv[1:])]
+    if args[:1] in (["--version"], ["-V"]):
+        print(f"monai-lgg {__version__}")
+        return
     try:
-        fire.Fire(Commands(), command=_help_request(args) or args, name="monai-lgg")
+        help_args = _help_request(args)
+        if help_args is None:
+            _check(args)
+        fire.Fire(Commands(), command=help_args or args, name="monai-lgg")
     except KeyboardInterrupt:
         print("monai-lgg: interrupted", file=sys.stderr)
         sys.exit(130)

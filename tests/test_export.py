@@ -51,14 +51,14 @@ def test_predict_with_torchscript_checkpoint(tiny, exported, tmp_path):
 
 
 class _Shifted(torch.nn.Module):
-    """An 'export' whose output is off by 0.01: what a broken conversion looks like."""
+    """An 'export' whose logits are off by 1: what a broken conversion looks like."""
 
-    def __init__(self, module: torch.nn.Module) -> None:
+    def __init__(self, module: torch.nn.Module, shift: float = 1.0) -> None:
         super().__init__()
-        self.module = module
+        self.module, self.shift = module, shift
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x) + 0.01
+        return self.module(x) + self.shift
 
 
 def test_overwrite_and_failed_check_write_nothing(tiny, exported, tmp_path, capsys, monkeypatch):
@@ -79,6 +79,68 @@ def test_overwrite_and_failed_check_write_nothing(tiny, exported, tmp_path, caps
         "torchscript",
         *TINY,
     )
-    assert "differs from PyTorch" in line
+    assert "TorchScript probabilities differ from PyTorch" in line
     assert list(tmp_path.iterdir()) == []
     assert "unknown export format" in fail(capsys, "export", "--bundle", str(tiny["bundle"]), "--formats", "tflite")
+
+
+def test_refused_onnx_leaves_no_torchscript_behind(tiny, tmp_path, capsys, monkeypatch):
+    """Both files are staged and checked before either is moved into place: a refused ONNX file takes the
+    TorchScript file (checked first, and fine) with it, and the output folder it would have created."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    run = onnxruntime.InferenceSession.run
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", lambda self, *a, **k: [run(self, *a, **k)[0] + 1.0])
+    out = tmp_path / "exports"
+    line = fail(capsys, "export", "--bundle", str(tiny["bundle"]), "--output_dir", str(out), *TINY)
+    assert "ONNX probabilities differ from PyTorch" in line and "nothing written" in line
+    assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+    assert list(tmp_path.iterdir()) == []
+
+
+class _Constant(torch.nn.Module):
+    """A one-channel 'network' whose logit is ``value`` everywhere."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 1, 1)
+        torch.nn.init.zeros_(self.conv.weight)
+        torch.nn.init.constant_(self.conv.bias, value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+@pytest.mark.parametrize(
+    "logit, accepted",
+    [
+        (-13.8, True),  # the ensemble's clamp logit(1e-6): +0.05 moves the probability by 5e-8, no mask changes
+        (0.0, False),  # near the threshold +0.05 moves the probability by 0.0125: refused
+    ],
+)
+def test_check_is_on_probabilities_not_logits(tmp_path, monkeypatch, logit, accepted):
+    """The check compares what users consume: a logit difference of 0.05 deep in the background is accepted."""
+    from monai_lgg.errors import LGGInputError
+    from monai_lgg.inference.export import export_torchscript
+
+    load = torch.jit.load
+    monkeypatch.setattr(torch.jit, "load", lambda *args, **kwargs: _Shifted(load(*args, **kwargs), 0.05))
+    network, path = _Constant(logit).eval(), tmp_path / "model.ts"
+    example, check = torch.randn(1, 3, 16, 16), torch.randn(2, 3, 16, 16)
+    if accepted:
+        diff = export_torchscript(network, path, example, check, atol=1e-4)
+        assert 0 < diff < 1e-6 and path.is_file()
+    else:
+        with pytest.raises(LGGInputError, match="probabilities differ"):
+            export_torchscript(network, path, example, check, atol=1e-4)
+        assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_documented_export_of_the_shipped_ensemble(tmp_path, capsys):
+    """``monai-lgg export unet`` (the documented command) exports the shipped 5-member ensemble: its logits differ
+    by up to ~0.05 where they are clamped at logit(1e-6), its probabilities and masks do not."""
+    pytest.importorskip("onnxruntime")
+    main(["export", "unet", "--output_dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.ts"]
+    assert out.count("0 mask pixels differ") == 2, out

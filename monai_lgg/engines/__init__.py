@@ -35,6 +35,7 @@ from monai_lgg.engines.handlers import is_main_process, provenance, train_handle
 from monai_lgg.engines.inferers import FlipTTAInferer
 from monai_lgg.engines.performance import FastInferer, fast_default, prepare_network, train_loader
 from monai_lgg.engines.reports import PatientReport, check_no_leakage, evaluation_handlers
+from monai_lgg.engines.tracking import TrackedRun, flat_handlers
 from monai_lgg.errors import as_flag
 from monai_lgg.transforms.presets import (
     cached_volume_transforms,
@@ -73,6 +74,8 @@ __all__ = [
     "rank",
     "evaluation_handlers",
     "fast_default",
+    "flat_handlers",
+    "TrackedRun",
     "FastInferer",
     "FlipTTAInferer",
     "is_main_process",

@@ -8,17 +8,14 @@ dict, always loaded with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
-import atexit
 import json
-import shutil
-import tempfile
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from monai_lgg.bundle_paths import BUNDLES_DIR, resolve_bundle  # found without importing torch
 from monai_lgg.engines.bundle import bundle_network, trained_members, trained_network_args
 from monai_lgg.errors import LGGInputError
 from monai_lgg.transforms import presets
@@ -33,9 +30,6 @@ __all__ = [
     "load_members",
     "resolve_device",
 ]
-
-BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
-"""The project's bundles (``bundles/<name>``), found when monai-lgg is installed from its source tree."""
 
 _DEFAULTS = {
     # the values inference.json falls back to when a checkpoint's sidecar records no geometry / size
@@ -81,56 +75,6 @@ class BundleInfo:
     def image_channels(self) -> int:
         """Channels of the images the model segments (``in_channels`` over the slices of a 2.5D input)."""
         return presets.image_channels(self.in_channels, self.context_slices)
-
-
-MAX_BUNDLE_BYTES = 2 * 2**30
-"""The most a bundle zip may unpack to, from its declared sizes (the shipped UNet bundle is about 20 MB)."""
-MAX_BUNDLE_FILES = 10_000
-
-
-def _extract_zip(path: Path) -> Path:
-    """Unpack a bundle zip into a temporary folder removed at exit; refuse members escaping it."""
-    target = Path(tempfile.mkdtemp(prefix="monai-lgg-bundle-"))
-    atexit.register(shutil.rmtree, target, True)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            declared = sum(info.file_size for info in archive.infolist())
-            if declared > MAX_BUNDLE_BYTES or len(archive.infolist()) > MAX_BUNDLE_FILES:
-                limit = f"{MAX_BUNDLE_BYTES / 2**20:.0f} MiB, {MAX_BUNDLE_FILES} files"
-                raise LGGInputError(
-                    path, f"unpacks to {declared / 2**20:.0f} MiB in {len(archive.infolist())} files, more than a "
-                    f"bundle may ({limit}): refused before unpacking"
-                )
-            for member in archive.namelist():
-                resolved = (target / member).resolve()
-                if target.resolve() not in resolved.parents and resolved != target.resolve():
-                    raise LGGInputError(path, f"zip member {member!r} would be written outside the bundle folder")
-            archive.extractall(target)
-    except zipfile.BadZipFile as err:
-        raise LGGInputError(path, f"is not a readable zip file ({err})") from None
-    candidates = sorted(p.parent.parent for p in target.glob("**/configs/model.json"))
-    if not candidates:
-        raise LGGInputError(path, "holds no monai-lgg bundle (no configs/model.json inside)")
-    return min(candidates, key=lambda p: len(p.parts))
-
-
-def resolve_bundle(source: str | Path) -> Path:
-    """The bundle folder for a folder, a bundle zip, or the name of a project bundle (``unet``).
-
-    Raises:
-        LGGInputError: nothing usable there.
-    """
-    path = Path(source).expanduser()
-    if path.is_file() and path.suffix.lower() == ".zip":
-        return _extract_zip(path)
-    if not path.exists() and not path.is_absolute() and len(path.parts) <= 2 and (BUNDLES_DIR / path.name).is_dir():
-        path = BUNDLES_DIR / path.name  # "unet" or "bundles/unet" from outside the source tree
-    if not path.exists():
-        names = ", ".join(sorted(p.name for p in BUNDLES_DIR.glob("*") if (p / "configs" / "model.json").is_file()))
-        raise LGGInputError(path, f"bundle not found (give a bundle folder, a bundle .zip, or one of: {names})")
-    if not (path / "configs" / "model.json").is_file():
-        raise LGGInputError(path, "is not a monai-lgg bundle (no configs/model.json)")
-    return path.resolve()
 
 
 def _plain(value: object, default: object) -> object:
