@@ -317,7 +317,8 @@ class Commands:
 
         Args:
             bundle: bundle folder, bundle .zip, or a project bundle name.
-            output_dir: where model.ts / model.onnx go (default <bundle>/models).
+            output_dir: where model.ts / model.onnx go (default <bundle>/models; for a bundle of an installed
+                monai-lgg ./<bundle>_outputs/models).
             checkpoint: weights (default <bundle>/models/model.pt).
             formats: torchscript, onnx, or both (comma-separated).
             spatial_size: input size "[rows,columns]" (default the bundle's patch size).
@@ -326,7 +327,9 @@ class Commands:
         """
         from monai_lgg.inference.export import export_model
 
-        results = export_model(bundle, output_dir, checkpoint, as_list(formats), spatial_size, atol, atol, as_flag(overwrite, "overwrite"))
+        results = export_model(
+            bundle, output_dir, checkpoint, as_list(formats), spatial_size, atol, atol, as_flag(overwrite, "overwrite")
+        )
         for fmt, result in results.items():
             print(f"{fmt}: {result['path']} (max |diff| vs PyTorch {result['max_abs_diff']:.2e})")
 
@@ -394,7 +397,8 @@ class Commands:
         """
         from monai_lgg.report import make_report
 
-        print(f"wrote {make_report(eval_dir, output, logs, format, num_patients, title, as_flag(overwrite, 'overwrite'))}")
+        report = make_report(eval_dir, output, logs, format, num_patients, title, as_flag(overwrite, "overwrite"))
+        print(f"wrote {report}")
 
     def radiogenomics(
         self,

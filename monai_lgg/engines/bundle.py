@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -17,6 +18,10 @@ from monai_lgg.data.datalist import check_disjoint, load_fold
 from monai_lgg.errors import LGGInputError, one_line_errors_in_bundle_runs
 
 __all__ = [
+    "BUNDLES_DIR",
+    "bundle_names",
+    "installed_bundle",
+    "output_root",
     "run_dir",
     "dataset_tag",
     "default_geometry",
@@ -33,6 +38,42 @@ __all__ = [
 
 SYNTHETIC = "synthetic"
 RUNS = "runs"
+
+_PACKAGED = resources.files("monai_lgg") / "_bundles"
+BUNDLES_DIR = Path(str(_PACKAGED)).resolve()
+"""The project's bundles (``unet``, ``unetplusplus``, ...): package data of ``monai_lgg``.
+
+In a source checkout ``monai_lgg/_bundles`` is a link to the top-level ``bundles/`` folder, so this is
+``<checkout>/bundles``; a built wheel holds the bundles there as plain files (the shared configs copied into
+each bundle, the UNet's shipped weights, no training output). pip always unpacks wheels, so these are ordinary
+files that MONAI's config parser and ``torch.load`` open.
+"""
+# a checkout's monai_lgg/_bundles is the link to bundles/; an installed wheel's is a plain folder
+_IN_CHECKOUT = Path(str(_PACKAGED)).is_symlink()
+
+
+def bundle_names() -> list[str]:
+    """The names of the project's bundles: the folders of :data:`BUNDLES_DIR` with a ``configs/model.json``."""
+    return sorted(p.name for p in BUNDLES_DIR.glob("*") if (p / "configs" / MODEL_FILE).is_file())
+
+
+def installed_bundle(root: str | os.PathLike) -> bool:
+    """Whether ``root`` is one of the project's bundles inside an installed monai-lgg (not a source checkout).
+
+    Such a bundle is part of the installed package: often read-only, and replaced or removed by ``pip``.
+    """
+    return not _IN_CHECKOUT and Path(root).resolve().parent == BUNDLES_DIR
+
+
+def output_root(root: str | os.PathLike) -> Path:
+    """Where a bundle's default outputs go (``runs/``, exported ``models/``, ``predictions/``).
+
+    The bundle folder itself, as in a source checkout (``bundles/unet/runs/...``) or a user's own bundle; for a
+    bundle inside an installed monai-lgg (see :func:`installed_bundle`) ``<bundle name>_outputs`` in the current
+    directory (``./unet_outputs/runs/...``), since the package is no place for results (and a plain ``./unet``
+    folder would shadow the bundle's name in ``--bundle unet``).
+    """
+    return Path.cwd() / f"{Path(root).name}_outputs" if installed_bundle(root) else Path(root)
 
 # Bundle configs import this module ("$import monai_lgg.engines as lgg"): from then on, a user error under
 # `python -m monai.bundle run` ends with our one-line message instead of MONAI's wrapped traceback.
@@ -82,6 +123,9 @@ def run_dir(
 ) -> str:
     """The folder a training run writes into by default: ``<bundle_root>/runs/<data set>_fold<k>``.
 
+    For a bundle of an installed monai-lgg: ``./<bundle name>_outputs/runs/<data set>_fold<k>`` (see
+    :func:`output_root`).
+
     Its ``models/`` (``model.pt``, ``last.ckpt`` and their JSON records), ``logs/`` and ``eval/`` belong to
     this run only. The bundle's own ``models/model.pt`` is the published model that ``inference.json``
     and ``monai-lgg predict`` load, so training never writes there unless asked (``--ckpt_dir
@@ -98,7 +142,7 @@ def run_dir(
     tag = dataset_tag(dataset_dir)
     split = str(train_split)
     name = f"{tag}_all" if split == "all" else f"{tag}_fold{int(fold)}" + ("" if split == "train" else f"_{split}")
-    return str(Path(bundle_root) / RUNS / re.sub(r"[^A-Za-z0-9._-]+", "_", name))
+    return str(output_root(bundle_root) / RUNS / re.sub(r"[^A-Za-z0-9._-]+", "_", name))
 
 
 def default_device() -> torch.device:
@@ -147,7 +191,9 @@ def prepare_dataset(dataset_dir: str | os.PathLike = SYNTHETIC) -> str:
     if (path / "datalist.json").is_file():
         return str((path / "datalist.json").resolve())
     if not path.is_dir():
-        raise LGGInputError(path, "dataset_dir does not exist (give a converted folder, a kaggle_3m folder or 'synthetic')")
+        raise LGGInputError(
+            path, "dataset_dir does not exist (give a converted folder, a kaggle_3m folder or 'synthetic')"
+        )
     key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
     target = cache_root() / f"converted-{path.name}-{key}"
     with _locked(cache_root()):
@@ -159,7 +205,9 @@ def prepare_dataset(dataset_dir: str | os.PathLike = SYNTHETIC) -> str:
 def _checked(result) -> None:
     if not result.ok:
         first = result.report["errors"][0]
-        raise LGGInputError(first["file"], f"{first['problem']} (and {len(result.report['errors']) - 1} more; run monai-lgg convert for the report)")
+        more = len(result.report["errors"]) - 1
+        problem = f"{first['problem']} (and {more} more; run monai-lgg convert for the report)"
+        raise LGGInputError(first["file"], problem)
 
 
 def default_geometry(datalist: str | os.PathLike | None = None) -> str:
@@ -181,7 +229,8 @@ def default_geometry(datalist: str | os.PathLike | None = None) -> str:
         names = json.loads(meta.read_text()).get("channel_names", {}) if meta.is_file() else {}
     except (OSError, ValueError):
         return "patch"
-    return "brain" if isinstance(names, dict) and tuple(names.get(str(i)) for i in range(3)) == CHANNEL_NAMES else "patch"
+    named = isinstance(names, dict) and tuple(names.get(str(i)) for i in range(3)) == CHANNEL_NAMES
+    return "brain" if named else "patch"
 
 
 def load_split(datalist: str | os.PathLike, fold: int = 0, split: str = "train") -> list[dict]:
@@ -280,7 +329,9 @@ def bundle_setting(bundle_root: str | os.PathLike, key: str, default: object = N
     return _model_config(bundle_root).get(key, default)
 
 
-def bundle_network(bundle_root: str | os.PathLike, network_args: dict | None = None, **context: object) -> torch.nn.Module:
+def bundle_network(
+    bundle_root: str | os.PathLike, network_args: dict | None = None, **context: object
+) -> torch.nn.Module:
     """Instantiate ``network_def`` of ``<bundle_root>/configs/model.json``.
 
     Args:
@@ -303,7 +354,9 @@ def bundle_network(bundle_root: str | os.PathLike, network_args: dict | None = N
         return parser.get_parsed_content("network_def")
     from monai_lgg.networks.ensemble import ProbabilityEnsemble
 
-    return ProbabilityEnsemble([parser.get_parsed_content("network_def", instantiate=True, lazy=False) for _ in range(members)])
+    return ProbabilityEnsemble(
+        [parser.get_parsed_content("network_def", instantiate=True, lazy=False) for _ in range(members)]
+    )
 
 
 _NETWORK_MODULES = ("monai.networks.nets.", "monai_lgg.networks.")

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import torch
 
-from monai_lgg.engines.bundle import bundle_network, trained_members, trained_network_args
+from monai_lgg.engines.bundle import BUNDLES_DIR, bundle_names, bundle_network, trained_members, trained_network_args
 from monai_lgg.errors import LGGInputError
 from monai_lgg.transforms import presets
 
 __all__ = [
     "BundleInfo",
     "BUNDLES_DIR",
+    "bundle_names",
     "resolve_bundle",
     "bundle_info",
     "load_state_dict",
@@ -33,9 +34,6 @@ __all__ = [
     "load_members",
     "resolve_device",
 ]
-
-BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
-"""The project's bundles (``bundles/<name>``), found when monai-lgg is installed from its source tree."""
 
 _DEFAULTS = {
     # the values inference.json falls back to when a checkpoint's sidecar records no geometry / size
@@ -114,7 +112,7 @@ def resolve_bundle(source: str | Path) -> Path:
     if not path.exists() and not path.is_absolute() and len(path.parts) <= 2 and (BUNDLES_DIR / path.name).is_dir():
         path = BUNDLES_DIR / path.name  # "unet" or "bundles/unet" from outside the source tree
     if not path.exists():
-        names = ", ".join(sorted(p.name for p in BUNDLES_DIR.glob("*") if (p / "configs" / "model.json").is_file()))
+        names = ", ".join(bundle_names())
         raise LGGInputError(path, f"bundle not found (give a bundle folder, a bundle .zip, or one of: {names})")
     if not (path / "configs" / "model.json").is_file():
         raise LGGInputError(path, "is not a monai-lgg bundle (no configs/model.json)")
