@@ -28,6 +28,7 @@ from packaging.requirements import Requirement
 from monai_lgg import __version__
 from monai_lgg.engines import bundle as engines_bundle
 from monai_lgg.engines.bundle import BUNDLES_DIR, bundle_names, output_root, run_dir
+from monai_lgg.errors import LGGInputError
 
 from .conftest import CONSOLE_SCRIPT, PROJECT_ROOT
 
@@ -97,6 +98,19 @@ def test_bundle_outputs_of_an_installed_package_go_to_the_working_folder(tmp_pat
     assert Path(run_dir(unet, "data/lgg", 1)) == tmp_path / "unet_outputs" / "runs" / "lgg_fold1"
     own = tmp_path / "mine" / "unet"  # a user's own bundle folder still holds its outputs
     assert output_root(own) == own and Path(run_dir(own, "synthetic", 0)) == own / "runs" / "synthetic_fold0"
+
+
+def test_export_bundle_from_an_installed_package_says_it_needs_a_checkout(tmp_path, monkeypatch):
+    """The measured results a zoo export cites live in the checkout's docs/, not in the wheel: one clear line."""
+    from monai_lgg.bundle_export import EVAL_METRICS_FILE, measured_eval_metrics
+
+    site = tmp_path / "site-packages" / "monai_lgg" / "_bundles"
+    shutil.copytree(BUNDLES_DIR / "unet" / "docs", site / "unet" / "docs")
+    monkeypatch.setattr(engines_bundle, "_IN_CHECKOUT", False)
+    monkeypatch.setattr(engines_bundle, "BUNDLES_DIR", site)
+    with pytest.raises(LGGInputError, match="publishes from a source checkout") as refused:
+        measured_eval_metrics(site / "unet")
+    assert EVAL_METRICS_FILE in str(refused.value) and "\n" not in str(refused.value)
 
 
 def _project_copy(target: Path) -> Path:
