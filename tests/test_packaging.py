@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -185,7 +186,7 @@ def _folder_mb(folder: Path) -> float:
 
 
 @pytest.fixture(scope="module")
-def installed(wheel, tmp_path_factory) -> dict[str, object]:
+def installed(wheel, tmp_path_factory) -> Iterator[dict[str, object]]:
     """A fresh virtual environment outside the checkout with torch (this environment's build) and the wheel.
 
     The wheel is installed as a user would: not editable, its dependencies resolved by pip. torch is
@@ -218,7 +219,8 @@ def installed(wheel, tmp_path_factory) -> dict[str, object]:
                  work, env)
     site = str(venv)
     assert all(line.startswith(site) for line in probe.stdout.split()), probe.stdout  # the wheel's, not the checkout's
-    return {"script": str(venv / "bin" / "monai-lgg"), "env": env, "work": work, "venv": venv}
+    yield {"script": str(venv / "bin" / "monai-lgg"), "env": env, "work": work, "venv": venv}
+    shutil.rmtree(venv, ignore_errors=True)  # 1.5 GB that pytest would otherwise keep for three runs
 
 
 def _same_outputs(first: Path, second: Path) -> None:
