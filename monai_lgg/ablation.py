@@ -175,11 +175,10 @@ def _latency(rows: Sequence[Row], threads: int, repeats: int) -> dict[str, float
     """fp32 ms per 256² slice (a 40-slice volume, no TTA) of each row's first-fold model, in one process."""
     from monai_lgg.inference.benchmark import benchmark
 
-    bundles = Path(__file__).resolve().parents[1] / "bundles"
     timings = {}
     for row in rows:
         timed = benchmark(
-            bundles / row.result["cell"]["bundle"],
+            row.result["cell"]["bundle"],  # a project bundle's name (see resolve_bundle)
             row.checkpoint(),
             threads=threads,
             repeats=repeats,
@@ -232,7 +231,8 @@ def comparison_table(record: Mapping[str, Any]) -> str:
             f"| {s['label']} | {s['lever']} | {s['patients']} | {format_number(d['mean'])} "
             f"[{format_number(d['ci_low'])}, {format_number(d['ci_high'])}] | {format_number(d['median'])} "
             f"| {format_number(d['min'])} | {s['below_failure']} | {delta} | {fp} | {s['train_minutes']:.1f} "
-            f"| {'/'.join(str(e) for e in epochs)} | {s['params'] / 1e6:.2f} | {format_number(s.get('ms_per_slice'), 1)} |"
+            f"| {'/'.join(str(e) for e in epochs)} | {s['params'] / 1e6:.2f} "
+            f"| {format_number(s.get('ms_per_slice'), 1)} |"
         )
     return "\n".join(lines)
 

@@ -8,22 +8,55 @@ from __future__ import annotations
 
 import atexit
 import functools
+import os
 import shutil
 import tempfile
 import zipfile
+from importlib import resources
 from pathlib import Path
 
 from monai_lgg.errors import LGGInputError
 
-__all__ = ["BUNDLES_DIR", "MAX_BUNDLE_BYTES", "MAX_BUNDLE_FILES", "bundle_names", "resolve_bundle"]
+__all__ = [
+    "BUNDLES_DIR", "MAX_BUNDLE_BYTES", "MAX_BUNDLE_FILES", "bundle_names", "installed_bundle", "output_root",
+    "resolve_bundle",
+]
 
-BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
-"""The project's bundles (``bundles/<name>``), found when monai-lgg is installed from its source tree."""
+_PACKAGED = resources.files("monai_lgg") / "_bundles"
+BUNDLES_DIR = Path(str(_PACKAGED)).resolve()
+"""The project's bundles (``unet``, ``unetplusplus``, ...): package data of ``monai_lgg``.
+
+In a source checkout ``monai_lgg/_bundles`` is a link to the top-level ``bundles/`` folder, so this is
+``<checkout>/bundles``; a built wheel holds the bundles there as plain files (the shared configs copied into
+each bundle, the UNet's shipped weights, no training output). pip always unpacks wheels, so these are ordinary
+files that MONAI's config parser and ``torch.load`` open.
+"""
+# a checkout's monai_lgg/_bundles is the link to bundles/; an installed wheel's is a plain folder
+_IN_CHECKOUT = Path(str(_PACKAGED)).is_symlink()
 
 
 def bundle_names() -> list[str]:
-    """Names of the project's bundles (folders of :data:`BUNDLES_DIR` with ``configs/model.json``)."""
+    """The names of the project's bundles: the folders of :data:`BUNDLES_DIR` with a ``configs/model.json``."""
     return sorted(p.name for p in BUNDLES_DIR.glob("*") if (p / "configs" / "model.json").is_file())
+
+
+def installed_bundle(root: str | os.PathLike) -> bool:
+    """Whether ``root`` is one of the project's bundles inside an installed monai-lgg (not a source checkout).
+
+    Such a bundle is part of the installed package: often read-only, and replaced or removed by ``pip``.
+    """
+    return not _IN_CHECKOUT and Path(root).resolve().parent == BUNDLES_DIR
+
+
+def output_root(root: str | os.PathLike) -> Path:
+    """Where a bundle's default outputs go (``runs/``, exported ``models/``, ``predictions/``).
+
+    The bundle folder itself, as in a source checkout (``bundles/unet/runs/...``) or a user's own bundle; for a
+    bundle inside an installed monai-lgg (see :func:`installed_bundle`) ``<bundle name>_outputs`` in the current
+    directory (``./unet_outputs/runs/...``), since the package is no place for results (and a plain ``./unet``
+    folder would shadow the bundle's name in ``--bundle unet``).
+    """
+    return Path.cwd() / f"{Path(root).name}_outputs" if installed_bundle(root) else Path(root)
 
 
 MAX_BUNDLE_BYTES = 2 * 2**30

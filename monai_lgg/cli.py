@@ -340,7 +340,8 @@ class Commands:
 
         Args:
             bundle: bundle folder, bundle .zip, or a project bundle name.
-            output_dir: where model.ts / model.onnx go (default <bundle>/models).
+            output_dir: where model.ts / model.onnx go (default <bundle>/models; for a bundle of an installed
+                monai-lgg ./<bundle>_outputs/models).
             checkpoint: weights (default <bundle>/models/model.pt).
             formats: torchscript, onnx, or both (comma-separated).
             spatial_size: input size "[rows,columns]" (default the bundle's patch size).

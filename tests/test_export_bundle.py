@@ -208,7 +208,10 @@ def test_missing_weights_fail_the_directory_check(unet_export, tmp_path):
 
 
 def test_unetplusplus_passes_the_default_multiplier_check(tmp_path):
-    """The zoo runs verify_net_in_out at n = 1: '16*n' gave UNet++ a 1x1 bottleneck (instance norm fails); '32*n' passes."""
+    """The zoo runs verify_net_in_out at n = 1: '16*n' gave UNet++ a 1x1 bottleneck (instance norm fails).
+
+    '32*n' passes.
+    """
     bundle = tmp_path / "unetplusplus"
     shutil.copytree(
         BUNDLES_DIR / "unetplusplus", bundle, symlinks=False, ignore=shutil.ignore_patterns("models", "eval", "logs")
@@ -352,11 +355,15 @@ def test_built_wheel_exports_and_passes_in_a_fresh_environment(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=900)
     python = venv / "bin" / "python"
+    # without PYTHONPATH: a checkout on it (with the monai_lgg.egg-info the build leaves there) looks like
+    # monai-lgg already installed to pip, which then skips the wheel
+    clean = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     install = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", str(wheel)],
         capture_output=True,
         text=True,
         timeout=600,
+        env=clean,
     )
     assert install.returncode == 0, install.stderr[-2000:]
     site = subprocess.run(
@@ -370,7 +377,6 @@ def test_built_wheel_exports_and_passes_in_a_fresh_environment(tmp_path):
 
     work = tmp_path / "work"
     work.mkdir()
-    clean = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     probe = subprocess.run(
         [str(python), "-c", "import monai_lgg; print(monai_lgg.__file__, monai_lgg.__version__)"],
         capture_output=True,

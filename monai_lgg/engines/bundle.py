@@ -13,10 +13,15 @@ from pathlib import Path
 
 import torch
 
+from monai_lgg.bundle_paths import BUNDLES_DIR, bundle_names, installed_bundle, output_root
 from monai_lgg.data.datalist import check_disjoint, load_fold
 from monai_lgg.errors import LGGInputError, one_line_errors_in_bundle_runs
 
 __all__ = [
+    "BUNDLES_DIR",
+    "bundle_names",
+    "installed_bundle",
+    "output_root",
     "run_dir",
     "dataset_tag",
     "default_geometry",
@@ -82,6 +87,9 @@ def run_dir(
 ) -> str:
     """The folder a training run writes into by default: ``<bundle_root>/runs/<data set>_fold<k>``.
 
+    For a bundle of an installed monai-lgg: ``./<bundle name>_outputs/runs/<data set>_fold<k>`` (see
+    :func:`output_root`).
+
     Its ``models/`` (``model.pt``, ``last.ckpt`` and their JSON records), ``logs/`` and ``eval/`` belong to
     this run only. The bundle's own ``models/model.pt`` is the published model that ``inference.json``
     and ``monai-lgg predict`` load, so training never writes there unless asked (``--ckpt_dir
@@ -98,7 +106,7 @@ def run_dir(
     tag = dataset_tag(dataset_dir)
     split = str(train_split)
     name = f"{tag}_all" if split == "all" else f"{tag}_fold{int(fold)}" + ("" if split == "train" else f"_{split}")
-    return str(Path(bundle_root) / RUNS / re.sub(r"[^A-Za-z0-9._-]+", "_", name))
+    return str(output_root(bundle_root) / RUNS / re.sub(r"[^A-Za-z0-9._-]+", "_", name))
 
 
 def default_device() -> torch.device:
@@ -147,7 +155,9 @@ def prepare_dataset(dataset_dir: str | os.PathLike = SYNTHETIC) -> str:
     if (path / "datalist.json").is_file():
         return str((path / "datalist.json").resolve())
     if not path.is_dir():
-        raise LGGInputError(path, "dataset_dir does not exist (give a converted folder, a kaggle_3m folder or 'synthetic')")
+        raise LGGInputError(
+            path, "dataset_dir does not exist (give a converted folder, a kaggle_3m folder or 'synthetic')"
+        )
     key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
     target = cache_root() / f"converted-{path.name}-{key}"
     with _locked(cache_root()):
@@ -159,7 +169,9 @@ def prepare_dataset(dataset_dir: str | os.PathLike = SYNTHETIC) -> str:
 def _checked(result) -> None:
     if not result.ok:
         first = result.report["errors"][0]
-        raise LGGInputError(first["file"], f"{first['problem']} (and {len(result.report['errors']) - 1} more; run monai-lgg convert for the report)")
+        more = len(result.report["errors"]) - 1
+        problem = f"{first['problem']} (and {more} more; run monai-lgg convert for the report)"
+        raise LGGInputError(first["file"], problem)
 
 
 def default_geometry(datalist: str | os.PathLike | None = None) -> str:
@@ -181,7 +193,8 @@ def default_geometry(datalist: str | os.PathLike | None = None) -> str:
         names = json.loads(meta.read_text()).get("channel_names", {}) if meta.is_file() else {}
     except (OSError, ValueError):
         return "patch"
-    return "brain" if isinstance(names, dict) and tuple(names.get(str(i)) for i in range(3)) == CHANNEL_NAMES else "patch"
+    named = isinstance(names, dict) and tuple(names.get(str(i)) for i in range(3)) == CHANNEL_NAMES
+    return "brain" if named else "patch"
 
 
 def load_split(datalist: str | os.PathLike, fold: int = 0, split: str = "train") -> list[dict]:
@@ -282,7 +295,9 @@ def bundle_setting(bundle_root: str | os.PathLike, key: str, default: object = N
     return _model_config(bundle_root).get(key, default)
 
 
-def bundle_network(bundle_root: str | os.PathLike, network_args: dict | None = None, **context: object) -> torch.nn.Module:
+def bundle_network(
+    bundle_root: str | os.PathLike, network_args: dict | None = None, **context: object
+) -> torch.nn.Module:
     """Instantiate ``network_def`` of ``<bundle_root>/configs/model.json``.
 
     Args:
@@ -305,7 +320,9 @@ def bundle_network(bundle_root: str | os.PathLike, network_args: dict | None = N
         return parser.get_parsed_content("network_def")
     from monai_lgg.networks.ensemble import ProbabilityEnsemble
 
-    return ProbabilityEnsemble([parser.get_parsed_content("network_def", instantiate=True, lazy=False) for _ in range(members)])
+    return ProbabilityEnsemble(
+        [parser.get_parsed_content("network_def", instantiate=True, lazy=False) for _ in range(members)]
+    )
 
 
 # MONAI's config parser gives these meaning: "$" runs an expression, "@" refers to another key, "%" reads another file

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from monai_lgg.engines.bundle import output_root
 from monai_lgg.errors import LGGInputError
 from monai_lgg.inference.loading import load_network, resolve_bundle
 from monai_lgg.io import atomic_path
@@ -171,7 +172,8 @@ def export_model(
 
     Args:
         bundle: bundle folder, zip or name.
-        output_dir: where ``model.ts`` / ``model.onnx`` go (default ``<bundle>/models``).
+        output_dir: where ``model.ts`` / ``model.onnx`` go (default ``<bundle>/models``; for a bundle of an
+            installed monai-lgg ``./<bundle name>_outputs/models``).
         checkpoint: weights (default ``<bundle>/models/model.pt``).
         formats: any of ``torchscript``, ``onnx``.
         spatial_size: input size (rows, columns), default the bundle's patch size.
@@ -194,7 +196,7 @@ def export_model(
     if "onnx" in formats:
         _onnxruntime()
     root = resolve_bundle(bundle)
-    output_dir = Path(output_dir) if output_dir else root / "models"
+    output_dir = Path(output_dir) if output_dir else output_root(root) / "models"
     targets = {fmt: output_dir / FORMATS[fmt] for fmt in formats}
     for target in targets.values():
         if target.exists() and not overwrite:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from monai_lgg.bundle_paths import BUNDLES_DIR, resolve_bundle  # found without importing torch
+# bundles are found without importing torch (the command line checks --bundle first)
+from monai_lgg.bundle_paths import BUNDLES_DIR, bundle_names, resolve_bundle
 from monai_lgg.engines.bundle import bundle_network, trained_members, trained_network_args
 from monai_lgg.errors import LGGInputError
 from monai_lgg.transforms import presets
@@ -23,6 +24,7 @@ from monai_lgg.transforms import presets
 __all__ = [
     "BundleInfo",
     "BUNDLES_DIR",
+    "bundle_names",
     "resolve_bundle",
     "bundle_info",
     "load_state_dict",
