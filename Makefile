@@ -12,6 +12,7 @@ PYTEST_ARGS ?=
 install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml
+	@echo "== installing torch (CPU), MONAI and monai-lgg into $(VENV) (a few minutes the first time)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
@@ -25,11 +26,15 @@ DEMO_ARGS = --dataset_dir $(DEMO)/lgg --ckpt_dir $(DEMO)/unet/models --log_dir $
 
 demo: install
 	rm -rf $(DEMO)
+	@echo "== generating 8 synthetic patients in the Kaggle layout, converting them to NIfTI"
 	$(BIN)/monai-lgg synth $(DEMO)/kaggle_3m
 	$(BIN)/monai-lgg convert $(DEMO)/kaggle_3m $(DEMO)/lgg
 	$(BIN)/monai-lgg stats $(DEMO)/lgg
+	@echo "== training the UNet bundle on fold 0 (the longest step: a few minutes on 2 CPU cores)"
 	$(RUN) training --config_file $(BUNDLE)/configs/train.json $(DEMO_ARGS)
+	@echo "== evaluating it per patient on the test fold"
 	$(RUN) --config_file "['$(BUNDLE)/configs/train.json','$(BUNDLE)/configs/evaluate.json']" $(DEMO_ARGS) --output_dir $(DEMO)/unet/eval
+	@echo "== segmenting every volume"
 	$(RUN) --config_file $(BUNDLE)/configs/inference.json --dataset_dir $(DEMO)/lgg --ckpt_path $(DEMO)/unet/models/model.pt --output_dir $(DEMO)/unet/predictions
 	@echo "demo done: per-patient scores in $(DEMO)/unet/eval/per_patient.csv, summary.json, overlays/; masks in $(DEMO)/unet/predictions/"
 
