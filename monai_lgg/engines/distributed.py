@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 def init_distributed() -> None:
     """Join the process group torchrun describes in the environment (idempotent)."""
     if "LOCAL_RANK" not in os.environ:
-        raise RuntimeError("multi_gpu_train.json and multi_gpu_evaluate.json must be started with torchrun (LOCAL_RANK is not set)")
+        raise RuntimeError(
+            "multi_gpu_train.json and multi_gpu_evaluate.json must be started with torchrun (LOCAL_RANK is not set)"
+        )
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     if torch.cuda.is_available():
@@ -115,4 +117,6 @@ def distributed(
     """
     network = network.to(device)
     device_ids = [device] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(network, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+    return torch.nn.parallel.DistributedDataParallel(
+        network, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+    )

@@ -38,16 +38,17 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CSV_COLUMNS = ("case", "dice", "iou", "precision", "recall", "f1", "accuracy", "hd95", "slice_dice", "gt_voxels", "pred_voxels",
-               "slices", "tumour_free_slices", "false_positive_slices")
+CSV_COLUMNS = ("case", "dice", "iou", "precision", "recall", "f1", "accuracy", "hd95", "slice_dice", "gt_voxels",
+               "pred_voxels", "slices", "tumour_free_slices", "false_positive_slices")
 EMPTY_RULES = ("3D scores per patient over all its slices. Empty ground truth and empty prediction score 1 (Dice, IoU, "
-               "precision, recall, F1) and HD95 0; empty ground truth with any predicted voxel scores 0; HD95 with exactly "
-               "one empty mask is NaN and excluded (counted in n_nan). Per-slice Dice pools every slice of every patient, "
-               "empty-vs-empty slices scoring 1 and tumour-free slices with any prediction 0.")
+               "precision, recall, F1) and HD95 0; empty ground truth with any predicted voxel scores 0; HD95 with "
+               "exactly one empty mask is NaN and excluded (counted in n_nan). Per-slice Dice pools every slice of "
+               "every patient, empty-vs-empty slices scoring 1 and tumour-free slices with any prediction 0.")
 MULTICLASS_RULES = ("Multi-class: every score is computed per foreground class (class c against not c) with the rules "
                     "above, a class absent from both masks of a patient scoring 1 (HD95 0), then averaged over the "
                     "foreground classes (HD95 over the classes where it is defined); dice_<class> and iou_<class> give "
-                    "each class. Voxel counts, tumour-free and false-positive slices use the union of the foreground classes.")
+                    "each class. Voxel counts, tumour-free and false-positive slices use the union of the foreground "
+                    "classes.")
 # BGR colours of classes 1, 2, ... in overlays (cycled): red, green, blue, yellow, magenta, cyan.
 CLASS_COLOURS = ((0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255), (255, 255, 0))
 # Binary overlays: ground truth green, prediction red, both (blended) yellow.
@@ -375,7 +376,8 @@ class PatientReport:
         class_names: Sequence[str] | None = None,
         cases: Sequence[str] | None = None,
     ) -> None:
-        self.output_dir, self.overlays, self.image_channel, self.info = Path(output_dir), overlays, image_channel, dict(info or {})
+        self.output_dir, self.overlays, self.image_channel = Path(output_dir), overlays, image_channel
+        self.info = dict(info or {})
         self.class_names = list(class_names) if class_names is not None else None
         self.cases = [str(c) for c in cases] if cases is not None else None
         self.rows: list[dict] = []
@@ -388,7 +390,9 @@ class PatientReport:
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(
             Events.STARTED,
-            lambda _: self.__init__(self.output_dir, self.overlays, self.image_channel, self.info, self.class_names, self.cases),
+            lambda _: self.__init__(
+                self.output_dir, self.overlays, self.image_channel, self.info, self.class_names, self.cases
+            ),
         )
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
         engine.add_event_handler(Events.COMPLETED, self.write)
@@ -399,7 +403,7 @@ class PatientReport:
 
     def collect(self, engine: Engine) -> None:
         batch = engine.state.batch if isinstance(engine.state.batch, list) else [{}] * len(engine.state.output)
-        for item, source in zip(engine.state.output, batch):
+        for item, source in zip(engine.state.output, batch, strict=False):
             pred = torch.as_tensor(item["pred"]).detach().cpu()
             label = torch.as_tensor(item["label"]).detach().cpu()
             case = str(source.get("case", item.get("case", f"case{len(self.rows)}")))
@@ -412,7 +416,7 @@ class PatientReport:
                 row = self._class_scores(pred_map, label_map, pred.shape[0])
             fg_pred, fg_label = pred_map > 0, label_map > 0
             pred_any, gt_any = slice_flags(fg_pred, fg_label)
-            flags = list(zip(pred_any.tolist(), gt_any.tolist()))
+            flags = list(zip(pred_any.tolist(), gt_any.tolist(), strict=True))
             self.slice_fp += flags
             self.row_slices.append((self.slice_dice[first_slice:], flags))
             self.rows.append({
@@ -435,7 +439,8 @@ class PatientReport:
 
     def _binary_scores(self, pred: np.ndarray, label: np.ndarray) -> dict:
         scores = volume_scores(pred, label)
-        per_slice = compute_slice_dice(torch.as_tensor(pred)[None, None], torch.as_tensor(label)[None, None])[:, 0].tolist()
+        volumes = torch.as_tensor(pred)[None, None], torch.as_tensor(label)[None, None]
+        per_slice = compute_slice_dice(*volumes)[:, 0].tolist()
         self.slice_dice += per_slice
         return {**{k: scores[k] for k in CSV_COLUMNS[1:8]}, "slice_dice": float(np.mean(per_slice))}
 
@@ -498,14 +503,16 @@ class PatientReport:
         writer.writerows(self.rows)
         flags = np.array(self.slice_fp, dtype=bool).reshape(-1, 2)
         tumour_free_patients = [r for r in self.rows if r["gt_voxels"] == 0]
+        predicted_on_tumour_free = np.array([r["pred_voxels"] > 0 for r in tumour_free_patients], dtype=bool)
+        pooled_dice = float(np.mean(self.slice_dice)) if self.slice_dice else float("nan")
         summary = {
             **self.info,
             "patients": len(self.rows),
             "per_patient": {k: summarize([r[k] for r in self.rows]) for k in columns[1 : 9 + len(self.class_columns)]},
-            "pooled_slice_dice": {"mean": float(np.mean(self.slice_dice)) if self.slice_dice else float("nan"), "slices": len(self.slice_dice)},
+            "pooled_slice_dice": {"mean": pooled_dice, "slices": len(self.slice_dice)},
             "false_positive_rate": {
                 "tumour_free_slices": _rate(flags[:, 0] & ~flags[:, 1], ~flags[:, 1]),
-                "tumour_free_patients": _rate(np.array([r["pred_voxels"] > 0 for r in tumour_free_patients], dtype=bool), np.ones(len(tumour_free_patients), dtype=bool)),
+                "tumour_free_patients": _rate(predicted_on_tumour_free, np.ones(len(tumour_free_patients), dtype=bool)),
             },
             "empty_mask_rules": EMPTY_RULES + (" " + MULTICLASS_RULES if self.class_columns else ""),
         }
@@ -600,7 +607,7 @@ def evaluation_handlers(
         *([EvaluationMetrics(metrics, split)] if metrics else []),
         *([QuietStatsHandler(iteration_log=False)] if is_main_process() else []),
         PatientReport(
-            output_dir, overlays=overlays, info={"checkpoint": str(checkpoint), **(info or {})}, class_names=class_names,
-            cases=[str(item["case"]) for item in items if "case" in item],
+            output_dir, overlays=overlays, info={"checkpoint": str(checkpoint), **(info or {})},
+            class_names=class_names, cases=[str(item["case"]) for item in items if "case" in item],
         ),
     ]
