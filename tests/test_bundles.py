@@ -219,6 +219,17 @@ def test_torchrun_shards_validation_and_evaluation_by_patient(exported_bundle, s
     assert pictures[0] and pictures[1] == pictures[0]
 
 
+@pytest.mark.parametrize("exported_bundle", ["unet"], indirect=True)
+def test_torchrun_refuses_fewer_validation_patients_than_processes(exported_bundle, tiny_dataset):
+    """One validation patient cannot be shared by 2 processes: each ends with the one-line error (exit code 2)."""
+    cfg = exported_bundle / "configs"
+    result = run_bundle([cfg / "train.json", cfg / "multi_gpu_train.json"], "--dataset_dir", str(tiny_dataset),
+                        *_overrides(epochs=1, val_interval=1), runner=TORCHRUN)
+    assert result.returncode != 0
+    expected = "monai-lgg: error: the validation split has 1 patient(s), fewer than the 2 processes"
+    assert expected in result.stderr and "exitcode  : 2" in result.stderr
+
+
 def test_bundles_state_only_their_differences():
     """Shared configs are written once: every bundle's workflow configs link to bundles/_shared."""
     shared = PROJECT_ROOT / "bundles" / "_shared" / "configs"

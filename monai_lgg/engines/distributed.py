@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from monai.data import DistributedSampler
 
-from monai_lgg.errors import LGGInputError
+from monai_lgg.errors import LGGInputError, one_line_errors_in_bundle_runs
 
 __all__ = [
     "init_distributed",
@@ -42,6 +42,9 @@ def init_distributed() -> None:
         )
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        # init_process_group wraps sys.excepthook to prefix tracebacks with the rank, capturing what the hook
+        # prints until it returns: the one-line error of a user mistake (which exits from the hook) was lost
+        one_line_errors_in_bundle_runs()
     if torch.cuda.is_available():
         torch.cuda.set_device(distributed_device())
 
@@ -56,6 +59,9 @@ def destroy_distributed() -> None:
 def rank() -> int:
     """Global rank, 0 outside distributed runs."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+_rank = rank  # patient_sampler's argument hides the function
 
 
 def world_size() -> int:
@@ -73,7 +79,9 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return gathered
 
 
-def patient_sampler(dataset: Sized, split: str = "validation") -> DistributedSampler:
+def patient_sampler(
+    dataset: Sized, split: str = "validation", num_replicas: int | None = None, rank: int | None = None
+) -> DistributedSampler:
     """The ranks' shares of a data set of whole patient volumes: every patient on exactly one rank, in order.
 
     MONAI's ``DistributedSampler`` with ``shuffle=False`` and ``even_divisible=False``, as the Model Zoo's
@@ -84,18 +92,21 @@ def patient_sampler(dataset: Sized, split: str = "validation") -> DistributedSam
     Args:
         dataset: the validation or evaluation data set (one item per patient).
         split: its name, for the error message.
+        num_replicas: processes sharing it (default: the run's world size).
+        rank: this process's rank (default: the run's).
 
     Raises:
         LGGInputError: fewer patients than processes (a rank would have nothing to score).
     """
-    patients, ranks = len(dataset), world_size()
+    patients, ranks = len(dataset), world_size() if num_replicas is None else int(num_replicas)
+    rank = _rank() if rank is None else int(rank)
     if patients < ranks:
         raise LGGInputError(
             None, f"the {split} split has {patients} patient(s), fewer than the {ranks} processes: "
             f"start torchrun with --nproc_per_node {max(patients, 1)} or fewer"
         )
-    sampler = DistributedSampler(dataset, even_divisible=False, shuffle=False)
-    logger.info(f"rank {rank()} of {ranks} scores {len(sampler)} of the {patients} {split} patients")
+    sampler = DistributedSampler(dataset, even_divisible=False, num_replicas=ranks, rank=rank, shuffle=False)
+    logger.info(f"rank {rank} of {ranks} scores {len(sampler)} of the {patients} {split} patients")
     return sampler
 
 
