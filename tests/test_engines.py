@@ -39,7 +39,9 @@ def test_unknown_names():
         lgg.make_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1), "step")
 
 
-@pytest.mark.parametrize("name, cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)])
+@pytest.mark.parametrize(
+    "name, cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)]
+)
 def test_optimizers(name, cls):
     opt = lgg.make_optimizer(name, [torch.nn.Parameter(torch.zeros(2))], lr=0.1, weight_decay=0.01)
     assert isinstance(opt, cls) and opt.param_groups[0]["lr"] == 0.1 and opt.param_groups[0]["weight_decay"] == 0.01
@@ -82,8 +84,11 @@ def test_load_split_and_test_list(synthetic_converted, tmp_path):
     assert sum(len(p) for p in parts.values()) == len(lgg.load_split(datalist, 1, "all")) == 8
     other = tmp_path / "list.json"
     items = json.loads(datalist.read_text())
-    items["training"] = [{**i, "image": [str(synthetic_converted / p) for p in i["image"]], "label": str(synthetic_converted / i["label"])}
-                         for i in items["training"][:2]]
+    items["training"] = [
+        {**i, "image": [str(synthetic_converted / p) for p in i["image"]],
+         "label": str(synthetic_converted / i["label"])}
+        for i in items["training"][:2]
+    ]
     other.write_text(json.dumps(items))
     assert [i["case"] for i in lgg.load_split(datalist, 0, str(other))] == [i["case"] for i in items["training"]]
     with pytest.raises(LGGInputError, match="split must be"):
@@ -103,7 +108,8 @@ def test_inference_items_from_volume_folders(synthetic_converted, tmp_path):
 
 
 def test_case_name_formatter():
-    assert lgg.case_name_formatter({"filename_or_obj": "/d/TCGA_CS_4941_19960909_0000.nii.gz"}, None)["subject"] == "TCGA_CS_4941_19960909"
+    named = lgg.case_name_formatter({"filename_or_obj": "/d/TCGA_CS_4941_19960909_0000.nii.gz"}, None)
+    assert named["subject"] == "TCGA_CS_4941_19960909"
     assert lgg.case_name_formatter({"filename_or_obj": "/d/patient_7.nii"}, None)["subject"] == "patient_7"
 
 
@@ -121,3 +127,11 @@ def test_bundle_model_file(tmp_path):
     assert net(torch.zeros(1, 5, 8, 8)).shape == (1, 1, 8, 8)
     first_conv = next(p for p in net.parameters() if p.ndim == 4)
     assert tuple(first_conv.shape[:2]) == (2, 5)  # network_args (channels) and context (in_channels) both applied
+
+
+def test_patient_sampler_gives_each_patient_to_one_rank():
+    """Validation and evaluation shards: whole patients in turn, none repeated to even the shares."""
+    shares = [list(lgg.patient_sampler(list(range(5)), num_replicas=2, rank=r)) for r in range(2)]
+    assert shares == [[0, 2, 4], [1, 3]]
+    with pytest.raises(LGGInputError, match=r"the test split has 1 patient\(s\), fewer than the 2 processes"):
+        lgg.patient_sampler([{"case": "a"}], "test", num_replicas=2, rank=0)

@@ -30,7 +30,16 @@ from monai_lgg.engines.components import (
     make_scheduler,
     postprocessing,
 )
-from monai_lgg.engines.distributed import destroy_distributed, distributed, distributed_device, init_distributed, rank
+from monai_lgg.engines.distributed import (
+    all_gather_objects,
+    destroy_distributed,
+    distributed,
+    distributed_device,
+    init_distributed,
+    patient_sampler,
+    rank,
+    world_size,
+)
 from monai_lgg.engines.handlers import is_main_process, provenance, train_handlers, unwrap, val_handlers
 from monai_lgg.engines.inferers import FlipTTAInferer
 from monai_lgg.engines.performance import FastInferer, fast_default, prepare_network, train_loader
@@ -71,6 +80,9 @@ __all__ = [
     "distributed",
     "distributed_device",
     "init_distributed",
+    "patient_sampler",
+    "world_size",
+    "all_gather_objects",
     "rank",
     "evaluation_handlers",
     "fast_default",

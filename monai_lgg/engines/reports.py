@@ -16,7 +16,8 @@ import torch
 from ignite.engine import Engine, Events
 
 from monai_lgg.engines.components import class_key, class_names
-from monai_lgg.engines.handlers import QuietStatsHandler, SafeCheckpointLoader, sidecar_path, unwrap
+from monai_lgg.engines.distributed import all_gather_objects, world_size
+from monai_lgg.engines.handlers import QuietStatsHandler, SafeCheckpointLoader, is_main_process, sidecar_path, unwrap
 from monai_lgg.errors import LGGInputError, as_flag
 from monai_lgg.io import atomic_path, read_json, safe_child, write_json
 from monai_lgg.metrics import compute_slice_dice, slice_flags, summarize, volume_scores
@@ -37,16 +38,17 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CSV_COLUMNS = ("case", "dice", "iou", "precision", "recall", "f1", "accuracy", "hd95", "slice_dice", "gt_voxels", "pred_voxels",
-               "slices", "tumour_free_slices", "false_positive_slices")
+CSV_COLUMNS = ("case", "dice", "iou", "precision", "recall", "f1", "accuracy", "hd95", "slice_dice", "gt_voxels",
+               "pred_voxels", "slices", "tumour_free_slices", "false_positive_slices")
 EMPTY_RULES = ("3D scores per patient over all its slices. Empty ground truth and empty prediction score 1 (Dice, IoU, "
-               "precision, recall, F1) and HD95 0; empty ground truth with any predicted voxel scores 0; HD95 with exactly "
-               "one empty mask is NaN and excluded (counted in n_nan). Per-slice Dice pools every slice of every patient, "
-               "empty-vs-empty slices scoring 1 and tumour-free slices with any prediction 0.")
+               "precision, recall, F1) and HD95 0; empty ground truth with any predicted voxel scores 0; HD95 with "
+               "exactly one empty mask is NaN and excluded (counted in n_nan). Per-slice Dice pools every slice of "
+               "every patient, empty-vs-empty slices scoring 1 and tumour-free slices with any prediction 0.")
 MULTICLASS_RULES = ("Multi-class: every score is computed per foreground class (class c against not c) with the rules "
                     "above, a class absent from both masks of a patient scoring 1 (HD95 0), then averaged over the "
                     "foreground classes (HD95 over the classes where it is defined); dice_<class> and iou_<class> give "
-                    "each class. Voxel counts, tumour-free and false-positive slices use the union of the foreground classes.")
+                    "each class. Voxel counts, tumour-free and false-positive slices use the union of the foreground "
+                    "classes.")
 # BGR colours of classes 1, 2, ... in overlays (cycled): red, green, blue, yellow, magenta, cyan.
 CLASS_COLOURS = ((0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255), (255, 255, 0))
 # Binary overlays: ground truth green, prediction red, both (blended) yellow.
@@ -350,12 +352,19 @@ class PatientReport:
     columns (also summarised in ``summary.json``) each class; overlays show ground truth and
     prediction side by side, each class in its colour (:func:`class_overlay`).
 
+    Distributed evaluation (``multi_gpu_evaluate.json``): each rank scores its own whole patients and
+    draws their overlays; at the end every rank's rows and per-slice scores are gathered, put back in
+    the order of ``cases`` (the evaluated items' order, which one process follows), and rank 0 alone
+    writes ``per_patient.csv`` and ``summary.json``, equal to those of one process.
+
     Args:
         output_dir: folder for the outputs.
         overlays: overlay slices per patient (0: none).
         image_channel: channel drawn under the overlay (1 = FLAIR).
         info: extra fields for ``summary.json`` (checkpoint, split, ...).
         class_names: names of the classes 0..K-1 for the per-class columns (default ``class1``, ...).
+        cases: the evaluated patients in their data set's order; rows gathered from several ranks are
+            written in this order (patients not in it follow, in rank order).
     """
 
     def __init__(
@@ -365,18 +374,25 @@ class PatientReport:
         image_channel: int = 1,
         info: dict | None = None,
         class_names: Sequence[str] | None = None,
+        cases: Sequence[str] | None = None,
     ) -> None:
-        self.output_dir, self.overlays, self.image_channel, self.info = Path(output_dir), overlays, image_channel, dict(info or {})
+        self.output_dir, self.overlays, self.image_channel = Path(output_dir), overlays, image_channel
+        self.info = dict(info or {})
         self.class_names = list(class_names) if class_names is not None else None
+        self.cases = [str(c) for c in cases] if cases is not None else None
         self.rows: list[dict] = []
         self.slice_dice: list[float] = []
         self.slice_fp: list[tuple[bool, bool]] = []
+        # per row: its slices' share of slice_dice and slice_fp, so gathered rows can be put back in order
+        self.row_slices: list[tuple[list[float], list[tuple[bool, bool]]]] = []
         self.class_columns: list[str] = []
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(
             Events.STARTED,
-            lambda _: self.__init__(self.output_dir, self.overlays, self.image_channel, self.info, self.class_names),
+            lambda _: self.__init__(
+                self.output_dir, self.overlays, self.image_channel, self.info, self.class_names, self.cases
+            ),
         )
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
         engine.add_event_handler(Events.COMPLETED, self.write)
@@ -387,10 +403,11 @@ class PatientReport:
 
     def collect(self, engine: Engine) -> None:
         batch = engine.state.batch if isinstance(engine.state.batch, list) else [{}] * len(engine.state.output)
-        for item, source in zip(engine.state.output, batch):
+        for item, source in zip(engine.state.output, batch, strict=False):
             pred = torch.as_tensor(item["pred"]).detach().cpu()
             label = torch.as_tensor(item["label"]).detach().cpu()
             case = str(source.get("case", item.get("case", f"case{len(self.rows)}")))
+            first_slice = len(self.slice_dice)
             if pred.shape[0] == 1:
                 pred_map, label_map = pred[0].numpy() > 0, label[0].numpy() > 0
                 row = self._binary_scores(pred_map, label_map)
@@ -399,7 +416,9 @@ class PatientReport:
                 row = self._class_scores(pred_map, label_map, pred.shape[0])
             fg_pred, fg_label = pred_map > 0, label_map > 0
             pred_any, gt_any = slice_flags(fg_pred, fg_label)
-            self.slice_fp += list(zip(pred_any.tolist(), gt_any.tolist()))
+            flags = list(zip(pred_any.tolist(), gt_any.tolist(), strict=True))
+            self.slice_fp += flags
+            self.row_slices.append((self.slice_dice[first_slice:], flags))
             self.rows.append({
                 "case": case, **row,
                 "gt_voxels": int(fg_label.sum()), "pred_voxels": int(fg_pred.sum()), "slices": int(fg_label.shape[-1]),
@@ -420,7 +439,8 @@ class PatientReport:
 
     def _binary_scores(self, pred: np.ndarray, label: np.ndarray) -> dict:
         scores = volume_scores(pred, label)
-        per_slice = compute_slice_dice(torch.as_tensor(pred)[None, None], torch.as_tensor(label)[None, None])[:, 0].tolist()
+        volumes = torch.as_tensor(pred)[None, None], torch.as_tensor(label)[None, None]
+        per_slice = compute_slice_dice(*volumes)[:, 0].tolist()
         self.slice_dice += per_slice
         return {**{k: scores[k] for k in CSV_COLUMNS[1:8]}, "slice_dice": float(np.mean(per_slice))}
 
@@ -452,27 +472,54 @@ class PatientReport:
             with atomic_path(safe_child(self.output_dir / "overlays", f"{case}_{k + 1:03d}.png")) as tmp:
                 cv2.imwrite(str(tmp), picture)
 
+    def gather(self) -> None:
+        """Collect every rank's rows and per-slice scores on every rank, in the order of ``cases``.
+
+        A collective in distributed runs (every rank calls it, from :meth:`write`); nothing changes in one process.
+        """
+        if world_size() == 1:
+            return
+        shares = all_gather_objects((self.rows, self.row_slices, self.class_columns))
+        records = [record for rows, slices, _ in shares for record in zip(rows, slices, strict=True)]
+        position = {case: i for i, case in reversed(list(enumerate(self.cases or [])))}
+        order = sorted(range(len(records)), key=lambda k: (position.get(records[k][0]["case"], len(position)), k))
+        self.rows = [records[k][0] for k in order]
+        self.row_slices = [records[k][1] for k in order]
+        self.slice_dice = [score for dice, _ in self.row_slices for score in dice]
+        self.slice_fp = [flag for _, flags in self.row_slices for flag in flags]
+        self.class_columns = next((columns for _, _, columns in shares if columns), self.class_columns)
+
     def write(self, engine: Engine | None = None) -> dict:
+        """Gather the ranks' rows (distributed runs) and write ``per_patient.csv`` and ``summary.json`` (rank 0).
+
+        Returns:
+            the summary (on every rank).
+        """
+        self.gather()
         columns = list(CSV_COLUMNS[:9]) + self.class_columns + list(CSV_COLUMNS[9:])
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns)
         writer.writeheader()
         writer.writerows(self.rows)
-        with atomic_path(self.output_dir / "per_patient.csv") as tmp:
-            tmp.write_text(buffer.getvalue())
         flags = np.array(self.slice_fp, dtype=bool).reshape(-1, 2)
         tumour_free_patients = [r for r in self.rows if r["gt_voxels"] == 0]
+        predicted_on_tumour_free = np.array([r["pred_voxels"] > 0 for r in tumour_free_patients], dtype=bool)
+        pooled_dice = float(np.mean(self.slice_dice)) if self.slice_dice else float("nan")
         summary = {
             **self.info,
             "patients": len(self.rows),
             "per_patient": {k: summarize([r[k] for r in self.rows]) for k in columns[1 : 9 + len(self.class_columns)]},
-            "pooled_slice_dice": {"mean": float(np.mean(self.slice_dice)) if self.slice_dice else float("nan"), "slices": len(self.slice_dice)},
+            "pooled_slice_dice": {"mean": pooled_dice, "slices": len(self.slice_dice)},
             "false_positive_rate": {
                 "tumour_free_slices": _rate(flags[:, 0] & ~flags[:, 1], ~flags[:, 1]),
-                "tumour_free_patients": _rate(np.array([r["pred_voxels"] > 0 for r in tumour_free_patients], dtype=bool), np.ones(len(tumour_free_patients), dtype=bool)),
+                "tumour_free_patients": _rate(predicted_on_tumour_free, np.ones(len(tumour_free_patients), dtype=bool)),
             },
             "empty_mask_rules": EMPTY_RULES + (" " + MULTICLASS_RULES if self.class_columns else ""),
         }
+        if not is_main_process():
+            return summary
+        with atomic_path(self.output_dir / "per_patient.csv") as tmp:
+            tmp.write_text(buffer.getvalue())
         write_json(self.output_dir / "summary.json", summary)
         if self.rows:
             dice = summary["per_patient"]["dice"]
@@ -554,9 +601,13 @@ def evaluation_handlers(
         )
     check_no_leakage(checkpoint, items, as_flag(allow_overlap, "allow_overlap"))
     split = (info or {}).get("split", "test")
+    # every rank loads the weights, scores its patients and gathers the metrics (collectives); rank 0 logs
     return [
         SafeCheckpointLoader(load_path=str(checkpoint), load_dict={"model": unwrap(network)}, map_location="cpu"),
         *([EvaluationMetrics(metrics, split)] if metrics else []),
-        QuietStatsHandler(iteration_log=False),
-        PatientReport(output_dir, overlays=overlays, info={"checkpoint": str(checkpoint), **(info or {})}, class_names=class_names),
+        *([QuietStatsHandler(iteration_log=False)] if is_main_process() else []),
+        PatientReport(
+            output_dir, overlays=overlays, info={"checkpoint": str(checkpoint), **(info or {})},
+            class_names=class_names, cases=[str(item["case"]) for item in items if "case" in item],
+        ),
     ]
