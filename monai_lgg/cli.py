@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import fire
 
 from monai_lgg import __version__
-from monai_lgg.cli_args import check_command_line
+from monai_lgg.cli_args import ALIASES, check_command_line
 from monai_lgg.errors import LGGInputError, as_flag, as_list, debug_enabled, error_line, input_error_in
 
 __all__ = ["Commands", "main"]
@@ -585,10 +585,6 @@ def _help_request(args: list[str]) -> list[str] | None:
         return None
     command = [a for a in options[:1] if not a.startswith("-")]
     return [*command, "--", "--help"]
-
-
-ALIASES = {"--continue": "--resume"}
-"""Flags named after a Python keyword, as users type them (``predict --continue``)."""
 
 
 def _command_names() -> list[str]:

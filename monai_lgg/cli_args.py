@@ -31,6 +31,9 @@ RUN_OPTIONS = ("run_id", "init_id", "final_id", "meta_file", "logging_file", "tr
 BUNDLE_CONFIGS = {"train": ("train.json",), "evaluate": ("train.json", "evaluate.json")}
 """The configs each bundle command runs (their keys are the valid overrides)."""
 
+ALIASES = {"--continue": "--resume"}
+"""Flags named after a Python keyword, as users type them (``predict --continue``), and the parameter they set."""
+
 _SYNTHETIC = "synthetic"
 _TRACKING_MODULES = ("mlflow", "sqlalchemy", "alembic")  # MONAI's MLflow handler and its local SQLite store
 
@@ -73,6 +76,7 @@ def parse_command_line(command: str, function: Callable, args: Sequence[str]) ->
         LGGInputError: an unknown flag (with the closest valid ones), an ambiguous shortcut, too many
             positional arguments, or a required argument missing.
     """
+    args = [ALIASES.get(a, a) for a in args]
     parameters = [p for p in inspect.signature(function).parameters.values() if p.name != "self"]
     names = [p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
     takes_overrides = any(p.kind is p.VAR_KEYWORD for p in parameters)
