@@ -9,6 +9,9 @@ Input forms:
   ``<case>_000x.nii.gz`` modality files (its siblings are found);
 * a folder of NIfTI volumes, or a converted data set (``datalist.json``).
 
+NIfTI volumes may be stored in any orientation: they are reoriented to the model's frame on loading and their
+outputs are mapped back onto the input's grid (:mod:`monai_lgg.inference.orientation`).
+
 Slices and volumes are loaded with the presets of :mod:`monai_lgg.transforms.presets` (the same
 per-slice normalisation as training), so a slice predicted alone and the same slice inside a
 stacked case reach the network as the same array.
@@ -28,8 +31,9 @@ import torch
 from monai_lgg.data.kaggle import _ranges, read_tiff_header
 from monai_lgg.data.readers import OTHER_SUFFIXES, TIFF_SUFFIXES
 from monai_lgg.errors import LGGInputError, input_error_in
+from monai_lgg.inference.orientation import Reorientation, plan_reorientation
 
-__all__ = ["Case", "SLICE_SUFFIXES", "NIFTI_SUFFIXES", "find_cases", "load_case", "input_error"]
+__all__ = ["Case", "VolumeReference", "SLICE_SUFFIXES", "NIFTI_SUFFIXES", "find_cases", "load_case", "input_error"]
 
 SLICE_SUFFIXES = TIFF_SUFFIXES + OTHER_SUFFIXES
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -252,7 +256,38 @@ def _load_slices(case: Case, in_channels: int, transform: Callable) -> torch.Ten
     return torch.stack(slices, dim=-1)
 
 
-def _load_volume(case: Case, in_channels: int, transform: Callable) -> tuple[torch.Tensor, nib.Nifti1Image]:
+@dataclass(frozen=True)
+class VolumeReference:
+    """Where a NIfTI case's outputs go: the input file's grid, and how its array maps to the model's frame.
+
+    Attributes:
+        image: the first input file (its shape, affine and header are kept by every output).
+        reorientation: the lossless mapping between the stored array and the model's frame
+            (:mod:`monai_lgg.inference.orientation`).
+    """
+
+    image: nib.Nifti1Image
+    reorientation: Reorientation
+
+    @property
+    def affine(self) -> np.ndarray:
+        return self.image.affine
+
+    @property
+    def header(self):
+        return self.image.header
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """(row, column, slice) voxel size in mm along the model's axes (the axes of the tumour tables)."""
+        return self.reorientation.model_spacing
+
+
+def _load_volume(case: Case, in_channels: int, normalization: str) -> tuple[torch.Tensor, VolumeReference]:
+    from monai.data import MetaTensor
+
+    from monai_lgg.transforms.presets import slice_normalizer, volume_transforms
+
     files = [str(f) for f in case.files]
     try:
         headers = [nib.load(f) for f in files]  # the geometry first: a broken header is refused before the pixels
@@ -261,6 +296,7 @@ def _load_volume(case: Case, in_channels: int, transform: Callable) -> tuple[tor
     for path, header in zip(case.files, headers, strict=True):
         check_nifti_geometry(path, header)
     reference = headers[0]
+    transform = volume_transforms(label_key=None, image_channels=in_channels, normalization="none")
     try:
         image = transform({"image": files if len(files) > 1 else files[0]})["image"]
     except Exception as err:
@@ -268,26 +304,37 @@ def _load_volume(case: Case, in_channels: int, transform: Callable) -> tuple[tor
     if image.ndim != 4:
         raise LGGInputError(case.files[0], f"expected a 3D volume, got an image of shape {tuple(image.shape)}")
     _check_channels(case.files[0], image, in_channels)
-    return torch.as_tensor(image), reference
+    reorientation = plan_reorientation(case.files[0], reference.affine, reference.shape)
+    # reorient before the per-slice normalisation: its slices are the model's axial slices
+    array = reorientation.array_to_model(np.asarray(image), first_axis=1)
+    normalizer = slice_normalizer(normalization, slice_dim=-1)
+    model_image = MetaTensor(torch.from_numpy(array), affine=torch.as_tensor(reorientation.model_affine))
+    if normalizer is not None:
+        model_image = normalizer(model_image)
+    return model_image.float(), VolumeReference(reference, reorientation)
 
 
 def load_case(
     case: Case, in_channels: int = 3, normalization: str = "zscore"
-) -> tuple[torch.Tensor, nib.Nifti1Image | None]:
-    """Load and preprocess a case into ``(C, H, W, D)`` float32 (per-slice normalised).
+) -> tuple[torch.Tensor, VolumeReference | None]:
+    """Load and preprocess a case into ``(C, H, W, D)`` float32 (per-slice normalised) in the model's frame.
 
-    ``normalization="none"`` keeps the stored intensities (the ``brain`` geometry normalises per volume itself).
+    A NIfTI volume in any stored orientation is reoriented losslessly to the model's frame (axial slices on the
+    last axis, rows posterior, columns patient left: :mod:`monai_lgg.inference.orientation`) before the per-slice
+    normalisation. ``normalization="none"`` keeps the stored intensities (the ``brain`` geometry normalises per
+    volume itself).
 
     Returns:
-        the image and, for NIfTI volumes, the reference image whose affine and header the outputs keep.
+        the image and, for NIfTI volumes, the :class:`VolumeReference` that maps outputs back onto the input's
+        grid (its shape, affine and header).
 
     Raises:
-        LGGInputError: unreadable file, wrong channel count, mixed slice sizes.
+        LGGInputError: unreadable file, wrong channel count, mixed slice sizes, or a volume whose slices are not
+            close to axial.
     """
-    from monai_lgg.transforms.presets import slice_transforms, volume_transforms
+    from monai_lgg.transforms.presets import slice_transforms
 
     if case.form == "slices":
         transform = slice_transforms(label_key=None, image_channels=in_channels, normalization=normalization)
         return _load_slices(case, in_channels, transform), None
-    transform = volume_transforms(label_key=None, image_channels=in_channels, normalization=normalization)
-    return _load_volume(case, in_channels, transform)
+    return _load_volume(case, in_channels, normalization)

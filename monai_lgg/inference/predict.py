@@ -4,11 +4,14 @@ Outputs mirror the input form:
 
 * slices: ``<out_dir>/<name>_mask.tif`` (or ``.png`` like the input), uint8 {0, 255}, in the input's
   folder structure (Kaggle naming: ``<case>_<n>.tif`` -> ``<case>_<n>_mask.tif``);
-* volumes: ``<case>.nii.gz``, uint8 {0, 1} with the input's affine and header.
+* volumes: ``<case>.nii.gz``, uint8 {0, 1} on the input's grid (its shape, affine and header), whatever
+  the stored orientation: volumes are segmented in the model's frame (axial slices, :mod:`.orientation`) and
+  every volume output is mapped back losslessly.
 
 Optionally probability maps (``<name>_prob.tif`` / ``<case>_prob.nii.gz``, float32) and overlay PNGs
 (``overlays/``); always ``<case>_tumour.csv`` (tumour area per slice, volume in voxels and mm³) and
-``tumour_summary.csv`` (one row per case).
+``tumour_summary.csv`` (one row per case). For volumes the per-slice rows and the overlays follow the model's
+axial slices (after reorientation, slice 1 the most inferior), not necessarily the stored array's last axis.
 
 With ``uncertainty``: the predictive entropy of every voxel (``<name>_uncertainty.tif`` /
 ``<case>_uncertainty.nii.gz``, float32 bits in ``[0, 1]``, the mask's geometry), its mean inside the predicted
@@ -225,8 +228,8 @@ def _spacing(case: Case, reference, spacing: Sequence[float] | None) -> tuple[fl
                 None, f"spacing must be three positive numbers (row, column, slice) in mm, got {list(spacing)}"
             )
         return tuple(float(s) for s in spacing)  # type: ignore[return-value]
-    if reference is not None:
-        return tuple(float(z) for z in reference.header.get_zooms()[:3])  # type: ignore[return-value]
+    if reference is not None:  # along the model's axes, as the tables count slices
+        return reference.spacing
     return (1.0, 1.0, 1.0)
 
 
