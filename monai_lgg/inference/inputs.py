@@ -12,6 +12,8 @@ Input forms:
 NIfTI volumes may be stored in any orientation: they are reoriented to the model's frame on loading and their
 outputs are mapped back onto the input's grid (:mod:`monai_lgg.inference.orientation`).
 
+Which file is which form, and how each form names and writes its outputs: :mod:`monai_lgg.inference.formats`.
+
 Slices and volumes are loaded with the presets of :mod:`monai_lgg.transforms.presets` (the same
 per-slice normalisation as training), so a slice predicted alone and the same slice inside a
 stacked case reach the network as the same array.
@@ -52,7 +54,6 @@ OTHER_VOLUME_SUFFIXES = (
     ".vtk",
     ".gz",
 )
-MODALITY = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 SLICE_NUMBER = re.compile(r"^(?P<case>.+)_(?P<number>\d+)$")
 
 
@@ -65,12 +66,14 @@ class Case:
         form: ``"slices"`` or ``"volume"``.
         files: slice files in slice order, or the NIfTI file(s) (modalities in channel order).
         out_dir: output sub-folder, relative to the output root (mirrors the input folders for slices).
+        format_name: the :mod:`~monai_lgg.inference.formats` form that found the case (its loading and writing).
     """
 
     name: str
     form: str
     files: list[Path]
     out_dir: Path = field(default_factory=Path)
+    format_name: str = ""
 
     @property
     def num_files(self) -> int:
@@ -94,78 +97,15 @@ def _is_nifti(path: Path) -> bool:
     return path.is_file() and _suffix(path) in NIFTI_SUFFIXES
 
 
-def _group_slices(files: list[Path], root: Path) -> list[Case]:
-    """Group slice files by folder and ``<case>_<n>`` prefix; numbers sort numerically (2 before 10)."""
-    groups: dict[tuple[Path, str], list[tuple[int, Path]]] = {}
-    for path in files:
-        match = SLICE_NUMBER.match(_stem(path))
-        case, number = (match["case"], int(match["number"])) if match else (_stem(path), 0)
-        groups.setdefault((path.parent, case), []).append((number, path))
-    cases = []
-    for (folder, case), members in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
-        members.sort(key=lambda m: m[0])
-        cases.append(Case(case, "slices", [p for _, p in members], folder.relative_to(root)))
-    return cases
-
-
-def _modality_group(path: Path) -> Case:
-    """A NIfTI file and, for ``<case>_000x`` names, its sibling modality files in channel order."""
-    stem = _stem(path)
-    match = MODALITY.match(stem)
-    if not match:
-        return Case(stem, "volume", [path])
-    siblings = sorted(
-        (
-            p
-            for p in path.parent.iterdir()
-            if _is_nifti(p) and (m := MODALITY.match(_stem(p))) and m["case"] == match["case"]
-        ),
-        key=lambda p: _stem(p),
-    )
-    return Case(match["case"], "volume", siblings)
-
-
-def _volume_cases(folder: Path) -> list[Case]:
-    from monai_lgg.engines.bundle import inference_items
-
-    items = inference_items(folder)
-    return [Case(item["case"], "volume", [Path(f) for f in np.atleast_1d(item["image"])]) for item in items]
-
-
 def find_cases(source: str | Path) -> list[Case]:
-    """The cases of an input (file or folder) of any supported form.
+    """The cases of an input (file or folder) of any supported form (:func:`monai_lgg.inference.formats.find_cases`).
 
     Raises:
         LGGInputError: missing input, unsupported file type, or a folder with nothing to predict.
     """
-    source = Path(source).expanduser()
-    if not source.exists():
-        raise LGGInputError(source, "does not exist")
-    if source.is_file():
-        suffix = _suffix(source)
-        if suffix in NIFTI_SUFFIXES:
-            return [_modality_group(source)]
-        if suffix in SLICE_SUFFIXES:
-            if _stem(source).lower().endswith("_mask"):
-                raise LGGInputError(source, "is a mask, not an image slice")
-            return [Case(_stem(source), "slices", [source])]
-        if suffix in OTHER_VOLUME_SUFFIXES:
-            raise LGGInputError(source, "is not a NIfTI volume (.nii / .nii.gz); convert it to NIfTI first")
-        raise LGGInputError(
-            source,
-            f"unsupported input type {suffix or '(no extension)'!r}: give a .tif/.png slice, "
-            "a .nii.gz volume or a folder",
-        )
-    if (source / "datalist.json").is_file() or any(_is_nifti(p) for p in source.iterdir()):
-        return _volume_cases(source)
-    slices = sorted(
-        p
-        for p in source.rglob("*")
-        if _is_slice(p) and not any(part.startswith(".") for part in p.relative_to(source).parts)
-    )
-    if not slices:
-        raise LGGInputError(source, "folder holds no slice images (.tif/.png) and no NIfTI volumes")
-    return _group_slices(slices, source)
+    from monai_lgg.inference.formats import find_cases as find
+
+    return find(source)
 
 
 def input_error(path: str | Path, err: BaseException, what: str) -> LGGInputError:
@@ -332,9 +272,6 @@ def load_case(
         LGGInputError: unreadable file, wrong channel count, mixed slice sizes, or a volume whose slices are not
             close to axial.
     """
-    from monai_lgg.transforms.presets import slice_transforms
+    from monai_lgg.inference.formats import format_of
 
-    if case.form == "slices":
-        transform = slice_transforms(label_key=None, image_channels=in_channels, normalization=normalization)
-        return _load_slices(case, in_channels, transform), None
-    return _load_volume(case, in_channels, normalization)
+    return format_of(case).load(case, in_channels, normalization)
