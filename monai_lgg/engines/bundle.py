@@ -260,12 +260,11 @@ def inference_items(dataset_dir: str | os.PathLike = SYNTHETIC) -> list[dict]:
     if str(dataset_dir) != SYNTHETIC and path.is_dir() and not (path / "datalist.json").is_file():
         volumes = sorted(p for p in path.iterdir() if p.name.endswith((".nii", ".nii.gz")))
         if volumes:
+            from monai_lgg.inference.formats import split_channel  # the one <case>_000k parser
+
             cases: dict[str, list[str]] = {}
             for volume in volumes:
-                stem = volume.name.split(".nii")[0]
-                case, _, channel = stem.rpartition("_")
-                key = case if channel.isdigit() and len(channel) == 4 else stem
-                cases.setdefault(key, []).append(str(volume))
+                cases.setdefault(split_channel(volume.name.split(".nii")[0])[0], []).append(str(volume))
             return [{"image": files if len(files) > 1 else files[0], "case": case} for case, files in cases.items()]
     items = load_fold(prepare_dataset(dataset_dir), split="all")
     return [{"image": item["image"], "case": item["case"]} for item in items]

@@ -245,9 +245,10 @@ def postprocessing(
 
 def case_name_formatter(metadict: dict, saver: object) -> dict:
     """Name saved predictions ``<case>.nii.gz`` (the image's file name without its ``_000x`` channel suffix)."""
+    from monai_lgg.inference.formats import split_channel
+
     name = Path(str(metadict.get("filename_or_obj", "case"))).name.split(".nii")[0]
-    stem, _, channel = name.rpartition("_")
-    return {"subject": stem if channel.isdigit() and len(channel) == 4 else name, "idx": None}
+    return {"subject": split_channel(name)[0], "idx": None}
 
 
 def inference_postprocessing(

@@ -9,6 +9,11 @@ Input forms:
   ``<case>_000x.nii.gz`` modality files (its siblings are found);
 * a folder of NIfTI volumes, or a converted data set (``datalist.json``).
 
+NIfTI volumes may be stored in any orientation: they are reoriented to the model's frame on loading and their
+outputs are mapped back onto the input's grid (:mod:`monai_lgg.inference.orientation`).
+
+Which file is which form, and how each form names and writes its outputs: :mod:`monai_lgg.inference.formats`.
+
 Slices and volumes are loaded with the presets of :mod:`monai_lgg.transforms.presets` (the same
 per-slice normalisation as training), so a slice predicted alone and the same slice inside a
 stacked case reach the network as the same array.
@@ -28,8 +33,9 @@ import torch
 from monai_lgg.data.kaggle import _ranges, read_tiff_header
 from monai_lgg.data.readers import OTHER_SUFFIXES, TIFF_SUFFIXES
 from monai_lgg.errors import LGGInputError, input_error_in
+from monai_lgg.inference.orientation import Reorientation, plan_reorientation
 
-__all__ = ["Case", "SLICE_SUFFIXES", "NIFTI_SUFFIXES", "find_cases", "load_case", "input_error"]
+__all__ = ["Case", "VolumeReference", "SLICE_SUFFIXES", "NIFTI_SUFFIXES", "find_cases", "load_case", "input_error"]
 
 SLICE_SUFFIXES = TIFF_SUFFIXES + OTHER_SUFFIXES
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -48,7 +54,6 @@ OTHER_VOLUME_SUFFIXES = (
     ".vtk",
     ".gz",
 )
-MODALITY = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 SLICE_NUMBER = re.compile(r"^(?P<case>.+)_(?P<number>\d+)$")
 
 
@@ -61,12 +66,14 @@ class Case:
         form: ``"slices"`` or ``"volume"``.
         files: slice files in slice order, or the NIfTI file(s) (modalities in channel order).
         out_dir: output sub-folder, relative to the output root (mirrors the input folders for slices).
+        format_name: the :mod:`~monai_lgg.inference.formats` form that found the case (its loading and writing).
     """
 
     name: str
     form: str
     files: list[Path]
     out_dir: Path = field(default_factory=Path)
+    format_name: str = ""
 
     @property
     def num_files(self) -> int:
@@ -90,78 +97,15 @@ def _is_nifti(path: Path) -> bool:
     return path.is_file() and _suffix(path) in NIFTI_SUFFIXES
 
 
-def _group_slices(files: list[Path], root: Path) -> list[Case]:
-    """Group slice files by folder and ``<case>_<n>`` prefix; numbers sort numerically (2 before 10)."""
-    groups: dict[tuple[Path, str], list[tuple[int, Path]]] = {}
-    for path in files:
-        match = SLICE_NUMBER.match(_stem(path))
-        case, number = (match["case"], int(match["number"])) if match else (_stem(path), 0)
-        groups.setdefault((path.parent, case), []).append((number, path))
-    cases = []
-    for (folder, case), members in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
-        members.sort(key=lambda m: m[0])
-        cases.append(Case(case, "slices", [p for _, p in members], folder.relative_to(root)))
-    return cases
-
-
-def _modality_group(path: Path) -> Case:
-    """A NIfTI file and, for ``<case>_000x`` names, its sibling modality files in channel order."""
-    stem = _stem(path)
-    match = MODALITY.match(stem)
-    if not match:
-        return Case(stem, "volume", [path])
-    siblings = sorted(
-        (
-            p
-            for p in path.parent.iterdir()
-            if _is_nifti(p) and (m := MODALITY.match(_stem(p))) and m["case"] == match["case"]
-        ),
-        key=lambda p: _stem(p),
-    )
-    return Case(match["case"], "volume", siblings)
-
-
-def _volume_cases(folder: Path) -> list[Case]:
-    from monai_lgg.engines.bundle import inference_items
-
-    items = inference_items(folder)
-    return [Case(item["case"], "volume", [Path(f) for f in np.atleast_1d(item["image"])]) for item in items]
-
-
 def find_cases(source: str | Path) -> list[Case]:
-    """The cases of an input (file or folder) of any supported form.
+    """The cases of an input (file or folder) of any supported form (:func:`monai_lgg.inference.formats.find_cases`).
 
     Raises:
         LGGInputError: missing input, unsupported file type, or a folder with nothing to predict.
     """
-    source = Path(source).expanduser()
-    if not source.exists():
-        raise LGGInputError(source, "does not exist")
-    if source.is_file():
-        suffix = _suffix(source)
-        if suffix in NIFTI_SUFFIXES:
-            return [_modality_group(source)]
-        if suffix in SLICE_SUFFIXES:
-            if _stem(source).lower().endswith("_mask"):
-                raise LGGInputError(source, "is a mask, not an image slice")
-            return [Case(_stem(source), "slices", [source])]
-        if suffix in OTHER_VOLUME_SUFFIXES:
-            raise LGGInputError(source, "is not a NIfTI volume (.nii / .nii.gz); convert it to NIfTI first")
-        raise LGGInputError(
-            source,
-            f"unsupported input type {suffix or '(no extension)'!r}: give a .tif/.png slice, "
-            "a .nii.gz volume or a folder",
-        )
-    if (source / "datalist.json").is_file() or any(_is_nifti(p) for p in source.iterdir()):
-        return _volume_cases(source)
-    slices = sorted(
-        p
-        for p in source.rglob("*")
-        if _is_slice(p) and not any(part.startswith(".") for part in p.relative_to(source).parts)
-    )
-    if not slices:
-        raise LGGInputError(source, "folder holds no slice images (.tif/.png) and no NIfTI volumes")
-    return _group_slices(slices, source)
+    from monai_lgg.inference.formats import find_cases as find
+
+    return find(source)
 
 
 def input_error(path: str | Path, err: BaseException, what: str) -> LGGInputError:
@@ -252,7 +196,38 @@ def _load_slices(case: Case, in_channels: int, transform: Callable) -> torch.Ten
     return torch.stack(slices, dim=-1)
 
 
-def _load_volume(case: Case, in_channels: int, transform: Callable) -> tuple[torch.Tensor, nib.Nifti1Image]:
+@dataclass(frozen=True)
+class VolumeReference:
+    """Where a NIfTI case's outputs go: the input file's grid, and how its array maps to the model's frame.
+
+    Attributes:
+        image: the first input file (its shape, affine and header are kept by every output).
+        reorientation: the lossless mapping between the stored array and the model's frame
+            (:mod:`monai_lgg.inference.orientation`).
+    """
+
+    image: nib.Nifti1Image
+    reorientation: Reorientation
+
+    @property
+    def affine(self) -> np.ndarray:
+        return self.image.affine
+
+    @property
+    def header(self):
+        return self.image.header
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """(row, column, slice) voxel size in mm along the model's axes (the axes of the tumour tables)."""
+        return self.reorientation.model_spacing
+
+
+def _load_volume(case: Case, in_channels: int, normalization: str) -> tuple[torch.Tensor, VolumeReference]:
+    from monai.data import MetaTensor
+
+    from monai_lgg.transforms.presets import slice_normalizer, volume_transforms
+
     files = [str(f) for f in case.files]
     try:
         headers = [nib.load(f) for f in files]  # the geometry first: a broken header is refused before the pixels
@@ -261,6 +236,7 @@ def _load_volume(case: Case, in_channels: int, transform: Callable) -> tuple[tor
     for path, header in zip(case.files, headers, strict=True):
         check_nifti_geometry(path, header)
     reference = headers[0]
+    transform = volume_transforms(label_key=None, image_channels=in_channels, normalization="none")
     try:
         image = transform({"image": files if len(files) > 1 else files[0]})["image"]
     except Exception as err:
@@ -268,26 +244,34 @@ def _load_volume(case: Case, in_channels: int, transform: Callable) -> tuple[tor
     if image.ndim != 4:
         raise LGGInputError(case.files[0], f"expected a 3D volume, got an image of shape {tuple(image.shape)}")
     _check_channels(case.files[0], image, in_channels)
-    return torch.as_tensor(image), reference
+    reorientation = plan_reorientation(case.files[0], reference.affine, reference.shape)
+    # reorient before the per-slice normalisation: its slices are the model's axial slices
+    array = reorientation.array_to_model(np.asarray(image), first_axis=1)
+    normalizer = slice_normalizer(normalization, slice_dim=-1)
+    model_image = MetaTensor(torch.from_numpy(array), affine=torch.as_tensor(reorientation.model_affine))
+    if normalizer is not None:
+        model_image = normalizer(model_image)
+    return model_image.float(), VolumeReference(reference, reorientation)
 
 
 def load_case(
     case: Case, in_channels: int = 3, normalization: str = "zscore"
-) -> tuple[torch.Tensor, nib.Nifti1Image | None]:
-    """Load and preprocess a case into ``(C, H, W, D)`` float32 (per-slice normalised).
+) -> tuple[torch.Tensor, VolumeReference | None]:
+    """Load and preprocess a case into ``(C, H, W, D)`` float32 (per-slice normalised) in the model's frame.
 
-    ``normalization="none"`` keeps the stored intensities (the ``brain`` geometry normalises per volume itself).
+    A NIfTI volume in any stored orientation is reoriented losslessly to the model's frame (axial slices on the
+    last axis, rows posterior, columns patient left: :mod:`monai_lgg.inference.orientation`) before the per-slice
+    normalisation. ``normalization="none"`` keeps the stored intensities (the ``brain`` geometry normalises per
+    volume itself).
 
     Returns:
-        the image and, for NIfTI volumes, the reference image whose affine and header the outputs keep.
+        the image and, for NIfTI volumes, the :class:`VolumeReference` that maps outputs back onto the input's
+        grid (its shape, affine and header).
 
     Raises:
-        LGGInputError: unreadable file, wrong channel count, mixed slice sizes.
+        LGGInputError: unreadable file, wrong channel count, mixed slice sizes, or a volume whose slices are not
+            close to axial.
     """
-    from monai_lgg.transforms.presets import slice_transforms, volume_transforms
+    from monai_lgg.inference.formats import format_of
 
-    if case.form == "slices":
-        transform = slice_transforms(label_key=None, image_channels=in_channels, normalization=normalization)
-        return _load_slices(case, in_channels, transform), None
-    transform = volume_transforms(label_key=None, image_channels=in_channels, normalization=normalization)
-    return _load_volume(case, in_channels, transform)
+    return format_of(case).load(case, in_channels, normalization)

@@ -4,11 +4,14 @@ Outputs mirror the input form:
 
 * slices: ``<out_dir>/<name>_mask.tif`` (or ``.png`` like the input), uint8 {0, 255}, in the input's
   folder structure (Kaggle naming: ``<case>_<n>.tif`` -> ``<case>_<n>_mask.tif``);
-* volumes: ``<case>.nii.gz``, uint8 {0, 1} with the input's affine and header.
+* volumes: ``<case>.nii.gz``, uint8 {0, 1} on the input's grid (its shape, affine and header), whatever
+  the stored orientation: volumes are segmented in the model's frame (axial slices, :mod:`.orientation`) and
+  every volume output is mapped back losslessly.
 
 Optionally probability maps (``<name>_prob.tif`` / ``<case>_prob.nii.gz``, float32) and overlay PNGs
 (``overlays/``); always ``<case>_tumour.csv`` (tumour area per slice, volume in voxels and mm³) and
-``tumour_summary.csv`` (one row per case).
+``tumour_summary.csv`` (one row per case). For volumes the per-slice rows and the overlays follow the model's
+axial slices (after reorientation, slice 1 the most inferior), not necessarily the stored array's last axis.
 
 With ``uncertainty``: the predictive entropy of every voxel (``<name>_uncertainty.tif`` /
 ``<case>_uncertainty.nii.gz``, float32 bits in ``[0, 1]``, the mask's geometry), its mean inside the predicted
@@ -36,20 +39,13 @@ from tqdm import tqdm
 
 from monai_lgg.engines.performance import fast_default
 from monai_lgg.errors import LGGInputError, OutputError
-from monai_lgg.inference.inputs import Case, _stem, find_cases, input_error, load_case
+from monai_lgg.inference.formats import format_of
+from monai_lgg.inference.inputs import Case, find_cases, input_error, load_case
 from monai_lgg.inference.loading import load_members, resolve_device
 from monai_lgg.inference.output_folder import CaseStage, OutputFolder
 from monai_lgg.inference.predictor import Predictor, Uncertainty
 from monai_lgg.inference.uncertainty import BORDER_WIDTH, UNCERTAINTY_COLUMNS, uncertainty_rows
-from monai_lgg.inference.writers import (
-    tumour_rows,
-    write_csv,
-    write_nifti,
-    write_overlay,
-    write_probability_slice,
-    write_slice_mask,
-    write_uncertainty_overlay,
-)
+from monai_lgg.inference.writers import tumour_rows, write_csv, write_overlay, write_uncertainty_overlay
 
 __all__ = ["predict", "planned_outputs", "PredictFailures", "Shard", "FAILED_CSV", "SUMMARY_CSV"]
 
@@ -76,22 +72,12 @@ class PredictFailures(LGGInputError):
         return LGGInputError, (self.path, self.problem)
 
 
-def _mask_name(path: Path) -> str:
-    suffix = path.suffix.lower() if path.suffix.lower() in (".tif", ".tiff", ".png") else ".png"
-    return f"{_stem(path)}_mask{suffix}"
-
-
 def planned_outputs(case: Case, probabilities: bool = False, uncertainty: bool = False) -> list[Path]:
     """Output files of a case whose names do not depend on the prediction (overlays do)."""
-    if case.form == "slices":
-        files = [case.out_dir / _mask_name(f) for f in case.files]
-        files += [case.out_dir / f"{_stem(f)}_prob.tif" for f in case.files] if probabilities else []
-        files += [case.out_dir / f"{_stem(f)}_uncertainty.tif" for f in case.files] if uncertainty else []
-    else:
-        files = [case.out_dir / f"{case.name}.nii.gz"] + (
-            [case.out_dir / f"{case.name}_prob.nii.gz"] if probabilities else []
-        )
-        files += [case.out_dir / f"{case.name}_uncertainty.nii.gz"] if uncertainty else []
+    fmt = format_of(case)
+    files = fmt.mask_files(case)
+    files += fmt.map_files(case, "prob") if probabilities else []
+    files += fmt.map_files(case, "uncertainty") if uncertainty else []
     files += [case.out_dir / "overlays" / f"{case.name}_uncertainty.png"] if uncertainty else []
     return files + [case.out_dir / f"{case.name}_tumour.csv"]
 
@@ -100,19 +86,6 @@ def _overlay_slices(mask: np.ndarray) -> list[int]:
     """Slices with predicted tumour, or the middle slice when there is none."""
     area = (mask > 0).reshape(-1, mask.shape[-1]).sum(0)
     return [int(k) for k in np.flatnonzero(area)] or [mask.shape[-1] // 2]
-
-
-def _output_name(root: Path, case: Case) -> str:
-    """Where a case's masks are, for ``tumour_summary.csv``: the mask file, or a pattern matching its slice masks."""
-    if case.form != "slices":
-        return str(root / case.out_dir / f"{case.name}.nii.gz")
-    masks = [_mask_name(f) for f in case.files]
-    if len(masks) == 1:
-        return str(root / case.out_dir / masks[0])
-    suffixes = {Path(m).suffix for m in masks}
-    numbered = all(_stem(f).startswith(f"{case.name}_") for f in case.files)  # <case>_<n>: Kaggle naming
-    pattern = f"{case.name}_*_mask{suffixes.pop()}" if numbered and len(suffixes) == 1 else "*_mask.*"
-    return str(root / case.out_dir / pattern)
 
 
 def _write_case(
@@ -129,21 +102,11 @@ def _write_case(
     uncertainty: Uncertainty | None = None,
 ) -> dict:
     """Stage every output of one case and return its summary row (``uncertainty``: also its maps, columns, picture)."""
-    multiclass = out_channels > 1
-    if case.form == "slices":
-        labels: list[int | str] = [_stem(f) for f in case.files]
-        for k, path in enumerate(case.files):
-            write_slice_mask(stage.path(case.out_dir / _mask_name(path)), mask[..., k], label_map=multiclass)
-            if probabilities:
-                write_probability_slice(stage.path(case.out_dir / f"{_stem(path)}_prob.tif"), probability[..., k])
-        overlay_names = [f"{_stem(f)}.png" for f in case.files]
-    else:
-        labels = list(range(1, mask.shape[-1] + 1))
-        write_nifti(stage.path(case.out_dir / f"{case.name}.nii.gz"), mask, reference, np.uint8)
-        if probabilities:
-            channels_last = np.moveaxis(probability, 0, -1) if multiclass else probability  # (H, W, D, K)
-            write_nifti(stage.path(case.out_dir / f"{case.name}_prob.nii.gz"), channels_last, reference, np.float32)
-        overlay_names = [f"{case.name}_{k:03d}.png" for k in labels]
+    multiclass, fmt = out_channels > 1, format_of(case)
+    labels = fmt.slice_labels(case, mask.shape[-1])
+    fmt.write_mask([stage.path(p) for p in fmt.mask_files(case)], mask, reference, multiclass)
+    if probabilities:  # multi-class: (K, H, W, D)
+        fmt.write_map([stage.path(p) for p in fmt.map_files(case, "prob")], probability, reference, multiclass)
     if overlays:
         channel = min(FLAIR, image.shape[0] - 1)  # FLAIR for LGG; the one channel of grey images
         depth, pixel_mm2 = mask.shape[-1], float(spacing[0]) * float(spacing[1])
@@ -152,9 +115,10 @@ def _write_case(
             position = f"slice {k + 1} of {depth}"
             area = f"predicted tumour: {pixels} px = {pixels * pixel_mm2:.1f} mm2" if pixels else "no tumour predicted"
             write_overlay(
-                stage.path(case.out_dir / "overlays" / overlay_names[k]), image[channel, ..., k].numpy(), mask[..., k],
+                stage.path(case.out_dir / "overlays" / fmt.overlay_name(case, labels[k])),
+                image[channel, ..., k].numpy(), mask[..., k],
                 label_map=multiclass,
-                title=f"{case.name}  {position}" if case.form == "volume" else f"{labels[k]}  ({position})",
+                title=fmt.overlay_title(case, labels[k], position),
                 notes=[area],
             )
     rows = tumour_rows(mask, spacing, labels, num_classes=max(2, out_channels))
@@ -165,8 +129,8 @@ def _write_case(
     write_csv(stage.path(case.out_dir / f"{case.name}_tumour.csv"), rows)
     return {
         "case": case.name,
-        "input": str(case.files[0].parent if len(case.files) > 1 and case.form == "slices" else case.files[0]),
-        "output": _output_name(stage.root, case),
+        "input": fmt.input_name(case),
+        "output": fmt.output_name(stage.root, case),
         "slices": int(mask.shape[-1]),
         "tumour_slices": sum(1 for r in rows[:-1] if r["tumour_pixels"]),
         "tumour_voxels": rows[-1]["tumour_pixels"],
@@ -188,11 +152,8 @@ def _write_uncertainty(
     """Stage a case's entropy map(s) and uncertainty picture; return its tumour rows with the uncertainty columns."""
     entropy_map = uncertainty.entropy.numpy()
     information = None if uncertainty.mutual_information is None else uncertainty.mutual_information.numpy()
-    if case.form == "slices":
-        for k, path in enumerate(case.files):
-            write_probability_slice(stage.path(case.out_dir / f"{_stem(path)}_uncertainty.tif"), entropy_map[..., k])
-    else:
-        write_nifti(stage.path(case.out_dir / f"{case.name}_uncertainty.nii.gz"), entropy_map, reference, np.float32)
+    fmt = format_of(case)
+    fmt.write_map([stage.path(p) for p in fmt.map_files(case, "uncertainty")], entropy_map, reference, False)
     rows = [{**row, **extra} for row, extra in zip(rows, uncertainty_rows(mask, entropy_map, information), strict=True)]
     k = int(np.argmax(entropy_map.reshape(-1, entropy_map.shape[-1]).sum(0)))  # where the model doubts most
     case_row, pixels = rows[-1], int((mask[..., k] > 0).sum())
@@ -210,7 +171,7 @@ def _write_uncertainty(
     ]
     channel = min(FLAIR, image.shape[0] - 1)
     position = f"slice {k + 1} of {mask.shape[-1]}"
-    title = f"{case.name}  {position}" if case.form == "volume" else f"{labels[k]}  ({position})"
+    title = fmt.overlay_title(case, labels[k], position)
     write_uncertainty_overlay(
         stage.path(case.out_dir / "overlays" / f"{case.name}_uncertainty.png"), image[channel, ..., k].numpy(),
         mask[..., k], entropy_map[..., k], title, notes,
@@ -225,8 +186,8 @@ def _spacing(case: Case, reference, spacing: Sequence[float] | None) -> tuple[fl
                 None, f"spacing must be three positive numbers (row, column, slice) in mm, got {list(spacing)}"
             )
         return tuple(float(s) for s in spacing)  # type: ignore[return-value]
-    if reference is not None:
-        return tuple(float(z) for z in reference.header.get_zooms()[:3])  # type: ignore[return-value]
+    if reference is not None:  # along the model's axes, as the tables count slices
+        return reference.spacing
     return (1.0, 1.0, 1.0)
 
 

@@ -45,10 +45,25 @@ def write_probability_slice(path: Path, probability: np.ndarray) -> None:
     tifffile.imwrite(path, np.asarray(probability, dtype=np.float32))
 
 
-def write_nifti(path: Path, array: np.ndarray, reference: nib.Nifti1Image, dtype: type = np.uint8) -> None:
-    """``array`` (rows x columns x slices [x classes]) as NIfTI with ``reference``'s affine and header (``dtype``)."""
+def write_nifti(path: Path, array: np.ndarray, reference, dtype: type = np.uint8) -> None:
+    """``array`` (rows x columns x slices [x classes]) as NIfTI on the input's grid, as ``dtype``.
+
+    Args:
+        path: the file to write.
+        array: in the model's frame when ``reference`` is a
+            :class:`~monai_lgg.inference.inputs.VolumeReference`: it is mapped back onto the input's stored grid
+            (the inverse of the lossless reorientation), so the output has the input's shape, affine and header;
+            a plain ``nib.Nifti1Image`` reference takes ``array`` as stored.
+        reference: the input's :class:`~monai_lgg.inference.inputs.VolumeReference` (or its NIfTI image).
+        dtype: the stored data type.
+    """
+    reorientation = getattr(reference, "reorientation", None)
+    reference = getattr(reference, "image", reference)
+    data = np.asarray(array) if reorientation is None else reorientation.array_to_input(array)
+    if data.shape[:3] != tuple(reference.shape[:3]):
+        raise ValueError(f"output of shape {data.shape[:3]} does not fit the input's grid {reference.shape[:3]}")
     header = reference.header.copy()
-    image = nib.Nifti1Image(np.asarray(array, dtype=dtype), reference.affine, header)
+    image = nib.Nifti1Image(np.asarray(data, dtype=dtype), reference.affine, header)
     image.set_data_dtype(dtype)
     image.header.set_slope_inter(None, None)
     image.header.set_intent("none")
@@ -98,9 +113,12 @@ def tumour_rows(
 ) -> list[dict]:
     """Per-slice tumour area and volume rows, then an ``all`` row with the totals.
 
+    For NIfTI volumes ``mask`` is in the model's frame (:mod:`monai_lgg.inference.orientation`), so the rows are
+    its axial slices (the first the most inferior), whatever axis the input file stores them along.
+
     Args:
         mask: binary mask or class-index map (rows, columns, slices); "tumour" is every voxel > 0.
-        spacing: (row, column, slice) voxel size in mm.
+        spacing: (row, column, slice) voxel size in mm along ``mask``'s axes.
         numbers: the slice labels written in the ``slice`` column.
         num_classes: classes of a label map (background included); above 2, each row also counts
             every foreground class (``class<c>_pixels``).
@@ -120,7 +138,10 @@ def tumour_rows(
             **{k: int(v) for k, v in classes.items()},
         }
 
-    rows = [row(number, n, {k: v[i] for k, v in per_class.items()}) for i, (number, n) in enumerate(zip(numbers, counts, strict=True))]
+    rows = [
+        row(number, n, {k: v[i] for k, v in per_class.items()})
+        for i, (number, n) in enumerate(zip(numbers, counts, strict=True))
+    ]
     rows.append(row("all", int(counts.sum()), {k: v.sum() for k, v in per_class.items()}))
     return rows
 

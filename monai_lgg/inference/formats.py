@@ -1,0 +1,322 @@
+"""One registry of the input forms ``monai-lgg predict`` reads, each one class.
+
+A form (:class:`InputFormat` subclass) says how to find its cases in a file or folder, how to load a case into the
+model's canonical frame (``(C, H, W, D)``, axial slices on the last axis, per-slice normalised), how its outputs
+are named, and how results are written back in the input's own frame. :data:`FORMATS` lists them in the order they
+are tried; adding a form is one subclass and one entry there.
+
+* :class:`SliceImages`: a Kaggle slice or patient folder, any 2D TIFF/PNG slices (``<case>_<n>.tif`` stacked);
+* :class:`NiftiChannels`: ``<case>_000k.nii.gz`` files, one per channel (nnU-Net/MSD naming);
+* :class:`NiftiVolume`: one NIfTI file per case (3-channel ``rows x columns x slices x 3``).
+
+A folder of NIfTI files, or a converted data set (``datalist.json``), is read by the NIfTI forms together.
+``<case>_000k`` names are parsed in one place, :func:`split_channel`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from monai_lgg.errors import LGGInputError
+from monai_lgg.inference.inputs import (
+    NIFTI_SUFFIXES,
+    OTHER_VOLUME_SUFFIXES,
+    SLICE_NUMBER,
+    SLICE_SUFFIXES,
+    Case,
+    _is_nifti,
+    _is_slice,
+    _load_slices,
+    _load_volume,
+    _stem,
+    _suffix,
+)
+
+__all__ = [
+    "CHANNEL_FILE",
+    "split_channel",
+    "InputFormat",
+    "SliceImages",
+    "NiftiVolume",
+    "NiftiChannels",
+    "FORMATS",
+    "format_of",
+    "find_cases",
+]
+
+CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+"""``<case>_000k``: one channel (modality) of a case, nnU-Net/MSD naming."""
+
+
+def split_channel(stem: str) -> tuple[str, int | None]:
+    """``(case, channel)`` of a file name without its extension: ``("TCGA_x", 1)`` for ``TCGA_x_0001``, and
+    ``(stem, None)`` for a name without a 4-digit channel suffix. The one parser of ``<case>_000k`` names."""
+    match = CHANNEL_FILE.match(stem)
+    return (match["case"], int(match["channel"])) if match else (stem, None)
+
+
+class InputFormat:
+    """One input form. Subclasses set :attr:`name` and :attr:`form` and implement finding and writing.
+
+    ``form`` is the geometry family: ``"slices"`` (2D files stacked along the last axis) or ``"volume"`` (NIfTI,
+    reoriented to the model's frame, :mod:`monai_lgg.inference.orientation`).
+    """
+
+    name: ClassVar[str] = ""
+    form: ClassVar[str] = ""
+
+    # finding cases
+    def claims_file(self, path: Path) -> bool:
+        """``path`` (an existing file) is an input of this form."""
+        raise NotImplementedError
+
+    def cases_of_file(self, path: Path) -> list[Case]:
+        """The case(s) a single input file of this form stands for."""
+        raise NotImplementedError
+
+    def cases_of_folder(self, folder: Path) -> list[Case]:
+        """The cases of this form in ``folder`` (none: the folder is offered to the next form)."""
+        return []
+
+    # loading
+    def load(self, case: Case, in_channels: int, normalization: str):
+        """``(image, reference)``: the case as ``(C, H, W, D)`` float32 in the model's frame, and what the writers
+        need to map results back onto the input (``None`` for slices)."""
+        raise NotImplementedError
+
+    # naming and writing outputs (paths relative to the output root)
+    def mask_files(self, case: Case) -> list[Path]:
+        raise NotImplementedError
+
+    def map_files(self, case: Case, kind: str) -> list[Path]:
+        """Files of a float map (``kind``: ``"prob"`` or ``"uncertainty"``)."""
+        raise NotImplementedError
+
+    def slice_labels(self, case: Case, depth: int) -> list[int | str]:
+        """The ``slice`` column of the per-slice tumour table (one per model slice)."""
+        raise NotImplementedError
+
+    def overlay_name(self, case: Case, label: int | str) -> str:
+        raise NotImplementedError
+
+    def overlay_title(self, case: Case, label: int | str, position: str) -> str:
+        return f"{case.name}  {position}"
+
+    def input_name(self, case: Case) -> str:
+        """The ``input`` column of ``tumour_summary.csv``."""
+        return str(case.files[0])
+
+    def output_name(self, root: Path, case: Case) -> str:
+        """The ``output`` column of ``tumour_summary.csv``: the mask file, or a pattern of the masks."""
+        return str(root / self.mask_files(case)[0])
+
+    def write_mask(self, paths: Sequence[Path], mask: np.ndarray, reference, label_map: bool) -> None:
+        """Write ``mask`` (model frame, ``(H, W, D)``) to ``paths`` (:meth:`mask_files`, staged)."""
+        raise NotImplementedError
+
+    def write_map(self, paths: Sequence[Path], values: np.ndarray, reference, channels_first: bool) -> None:
+        """Write a float32 map (model frame, ``(H, W, D)`` or ``(K, H, W, D)`` with ``channels_first``)."""
+        raise NotImplementedError
+
+
+class SliceImages(InputFormat):
+    """2D slice images (TIFF/PNG, 3 channels like the Kaggle slices): one file, or the ``<case>_<n>`` slices of
+    a folder stacked in numeric order; outputs beside each slice name (``<name>_mask.tif``), in the input's
+    folder structure."""
+
+    name = "slices"
+    form = "slices"
+
+    def claims_file(self, path: Path) -> bool:
+        return _suffix(path) in SLICE_SUFFIXES
+
+    def cases_of_file(self, path: Path) -> list[Case]:
+        if _stem(path).lower().endswith("_mask"):
+            raise LGGInputError(path, "is a mask, not an image slice")
+        return [Case(_stem(path), self.form, [path], format_name=self.name)]
+
+    def cases_of_folder(self, folder: Path) -> list[Case]:
+        """Slices grouped by folder and ``<case>_<n>`` prefix; numbers sort numerically (2 before 10)."""
+        files = sorted(
+            p
+            for p in folder.rglob("*")
+            if _is_slice(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        )
+        groups: dict[tuple[Path, str], list[tuple[int, Path]]] = {}
+        for path in files:
+            match = SLICE_NUMBER.match(_stem(path))
+            case, number = (match["case"], int(match["number"])) if match else (_stem(path), 0)
+            groups.setdefault((path.parent, case), []).append((number, path))
+        cases = []
+        for (parent, case), members in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+            members.sort(key=lambda m: m[0])
+            cases.append(Case(case, self.form, [p for _, p in members], parent.relative_to(folder), self.name))
+        return cases
+
+    def load(self, case: Case, in_channels: int, normalization: str):
+        from monai_lgg.transforms.presets import slice_transforms
+
+        transform = slice_transforms(label_key=None, image_channels=in_channels, normalization=normalization)
+        return _load_slices(case, in_channels, transform), None
+
+    @staticmethod
+    def _mask_name(path: Path) -> str:
+        suffix = path.suffix.lower() if path.suffix.lower() in (".tif", ".tiff", ".png") else ".png"
+        return f"{_stem(path)}_mask{suffix}"
+
+    def mask_files(self, case: Case) -> list[Path]:
+        return [case.out_dir / self._mask_name(f) for f in case.files]
+
+    def map_files(self, case: Case, kind: str) -> list[Path]:
+        return [case.out_dir / f"{_stem(f)}_{kind}.tif" for f in case.files]
+
+    def slice_labels(self, case: Case, depth: int) -> list[int | str]:
+        return [_stem(f) for f in case.files]
+
+    def overlay_name(self, case: Case, label: int | str) -> str:
+        return f"{label}.png"
+
+    def overlay_title(self, case: Case, label: int | str, position: str) -> str:
+        return f"{label}  ({position})"
+
+    def input_name(self, case: Case) -> str:
+        return str(case.files[0].parent if len(case.files) > 1 else case.files[0])
+
+    def output_name(self, root: Path, case: Case) -> str:
+        masks = [self._mask_name(f) for f in case.files]
+        if len(masks) == 1:
+            return str(root / case.out_dir / masks[0])
+        suffixes = {Path(m).suffix for m in masks}
+        numbered = all(_stem(f).startswith(f"{case.name}_") for f in case.files)  # <case>_<n>: Kaggle naming
+        pattern = f"{case.name}_*_mask{suffixes.pop()}" if numbered and len(suffixes) == 1 else "*_mask.*"
+        return str(root / case.out_dir / pattern)
+
+    def write_mask(self, paths: Sequence[Path], mask: np.ndarray, reference, label_map: bool) -> None:
+        from monai_lgg.inference.writers import write_slice_mask
+
+        for k, path in enumerate(paths):
+            write_slice_mask(path, mask[..., k], label_map=label_map)
+
+    def write_map(self, paths: Sequence[Path], values: np.ndarray, reference, channels_first: bool) -> None:
+        from monai_lgg.inference.writers import write_probability_slice
+
+        for k, path in enumerate(paths):
+            write_probability_slice(path, values[..., k])
+
+
+class NiftiVolume(InputFormat):
+    """One NIfTI volume per case (3 channels in one ``rows x columns x slices x 3`` file, or one channel),
+    in any stored orientation; outputs ``<case>.nii.gz`` on the input's grid (shape, affine, header)."""
+
+    name = "nifti"
+    form = "volume"
+
+    def claims_file(self, path: Path) -> bool:
+        return _suffix(path) in NIFTI_SUFFIXES
+
+    def cases_of_file(self, path: Path) -> list[Case]:
+        return [Case(_stem(path), self.form, [path], format_name=self.name)]
+
+    def cases_of_folder(self, folder: Path) -> list[Case]:
+        """A folder holding NIfTI files (both NIfTI forms: ``<case>_000k`` files are grouped) or a converted data
+        set (``datalist.json``)."""
+        if not ((folder / "datalist.json").is_file() or any(_is_nifti(p) for p in folder.iterdir())):
+            return []
+        from monai_lgg.engines.bundle import inference_items
+
+        cases = []
+        for item in inference_items(folder):
+            files = [Path(f) for f in np.atleast_1d(item["image"])]
+            channels = len(files) > 1 or split_channel(_stem(files[0]))[1] is not None
+            name = (NiftiChannels if channels else NiftiVolume).name
+            cases.append(Case(item["case"], self.form, files, format_name=name))
+        return cases
+
+    def load(self, case: Case, in_channels: int, normalization: str):
+        return _load_volume(case, in_channels, normalization)
+
+    def mask_files(self, case: Case) -> list[Path]:
+        return [case.out_dir / f"{case.name}.nii.gz"]
+
+    def map_files(self, case: Case, kind: str) -> list[Path]:
+        return [case.out_dir / f"{case.name}_{kind}.nii.gz"]
+
+    def slice_labels(self, case: Case, depth: int) -> list[int | str]:
+        return list(range(1, depth + 1))  # the model's axial slices, 1 the most inferior
+
+    def overlay_name(self, case: Case, label: int | str) -> str:
+        return f"{case.name}_{int(label):03d}.png"
+
+    def write_mask(self, paths: Sequence[Path], mask: np.ndarray, reference, label_map: bool) -> None:
+        from monai_lgg.inference.writers import write_nifti
+
+        write_nifti(paths[0], mask, reference, np.uint8)
+
+    def write_map(self, paths: Sequence[Path], values: np.ndarray, reference, channels_first: bool) -> None:
+        from monai_lgg.inference.writers import write_nifti
+
+        write_nifti(paths[0], np.moveaxis(values, 0, -1) if channels_first else values, reference, np.float32)
+
+
+class NiftiChannels(NiftiVolume):
+    """``<case>_000k.nii.gz``: one NIfTI per channel, stacked in channel order (a given file brings its siblings)."""
+
+    name = "nifti_channels"
+
+    def claims_file(self, path: Path) -> bool:
+        return super().claims_file(path) and split_channel(_stem(path))[1] is not None
+
+    def cases_of_file(self, path: Path) -> list[Case]:
+        case = split_channel(_stem(path))[0]
+        siblings = sorted((p for p in path.parent.iterdir() if _is_nifti(p) and self._case(p) == case), key=_stem)
+        return [Case(case, self.form, siblings, format_name=self.name)]
+
+    def _case(self, path: Path) -> str | None:
+        case, channel = split_channel(_stem(path))
+        return None if channel is None else case
+
+
+FORMATS: list[InputFormat] = [NiftiChannels(), NiftiVolume(), SliceImages()]
+"""The input forms, in the order a file or folder is offered to them (the first that claims a file, or finds cases
+in a folder, reads it)."""
+
+
+def format_of(case: Case) -> InputFormat:
+    """The form that found ``case``."""
+    for fmt in FORMATS:
+        if fmt.name == case.format_name:
+            return fmt
+    return next(f for f in FORMATS if f.form == case.form)
+
+
+def find_cases(source: str | Path) -> list[Case]:
+    """The cases of an input (file or folder) of any registered form.
+
+    Raises:
+        LGGInputError: missing input, unsupported file type, or a folder with nothing to predict.
+    """
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise LGGInputError(source, "does not exist")
+    if source.is_file():
+        for fmt in FORMATS:
+            if fmt.claims_file(source):
+                return fmt.cases_of_file(source)
+        suffix = _suffix(source)
+        if suffix in OTHER_VOLUME_SUFFIXES:
+            raise LGGInputError(source, "is not a NIfTI volume (.nii / .nii.gz); convert it to NIfTI first")
+        raise LGGInputError(
+            source,
+            f"unsupported input type {suffix or '(no extension)'!r}: give a .tif/.png slice, "
+            "a .nii.gz volume or a folder",
+        )
+    for fmt in FORMATS:
+        cases = fmt.cases_of_folder(source)
+        if cases:
+            return cases
+    raise LGGInputError(source, "folder holds no slice images (.tif/.png) and no NIfTI volumes")
