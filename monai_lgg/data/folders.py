@@ -36,6 +36,7 @@ from monai_lgg.data.kaggle import (
     save_nifti,
     write_conversion,
 )
+from monai_lgg.data.naming import channel_file_name
 from monai_lgg.data.readers import read_slice_image
 from monai_lgg.errors import DataProblem, LGGInputError
 from monai_lgg.io import atomic_dir, safe_child
@@ -411,7 +412,7 @@ def convert_folders(
                 save_nifti(
                     np.ascontiguousarray(image[..., c : c + 1]),
                     affine,
-                    safe_child(images_dir, f"{pair.case}_{c:04d}.nii.gz"),
+                    safe_child(images_dir, channel_file_name(pair.case, c)),
                 )
             save_nifti(label[..., None], affine, safe_child(labels_dir, f"{pair.case}.nii.gz"))
             summaries.append(

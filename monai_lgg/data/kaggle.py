@@ -28,6 +28,7 @@ import nibabel as nib
 import numpy as np
 import tifffile
 
+from monai_lgg.data.naming import channel_file_name
 from monai_lgg.errors import DataProblem, LGGInputError
 from monai_lgg.io import atomic_dir, atomic_path, existing_file, safe_child, write_json
 
@@ -374,7 +375,7 @@ def _convert_case(
     affine = kaggle_affine(label.shape, spacing)
     # a failed write (disk full) raises OutputError: it stops the whole conversion, even with skip_bad
     for channel in range(image.shape[-1]):
-        target = safe_child(images_dir, f"{case.case_id}_{channel:04d}.nii.gz")
+        target = safe_child(images_dir, channel_file_name(case.case_id, channel))
         save_nifti(np.ascontiguousarray(image[..., channel]), affine, target)
     save_nifti(label, affine, safe_child(labels_dir, f"{case.case_id}.nii.gz"))
     positive = label.reshape(-1, label.shape[2]).any(axis=0)
@@ -640,7 +641,7 @@ def write_conversion(
         **(extra or {}),
         "training": [
             {
-                "image": [f"imagesTr/{s['case']}_{c:04d}.nii.gz" for c in range(num_channels)],
+                "image": [f"imagesTr/{channel_file_name(s['case'], c)}" for c in range(num_channels)],
                 "label": f"labelsTr/{s['case']}.nii.gz",
                 "case": s["case"],
                 "fold": folds[s["case"]],

@@ -26,13 +26,13 @@ from monai.data.image_reader import _copy_compatible_dict, _stack_images
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
 from monai_lgg.data.kaggle import read_tiff
+from monai_lgg.data.naming import OTHER_SLICE_SUFFIXES as OTHER_SUFFIXES
+from monai_lgg.data.naming import TIFF_SUFFIXES
 from monai_lgg.errors import DataProblem
 from monai_lgg.io import atomic_path, existing_file
 
 __all__ = ["SliceImageReader", "NiftiVolumeReader", "AtomicNibabelWriter", "read_slice_image", "check_finite"]
 
-TIFF_SUFFIXES = (".tif", ".tiff")
-OTHER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def check_finite(path: str | Path, array: np.ndarray) -> None:

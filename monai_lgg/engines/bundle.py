@@ -258,13 +258,13 @@ def inference_items(dataset_dir: str | os.PathLike = SYNTHETIC) -> list[dict]:
     """
     path = Path(dataset_dir).expanduser()
     if str(dataset_dir) != SYNTHETIC and path.is_dir() and not (path / "datalist.json").is_file():
-        volumes = sorted(p for p in path.iterdir() if p.name.endswith((".nii", ".nii.gz")))
-        if volumes:
-            from monai_lgg.inference.formats import split_channel  # the one <case>_000k parser
+        from monai_lgg.inference.formats import case_name, is_nifti_name  # the registry's name rules
 
+        volumes = sorted(p for p in path.iterdir() if p.is_file() and is_nifti_name(p))
+        if volumes:
             cases: dict[str, list[str]] = {}
             for volume in volumes:
-                cases.setdefault(split_channel(volume.name.split(".nii")[0])[0], []).append(str(volume))
+                cases.setdefault(case_name(volume), []).append(str(volume))
             return [{"image": files if len(files) > 1 else files[0], "case": case} for case, files in cases.items()]
     items = load_fold(prepare_dataset(dataset_dir), split="all")
     return [{"image": item["image"], "case": item["case"]} for item in items]

@@ -245,10 +245,9 @@ def postprocessing(
 
 def case_name_formatter(metadict: dict, saver: object) -> dict:
     """Name saved predictions ``<case>.nii.gz`` (the image's file name without its ``_000x`` channel suffix)."""
-    from monai_lgg.inference.formats import split_channel
+    from monai_lgg.inference.formats import case_name  # the registry's <case>_000k parser
 
-    name = Path(str(metadict.get("filename_or_obj", "case"))).name.split(".nii")[0]
-    return {"subject": split_channel(name)[0], "idx": None}
+    return {"subject": case_name(str(metadict.get("filename_or_obj", "case"))), "idx": None}
 
 
 def inference_postprocessing(

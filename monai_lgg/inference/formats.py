@@ -10,18 +10,27 @@ are tried; adding a form is one subclass and one entry there.
 * :class:`NiftiVolume`: one NIfTI file per case (3-channel ``rows x columns x slices x 3``).
 
 A folder of NIfTI files, or a converted data set (``datalist.json``), is read by the NIfTI forms together.
-``<case>_000k`` names are parsed in one place, :func:`split_channel`.
+``<case>_000k`` names are parsed in one place, :func:`split_channel` (with :func:`case_name`,
+:func:`is_image_channel` and the writers' :func:`channel_file_name`: the name rules of
+:mod:`monai_lgg.data.naming`, which readers that must not import torch use directly).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
+from monai_lgg.data.naming import (
+    CHANNEL_FILE,
+    case_name,
+    channel_file_name,
+    is_image_channel,
+    is_nifti_name,
+    split_channel,
+)
 from monai_lgg.errors import LGGInputError
 from monai_lgg.inference.inputs import (
     NIFTI_SUFFIXES,
@@ -40,6 +49,10 @@ from monai_lgg.inference.inputs import (
 __all__ = [
     "CHANNEL_FILE",
     "split_channel",
+    "channel_file_name",
+    "case_name",
+    "is_image_channel",
+    "is_nifti_name",
     "InputFormat",
     "SliceImages",
     "NiftiVolume",
@@ -48,17 +61,6 @@ __all__ = [
     "format_of",
     "find_cases",
 ]
-
-CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-"""``<case>_000k``: one channel (modality) of a case, nnU-Net/MSD naming."""
-
-
-def split_channel(stem: str) -> tuple[str, int | None]:
-    """``(case, channel)`` of a file name without its extension: ``("TCGA_x", 1)`` for ``TCGA_x_0001``, and
-    ``(stem, None)`` for a name without a 4-digit channel suffix. The one parser of ``<case>_000k`` names."""
-    match = CHANNEL_FILE.match(stem)
-    return (match["case"], int(match["channel"])) if match else (stem, None)
-
 
 class InputFormat:
     """One input form. Subclasses set :attr:`name` and :attr:`form` and implement finding and writing.

@@ -21,7 +21,6 @@ stacked case reach the network as the same array.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +30,14 @@ import numpy as np
 import torch
 
 from monai_lgg.data.kaggle import _ranges, read_tiff_header
-from monai_lgg.data.readers import OTHER_SUFFIXES, TIFF_SUFFIXES
+from monai_lgg.data.naming import MASK_SUFFIX, NIFTI_SUFFIXES, SLICE_NUMBER, SLICE_SUFFIXES, TIFF_SUFFIXES
+from monai_lgg.data.naming import file_stem as _stem
+from monai_lgg.data.naming import file_suffix as _suffix
 from monai_lgg.errors import LGGInputError, input_error_in
 from monai_lgg.inference.orientation import Reorientation, plan_reorientation
 
 __all__ = ["Case", "VolumeReference", "SLICE_SUFFIXES", "NIFTI_SUFFIXES", "find_cases", "load_case", "input_error"]
 
-SLICE_SUFFIXES = TIFF_SUFFIXES + OTHER_SUFFIXES
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 OTHER_VOLUME_SUFFIXES = (
     ".mha",
     ".mhd",
@@ -54,7 +53,6 @@ OTHER_VOLUME_SUFFIXES = (
     ".vtk",
     ".gz",
 )
-SLICE_NUMBER = re.compile(r"^(?P<case>.+)_(?P<number>\d+)$")
 
 
 @dataclass
@@ -80,17 +78,8 @@ class Case:
         return len(self.files)
 
 
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
-
-
-def _stem(path: Path) -> str:
-    return path.name[: -len(_suffix(path))] if _suffix(path) else path.name
-
-
 def _is_slice(path: Path) -> bool:
-    return path.is_file() and _suffix(path) in SLICE_SUFFIXES and not _stem(path).lower().endswith("_mask")
+    return path.is_file() and _suffix(path) in SLICE_SUFFIXES and not _stem(path).lower().endswith(MASK_SUFFIX)
 
 
 def _is_nifti(path: Path) -> bool:

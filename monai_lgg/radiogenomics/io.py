@@ -4,7 +4,8 @@ Mask sources (``MASKS`` / ``--reference``), each a folder, or several folders se
 
 * a converted data set: ``labelsTr/<case>.nii.gz`` (``monai-lgg convert``);
 * a folder of NIfTI masks ``<case>.nii.gz`` (``monai-lgg predict`` on volumes, a bundle's
-  ``predictions/``); ``<case>_000x`` image files and ``<case>_prob`` probability maps are skipped;
+  ``predictions/``); ``<case>_000x`` image files and ``<case>_prob`` / ``<case>_uncertainty`` maps are skipped
+  (the name rules of :mod:`monai_lgg.data.naming`, which the input registry reads with);
 * slice masks ``<case>_<n>_mask.tif|png`` in any folder structure (the Kaggle ``kaggle_3m`` layout, or
   ``monai-lgg predict`` on Kaggle slices): each case's slices are stacked in numeric order;
 * ``<case>.npz`` arrays with a ``mask`` (label > 0) or a ``prob`` array (thresholded at 0.5), e.g. the
@@ -17,7 +18,6 @@ of ``data.csv`` (the first three ``_`` fields); any other name is its own patien
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,17 @@ import nibabel as nib
 import numpy as np
 
 from monai_lgg.data.kaggle import CASE_PATTERN, read_clinical_csv, read_tiff
+
+# the input forms' name rules (the registry's, without importing it: it imports MONAI, seconds for a table)
+from monai_lgg.data.naming import (
+    SLICE_SUFFIXES,
+    TIFF_SUFFIXES,
+    file_stem,
+    is_image_channel,
+    is_map_output,
+    is_nifti_name,
+    split_mask_slice,
+)
 from monai_lgg.errors import DataProblem, LGGInputError
 
 __all__ = [
@@ -39,12 +50,6 @@ __all__ = [
     "load_clinical",
 ]
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-# the suffixes of monai_lgg.data.readers, without importing it (it imports MONAI, seconds for a table)
-TIFF_SUFFIXES = (".tif", ".tiff")
-OTHER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-MASK_SLICE = re.compile(r"^(?P<case>.+)_(?P<number>\d+)_mask$", re.IGNORECASE)
-IMAGE_CHANNEL = re.compile(r"^.+_\d{4}$")
 
 
 @dataclass
@@ -73,14 +78,6 @@ def patient_id(case: str) -> str:
     return "_".join(case.split("_")[:3]) if CASE_PATTERN.match(case) else case
 
 
-def _nifti_stem(path: Path) -> str | None:
-    name = path.name
-    for suffix in NIFTI_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return None
-
-
 def _volume_cases(folder: Path) -> list[MaskCase]:
     cases = []
     for path in sorted(folder.iterdir()):
@@ -89,10 +86,9 @@ def _volume_cases(folder: Path) -> list[MaskCase]:
         if path.suffix.lower() == ".npz":  # out-of-fold predictions (monai_lgg.crossval.out_of_fold)
             cases.append(MaskCase(path.stem, "array", [path]))
             continue
-        stem = _nifti_stem(path)
-        if stem is None or IMAGE_CHANNEL.match(stem) or stem.endswith("_prob"):
-            continue  # not NIfTI, or an image channel or a probability map, not a mask
-        cases.append(MaskCase(stem, "volume", [path]))
+        if not is_nifti_name(path) or is_image_channel(path) or is_map_output(file_stem(path)):
+            continue  # not NIfTI, or an image channel or a probability/uncertainty map, not a mask
+        cases.append(MaskCase(file_stem(path), "volume", [path]))
     return cases
 
 
@@ -101,11 +97,11 @@ def _slice_cases(folder: Path) -> list[MaskCase]:
     for path in sorted(folder.rglob("*")):
         if any(part.startswith(".") for part in path.relative_to(folder).parts) or not path.is_file():
             continue
-        if path.suffix.lower() not in TIFF_SUFFIXES + OTHER_SUFFIXES:
+        if path.suffix.lower() not in SLICE_SUFFIXES:
             continue
-        match = MASK_SLICE.match(path.stem)
-        if match:
-            groups.setdefault((path.parent, match["case"]), []).append((int(match["number"]), path))
+        found = split_mask_slice(path.stem)
+        if found:
+            groups.setdefault((path.parent, found[0]), []).append((found[1], path))
     cases = []
     for (_, case), members in sorted(groups.items(), key=lambda kv: (kv[0][1], str(kv[0][0]))):
         members.sort(key=lambda m: m[0])
