@@ -159,6 +159,16 @@ class AtomicNibabelWriter(NibabelWriter):
         if squeeze_end_dims and self.data_obj.shape[-1] == 1:  # channel last now: drop only that axis
             self.data_obj = self.data_obj[..., 0]
 
+    def resample_if_needed(self, data_array, affine=None, target_affine=None, output_spatial_shape=None, **kwargs):
+        """No resampling unless asked (``SaveImaged(resample=False)``: the array and its affine as they are).
+
+        MONAI 1.6 resamples even then, through a tensor whose spatial rank it takes as 2 (a 3D array without its
+        channel), which fails on a volume stored sagittally (the affine's first 2 x 2 block is singular).
+        """
+        if target_affine is None and output_spatial_shape is None:
+            return data_array, affine
+        return super().resample_if_needed(data_array, affine, target_affine, output_spatial_shape, **kwargs)
+
     def write(self, filename, verbose: bool = False, **obj_kwargs) -> None:
         with atomic_path(filename) as tmp:
             super().write(tmp, verbose=verbose, **obj_kwargs)

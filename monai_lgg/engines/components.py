@@ -259,10 +259,13 @@ def inference_postprocessing(
     image_key: str = "image",
     min_component_fraction: float = 0.0,
 ) -> Compose:
-    """Masks saved as uint8 NIfTI with the input's affine and header.
+    """Masks saved as uint8 NIfTI on the input's grid, with its affine and header.
 
-    Binary: :func:`postprocessing` ({0, 1}, back on the input's grid). ``K > 1`` classes: the argmax label map
-    (values ``0 .. K-1``).
+    Binary: :func:`postprocessing` ({0, 1}). ``K > 1`` classes: the argmax label map (values ``0 .. K-1``).
+
+    Args:
+        invert: the preprocessing whose invertible steps are undone on the prediction before it is saved: the
+            reorientation to the model's frame (``volume_transforms(reorient=True)``) and the ``brain`` crop.
     """
     save = SaveImaged(
         pred_key, output_dir=output_dir, output_postfix="", output_ext=".nii.gz", output_dtype=np.uint8,
@@ -270,9 +273,14 @@ def inference_postprocessing(
         writer=AtomicNibabelWriter,  # a kill mid-write never leaves a truncated prediction
     )
     if out_channels == 1:
-        masks = postprocessing(threshold, pred_key, invert=invert, image_key=image_key, min_component_fraction=min_component_fraction)
-    else:
-        masks = Compose([AsDiscreted(pred_key, argmax=True)])
+        masks = postprocessing(
+            threshold, pred_key, invert=invert, image_key=image_key, min_component_fraction=min_component_fraction
+        )
+    else:  # the class scores go back onto the input's grid first (zero outside a brain box: background wins there)
+        back = [] if invert is None else [
+            Invertd(pred_key, transform=invert, orig_keys=image_key, nearest_interp=False, to_tensor=True)
+        ]
+        masks = Compose([*back, AsDiscreted(pred_key, argmax=True)])
     # uint8 before saving: MONAI Label drops SaveImaged and writes the mask as it is (else a float32 label map)
     return Compose(list(masks.transforms) + [CastToTyped(pred_key, dtype=np.uint8), save])
 

@@ -9,6 +9,7 @@ from monai_lgg.transforms.dictionary import (
     PinnedLoadImaged,
     SliceWiseNormalizeIntensityd,
 )
+from monai_lgg.transforms.orientation import ReorientToModel, ReorientToModeld
 
 __all__ = [
     "AddContextSlices",
@@ -21,4 +22,6 @@ __all__ = [
     "CheckLabelValuesd",
     "CheckSameShaped",
     "PinnedLoadImaged",
+    "ReorientToModel",
+    "ReorientToModeld",
 ]

@@ -35,6 +35,7 @@ from monai_lgg.transforms.dictionary import (
     PinnedLoadImaged,
     SliceWiseNormalizeIntensityd,
 )
+from monai_lgg.transforms.orientation import ReorientToModeld
 
 __all__ = [
     "GEOMETRIES", "NORMALIZATIONS", "load", "brain_geometry", "preprocess", "augment", "volume_transforms",
@@ -251,6 +252,7 @@ def volume_transforms(
     geometry: str = "patch",
     spatial_size: Sequence[int] = (128, 128),
     context_slices: int = 0,
+    reorient: bool = False,
 ) -> Compose:
     """Load and preprocess a patient volume ``(C, H, W, D)`` for validation, evaluation or inference.
 
@@ -259,9 +261,15 @@ def volume_transforms(
     the image is cropped to its brain box and resized to ``spatial_size`` (:func:`brain_geometry`; invertible:
     ``Invertd`` maps predictions back) while the label keeps the input's grid. With ``context_slices`` the
     normalised image gets its neighbour slices as channels (:func:`context_transform`), as in training.
+    With ``reorient`` (the bundles' inference), a volume stored in any orientation is first reoriented losslessly
+    to the model's frame, as ``monai-lgg predict`` does, and one whose slices are not close to axial is refused
+    (:class:`~monai_lgg.transforms.orientation.ReorientToModeld`; invertible, so ``Invertd`` puts predictions
+    back on the input's grid).
     """
     normalization = check_normalization(normalization, geometry)
     chain = load("volume", image_key, label_key, image_channels)
+    if reorient:
+        chain.append(ReorientToModeld(_keys(image_key, label_key)))
     if geometry == "brain":
         chain += brain_geometry(image_key, None, spatial_size, normalize=normalization == "volume")
     chain += preprocess(image_key, label_key, -1, normalization, out_channels)
