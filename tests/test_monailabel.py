@@ -33,8 +33,10 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Compose, LoadImaged, SaveImaged
+from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
 from monai_lgg.cli import main
+from monai_lgg.data.kaggle import kaggle_affine
 from monai_lgg.errors import LGGInputError
 from monai_lgg.inference.monailabel import (
     check_monailabel_bundle,
@@ -125,6 +127,45 @@ def _run_like_bundle_infer_task(bundle: Path, image: Path) -> np.ndarray:
 def test_bundle_infer_task_path(served):
     """MONAI Label's inference path on a synthetic 3-channel NIfTI gives our CLI's mask."""
     assert_same_mask(_run_like_bundle_infer_task(served["bundle"], served["study"]), served)
+
+
+def _stored_as(image: nib.Nifti1Image, codes: str) -> nib.Nifti1Image:
+    """The same voxels (channels kept) stored with axis codes ``codes``; world coordinates unchanged."""
+    transform = ornt_transform(io_orientation(image.affine), axcodes2ornt(tuple(codes)))
+    data = apply_orientation(np.asanyarray(image.dataobj), transform)
+    return nib.Nifti1Image(data, image.affine @ inv_ornt_aff(transform, image.shape[:3]))
+
+
+@pytest.mark.parametrize("codes", ["RAS", "SAR"])
+def test_study_in_another_orientation_gets_its_mask_on_its_own_grid(served, tmp_path, codes):
+    """A study stored as RAS or sagittally: MONAI Label's path gives the converted study's mask, on the study's
+    grid (the shape MONAI Label's ``Restored`` expects; it then takes the study's affine)."""
+    study = nib.load(served["study"])
+    stored = _stored_as(study, codes)
+    written = write_multichannel_studies(_saved(stored, tmp_path / "in" / f"{codes}.nii.gz"), tmp_path / "studies")
+    assert nib.aff2axcodes(nib.load(written[0]).affine) == tuple(codes)  # the studies keep the input's storage
+    mask = _run_like_bundle_infer_task(served["bundle"], written[0])
+    assert mask.shape == stored.shape[:3]
+    back = apply_orientation(mask, ornt_transform(io_orientation(stored.affine), io_orientation(study.affine)))
+    assert_same_mask(back, served)
+
+
+def _saved(image: nib.Nifti1Image, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, path)
+    return path
+
+
+def test_oblique_study_is_refused_when_the_studies_are_written(tmp_path):
+    angle = np.radians(40)
+    rotation = np.eye(4)
+    rotation[1:3, 1:3] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    data = np.zeros((16, 16, 4, 3), np.uint8)
+    source = _saved(nib.Nifti1Image(data, rotation @ kaggle_affine((16, 16, 4))), tmp_path / "oblique.nii.gz")
+    with pytest.raises(LGGInputError, match="slices are oblique") as raised:
+        write_multichannel_studies(source, tmp_path / "studies")
+    assert raised.value.path == str(source)
+    assert not (tmp_path / "studies" / "oblique.nii.gz").exists()
 
 
 def test_prepare_from_a_zoo_export_downloads_the_weights(served, tmp_path):

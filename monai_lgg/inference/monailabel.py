@@ -17,8 +17,13 @@ from ``<app>/model/<name>/``:
   appended), ``device`` (replaced by the request's device) and optional ``displayable_configs``.
 
 The studies MONAI Label serves are single files, so a case must be one 3-channel NIfTI
-(rows x columns x slices x 3): :func:`write_multichannel_studies` makes them from a converted data set
-(the converted ``imagesTr`` hold one channel per file, which the bundle refuses).
+(rows x columns x slices x 3): :func:`write_multichannel_studies` makes them from any NIfTI input the registry of
+input forms reads (:mod:`monai_lgg.inference.formats`: a converted data set, whose ``imagesTr`` hold one channel per
+file, which the bundle refuses; a folder of volumes; one volume). A study may be stored in any orientation: the
+bundle's preprocessing reorients it losslessly to the model's frame, as ``monai-lgg predict`` does, and its
+postprocessing maps the mask back onto the study's grid before MONAI Label's ``Restored`` gives it the study's
+affine (:mod:`monai_lgg.transforms.orientation`); a study whose slices are not close to axial is refused when the
+studies are written.
 
 :func:`prepare_monailabel_bundle` takes a project bundle, the Model Zoo export of one
 (``monai-lgg export_bundle``: its weights come through ``large_files.yml``) or the export's zip.
@@ -36,6 +41,7 @@ import numpy as np
 from monai_lgg.errors import LGGInputError
 from monai_lgg.inference.inputs import find_cases
 from monai_lgg.inference.loading import resolve_bundle
+from monai_lgg.inference.orientation import plan_reorientation
 from monai_lgg.io import atomic_dir, atomic_path
 
 __all__ = ["prepare_monailabel_bundle", "write_multichannel_studies", "check_monailabel_bundle", "monailabel_labels"]
@@ -104,12 +110,17 @@ def _download_weights(large_files: Path, bundle: Path) -> None:
 
 
 def write_multichannel_studies(source: str | Path, studies: str | Path, overwrite: bool = False) -> list[Path]:
-    """Write each volume case of ``source`` as one ``<case>.nii.gz`` (rows x columns x slices x 3, uint8).
+    """Write each volume case of ``source`` as one ``<case>.nii.gz`` (rows x columns x slices x 3, uint8), stored
+    as the input is (its orientation and affine).
 
     Args:
         source: a converted data set, a folder of NIfTI volumes or one volume.
         studies: the MONAI Label studies folder to write.
         overwrite: replace existing files.
+
+    Raises:
+        LGGInputError: no NIfTI volume, an existing study, or a volume whose slices are not close to axial (the
+            bundle would refuse it at every request).
     """
     cases = [c for c in find_cases(source) if c.form == "volume"]
     if not cases:
@@ -120,6 +131,8 @@ def write_multichannel_studies(source: str | Path, studies: str | Path, overwrit
         if target.exists() and not overwrite:
             raise LGGInputError(target, "output exists (pass --overwrite to replace it)")
         images = [nib.load(f) for f in case.files]
+        # what the bundle (and predict) refuses is refused here, once, not in the server's log at each request
+        plan_reorientation(case.files[0], images[0].affine, images[0].shape)
         data = (
             np.stack([np.asanyarray(i.dataobj) for i in images], axis=-1)
             if len(images) > 1
