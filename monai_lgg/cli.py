@@ -321,7 +321,9 @@ class Commands:
             part_id=part_id,
         )
         tumour = sum(1 for r in rows if r["tumour_voxels"])
-        print(f"segmented {len(rows)} case(s), {tumour} with tumour, into {output}")
+        flagged = sum(1 for r in rows if r.get("needs_review") == "yes")
+        review = f", {flagged} flagged needs_review" if any("needs_review" in r for r in rows) else ""
+        print(f"segmented {len(rows)} case(s), {tumour} with tumour{review}, into {output}")
 
     def export(
         self,
