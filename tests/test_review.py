@@ -186,3 +186,15 @@ def test_published_rows_are_what_the_code_computes(shared_lgg, tmp_path):
     for row in rows:
         assert row["dice"] == pytest.approx(float(published[row["case"]]["dice"]), abs=1e-4)
         assert row["review_entropy"] == pytest.approx(float(published[row["case"]]["review_entropy"]), abs=1e-4)
+
+
+def test_benchmark_times_the_review_score_of_an_ensemble():
+    from monai_lgg.inference.benchmark import format_table, time_inference
+
+    ensemble = ProbabilityEnsemble(_members(2)).eval()
+    rows = time_inference(
+        ensemble, (16, 16), "cpu", num_slices=3, size=24, repeats=1, variants=[("fp32", False)], tta=[True],
+        review=(False, True), geometry="brain",
+    )
+    assert [r["review"] for r in rows] == [False, True]
+    assert "| yes |" in format_table(rows).splitlines()[-1]
