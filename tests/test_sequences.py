@@ -122,3 +122,159 @@ def test_read_sequence_refuses_bad_files(tmp_path, name, data, match):
     with pytest.raises(LGGInputError, match=match) as err:
         read_sequence(path)
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------ predict: the SequenceFiles form, flags and folders
+
+import csv  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from monai_lgg.cli import main  # noqa: E402
+from monai_lgg.inference.formats import SequenceFiles, find_cases, format_of  # noqa: E402
+from monai_lgg.inference.predict import PredictFailures, predict  # noqa: E402
+
+from .conftest import converted_synthetic  # noqa: E402
+
+
+def _table(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _mask(path: Path) -> np.ndarray:
+    return np.asanyarray(nib.load(path).dataobj)
+
+
+def _split(channels: list[Path], folder: Path, case: str, which=("t1", "flair", "t1c")) -> dict[str, Path]:
+    """A converted case's ``_000k`` files copied as ``<case>_<sequence>.nii.gz`` (channel order t1, flair, t1c)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, source in zip(SEQUENCES, channels, strict=True):
+        if name in which:
+            files[name] = folder / f"{case}_{name}.nii.gz"
+            shutil.copyfile(source, files[name])
+    return files
+
+
+def _one_line(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1 and lines[0].startswith("monai-lgg: error: "), lines
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> dict:
+    """Two synthetic patients converted (``_000k`` files) and segmented as converted by the shipped UNet."""
+    root = tmp_path_factory.mktemp("seq")
+    data = converted_synthetic(root, num_patients=2, num_slices=6, size=64, num_folds=2, seed=3)
+    cases = sorted({p.name[: -len("_0000.nii.gz")] for p in (data / "imagesTr").glob("*_0000.nii.gz")})
+    channels = {c: sorted((data / "imagesTr").glob(f"{c}_000?.nii.gz")) for c in cases}
+    predict(data / "imagesTr", root / "native", progress=False)
+    return {"root": root, "cases": cases, "channels": channels, "native": root / "native"}
+
+
+def test_folder_of_sequence_files_equals_the_channel_files(synthetic, tmp_path):
+    folder = tmp_path / "scans"
+    for case in synthetic["cases"]:
+        _split(synthetic["channels"][case], folder, case)
+    found = find_cases(folder)
+    assert [c.name for c in found] == synthetic["cases"] and {format_of(c).name for c in found} == {"sequences"}
+    rows = predict(folder, tmp_path / "out", progress=False)
+    for case in synthetic["cases"]:
+        ours, native = nib.load(tmp_path / "out" / f"{case}.nii.gz"), nib.load(synthetic["native"] / f"{case}.nii.gz")
+        assert np.array_equal(np.asanyarray(ours.dataobj), np.asanyarray(native.dataobj))
+        flair = nib.load(folder / f"{case}_flair.nii.gz")
+        assert ours.shape == flair.shape and np.array_equal(ours.affine, flair.affine)
+        assert {r["sequences"] for r in _table(tmp_path / "out" / f"{case}_tumour.csv")} == {"t1+flair+t1c"}
+    assert [r["sequences"] for r in rows] == ["t1+flair+t1c"] * len(rows)
+    assert [r["sequences"] for r in _table(tmp_path / "out" / "tumour_summary.csv")] == ["t1+flair+t1c"] * len(rows)
+
+
+def test_flags_flair_alone_and_flair_with_t1(synthetic, tmp_path, capsys):
+    case = synthetic["cases"][0]
+    files = _split(synthetic["channels"][case], tmp_path / "scans", case)
+    main(["predict", "--flair", str(files["flair"]), str(tmp_path / "alone"), "--progress", "False"])
+    assert [r["sequences"] for r in _table(tmp_path / "alone" / "tumour_summary.csv")] == ["flair"]
+    assert _table(tmp_path / "alone" / "tumour_summary.csv")[0]["input"] == str(files["flair"])
+    # FLAIR alone is the 3-channel input with both T1s replaced by FLAIR
+    flair = nib.load(files["flair"])
+    stacked = np.stack([np.asanyarray(flair.dataobj)] * 3, axis=-1)
+    nib.save(nib.Nifti1Image(stacked, flair.affine, flair.header), tmp_path / "copies.nii.gz")
+    predict(tmp_path / "copies.nii.gz", tmp_path / "copies", progress=False)
+    assert np.array_equal(_mask(tmp_path / "alone" / f"{case}.nii.gz"), _mask(tmp_path / "copies" / "copies.nii.gz"))
+    main(["predict", "--t1", str(files["t1"]), "--flair", str(files["flair"]), str(tmp_path / "two"),
+          "--progress", "False"])
+    assert [r["sequences"] for r in _table(tmp_path / "two" / "tumour_summary.csv")] == ["t1+flair"]
+    assert {r["sequences"] for r in _table(tmp_path / "two" / f"{case}_tumour.csv")} == {"t1+flair"}
+
+
+def test_one_sequence_file_as_input_brings_its_siblings(synthetic, tmp_path):
+    case = synthetic["cases"][0]
+    files = _split(synthetic["channels"][case], tmp_path, case, which=("flair", "t1c"))
+    for given in files.values():
+        (found,) = find_cases(given)
+        assert isinstance(format_of(found), SequenceFiles) and found.sequences == files
+
+
+def test_naming_does_not_clash_with_other_forms(synthetic, tmp_path):
+    """``_000k`` files and plain volumes stay their forms; ``<name>_t1.nii.gz`` without a FLAIR is a plain volume."""
+    case = synthetic["cases"][0]
+    assert {format_of(c).name for c in find_cases(synthetic["channels"][case][0].parent)} == {"nifti_channels"}
+    image = nib.load(synthetic["channels"][case][0])
+    nib.save(image, tmp_path / "scan_t1.nii.gz")
+    assert format_of(find_cases(tmp_path / "scan_t1.nii.gz")[0]).name == "nifti"
+    assert {format_of(c).name for c in find_cases(tmp_path)} == {"nifti"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--flair", "{tmp}/absent_flair.nii.gz", "{tmp}/out"], "absent_flair.nii.gz: does not exist"),
+        (["--t1", "{t1}", "{tmp}/out"], "--t1 needs --flair"),
+        (["--t1c", "{t1}", "--t1", "{t1}", "{tmp}/out"], "--t1 --t1c needs --flair"),
+        (["{flair}", "{tmp}/out", "--flair", "{flair}"], "give either INPUT or --flair, not both"),
+        (["--flair", "{flair}"], "missing argument OUTPUT"),
+        ([], "missing argument INPUT"),
+        (["--flair", "{flair}", "--t1", "{far}", "{tmp}/out"], "far_t1.nii.gz: does not overlap the FLAIR volume"),
+        (["--flair", "{flair}", "--t2", "{t1}", "{tmp}/out"], "unknown flag --t2"),
+    ],
+)
+def test_bad_sequence_inputs_one_line(synthetic, tmp_path, capsys, args, message):
+    case = synthetic["cases"][0]
+    files = _split(synthetic["channels"][case], tmp_path / "scans", case)
+    image = nib.load(files["t1"])
+    moved = image.affine.copy()
+    moved[:3, 3] += 1000.0
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj), moved), tmp_path / "far_t1.nii.gz")
+    names = {"tmp": tmp_path, "t1": files["t1"], "flair": files["flair"], "far": tmp_path / "far_t1.nii.gz"}
+    line = _one_line(capsys, ["predict", *[a.format(**names) for a in args], "--progress", "False"])
+    assert message in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_problems_are_refused_or_listed(synthetic, tmp_path):
+    """A folder's naming problems stop the run before any work; a bad case fails alone into failed.csv."""
+    first, second = synthetic["cases"]
+    folder = tmp_path / "scans"
+    _split(synthetic["channels"][first], folder, first)
+    _split(synthetic["channels"][second], folder, second, which=("t1",))
+    with pytest.raises(LGGInputError, match=f"{second}_t1.nii.gz: no {second}_flair.nii.gz beside it"):
+        find_cases(folder)
+    (folder / f"{second}_t1.nii.gz").unlink()
+    shutil.copyfile(synthetic["channels"][second][0], folder / "stray.nii.gz")
+    with pytest.raises(LGGInputError, match="stray.nii.gz: does not follow the sequence naming"):
+        find_cases(folder)
+    (folder / "stray.nii.gz").unlink()
+    files = _split(synthetic["channels"][second], folder, second, which=("flair", "t1c"))
+    image = nib.load(files["t1c"])
+    moved = image.affine.copy()
+    moved[:3, 3] += 1000.0
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj), moved), files["t1c"])
+    with pytest.raises(PredictFailures):
+        predict(folder, tmp_path / "out", progress=False)
+    assert [r["case"] for r in _table(tmp_path / "out" / "tumour_summary.csv")] == [first]
+    (failure,) = _table(tmp_path / "out" / "failed.csv")
+    assert failure["file"] == str(files["t1c"]) and "does not overlap" in failure["problem"]
