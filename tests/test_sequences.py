@@ -278,3 +278,73 @@ def test_folder_problems_are_refused_or_listed(synthetic, tmp_path):
     assert [r["case"] for r in _table(tmp_path / "out" / "tumour_summary.csv")] == [first]
     (failure,) = _table(tmp_path / "out" / "failed.csv")
     assert failure["file"] == str(files["t1c"]) and "does not overlap" in failure["problem"]
+
+
+# ------------------------------------------------------------------ a real patient (skipped without the shared data)
+
+PATIENT = "TCGA_CS_4942_19970222"  # 20 slices, tumour on 8 of them
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    return 2.0 * (a & b).sum() / max(1, a.sum() + b.sum())
+
+
+def _restored(image: nib.Nifti1Image, spacing=(0.8, 0.8, 1.0)) -> nib.Nifti1Image:
+    """``image`` resampled (linear) onto a RAS grid of ``spacing`` mm covering its field of view."""
+    from scipy.ndimage import affine_transform
+
+    shape = np.array(image.shape[:3])
+    corners = np.array([[i, j, k] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+    world = corners @ image.affine[:3, :3].T + image.affine[:3, 3]
+    low, high = world.min(0), world.max(0)
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = low
+    new_shape = tuple(int(n) for n in np.floor((high - low) / np.array(spacing)) + 1)
+    to_source = np.linalg.inv(image.affine) @ affine
+    data = affine_transform(np.asarray(image.dataobj, np.float32), to_source[:3, :3], to_source[:3, 3], new_shape,
+                            order=1, mode="nearest")
+    return nib.Nifti1Image(data, affine)
+
+
+@pytest.fixture(scope="module")
+def real(shared_lgg, tmp_path_factory) -> dict:
+    """One real patient converted, split into sequence files, and segmented as converted and from the files."""
+    from monai_lgg.data.kaggle import convert_kaggle
+
+    root = tmp_path_factory.mktemp("seq_real")
+    (root / "kaggle").mkdir()
+    (root / "kaggle" / PATIENT).symlink_to(shared_lgg / PATIENT)
+    assert convert_kaggle(root / "kaggle", root / "lgg", progress=False, num_workers=1).ok
+    channels = sorted((root / "lgg" / "imagesTr").glob(f"{PATIENT}_000?.nii.gz"))
+    files = _split(channels, root / "scans", PATIENT)
+    nib.save(_restored(nib.load(files["t1"])), root / "t1_ras_0.8mm.nii.gz")
+    predict(root / "lgg" / "imagesTr", root / "native", progress=False)
+    main(["predict", "--flair", str(files["flair"]), "--t1", str(files["t1"]), "--t1c", str(files["t1c"]),
+          str(root / "split"), "--progress", "False"])
+    main(["predict", "--flair", str(files["flair"]), "--t1", str(root / "t1_ras_0.8mm.nii.gz"), "--t1c",
+          str(files["t1c"]), str(root / "resampled"), "--progress", "False"])
+    main(["predict", "--flair", str(files["flair"]), str(root / "alone"), "--progress", "False"])
+    native = _mask(root / "native" / f"{PATIENT}.nii.gz")
+    assert native.sum() > 1000  # the patient's tumour is found, so the comparisons below mean something
+    return {"root": root, "files": files, "native": native}
+
+
+def test_real_split_sequences_give_the_converted_mask(real):
+    assert np.array_equal(_mask(real["root"] / "split" / f"{PATIENT}.nii.gz"), real["native"])
+    assert _table(real["root"] / "split" / "tumour_summary.csv")[0]["sequences"] == "t1+flair+t1c"
+
+
+def test_real_t1_on_another_grid_is_resampled(real):
+    """A T1 stored as RAS at 0.8 mm (another shape, orientation and resolution) is resampled onto the FLAIR grid."""
+    assert nib.load(real["root"] / "t1_ras_0.8mm.nii.gz").shape != nib.load(real["files"]["flair"]).shape
+    mask = nib.load(real["root"] / "resampled" / f"{PATIENT}.nii.gz")
+    flair = nib.load(real["files"]["flair"])
+    assert mask.shape == flair.shape and np.array_equal(mask.affine, flair.affine)
+    assert _dice(np.asanyarray(mask.dataobj), real["native"]) >= 0.99
+
+
+def test_real_flair_alone(real):
+    mask = _mask(real["root"] / "alone" / f"{PATIENT}.nii.gz")
+    assert _table(real["root"] / "alone" / "tumour_summary.csv")[0]["sequences"] == "flair"
+    assert _dice(mask, real["native"]) > 0.5  # FLAIR carries most of the signal (docs/inputs.md)
