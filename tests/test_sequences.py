@@ -214,6 +214,7 @@ def test_flags_flair_alone_and_flair_with_t1(synthetic, tmp_path, capsys):
 def test_one_sequence_file_as_input_brings_its_siblings(synthetic, tmp_path):
     case = synthetic["cases"][0]
     files = _split(synthetic["channels"][case], tmp_path, case, which=("flair", "t1c"))
+    shutil.copyfile(files["flair"], tmp_path / "notes.nii.gz")  # another file beside them is not looked at
     for given in files.values():
         (found,) = find_cases(given)
         assert isinstance(format_of(found), SequenceFiles) and found.sequences == files

@@ -341,8 +341,9 @@ class SequenceFiles(NiftiVolume):
         return any(split_sequence(_stem(p)) == (case, "flair") for p in folder.iterdir() if _is_nifti(p))
 
     def cases_of_file(self, path: Path) -> list[Case]:
+        """The file's case with its sibling sequences (other files of the folder are not looked at)."""
         case = split_sequence(_stem(path))[0]
-        return [c for c in self._group(path.parent) if c.name == case]
+        return self._group(path.parent, case)
 
     def cases_of_folder(self, folder: Path) -> list[Case]:
         """The cases of a folder holding ``<case>_flair`` files (not a converted data set)."""
@@ -352,12 +353,14 @@ class SequenceFiles(NiftiVolume):
             return []
         return self._group(folder)
 
-    def _group(self, folder: Path) -> list[Case]:
-        """Every NIfTI of ``folder`` grouped by case; one that does not follow the naming, a second file for the
-        same sequence, or a case without FLAIR is refused (it would be silently left out)."""
+    def _group(self, folder: Path, only: str | None = None) -> list[Case]:
+        """Every NIfTI of ``folder`` (``only``: of that case) grouped by case; one that does not follow the naming,
+        a second file for the same sequence, or a case without FLAIR is refused (it would be silently left out)."""
         groups: dict[str, dict[str, Path]] = {}
         for path in sorted(p for p in folder.iterdir() if _is_nifti(p) and not p.name.startswith(".")):
             case, sequence = split_sequence(_stem(path))
+            if only is not None and case != only:
+                continue
             if sequence is None:
                 raise LGGInputError(
                     path, "does not follow the sequence naming of this folder (<case>_flair.nii.gz, <case>_t1.nii.gz, "
