@@ -349,3 +349,28 @@ def test_real_flair_alone(real):
     mask = _mask(real["root"] / "alone" / f"{PATIENT}.nii.gz")
     assert _table(real["root"] / "alone" / "tumour_summary.csv")[0]["sequences"] == "flair"
     assert _dice(mask, real["native"]) > 0.5  # FLAIR carries most of the signal (docs/inputs.md)
+
+
+# ------------------------------------------------------------------ the cross-validated missing-sequence study
+
+
+def test_study_scores_and_results(tmp_path):
+    from monai_lgg.inference.sequence_study import SETTINGS, dice, fold_members, summarise, write_results
+
+    a = np.zeros((4, 4, 2), np.uint8)
+    b = a.copy()
+    a[:2] = 1
+    b[1:3] = 1
+    assert dice(a, b) == 0.5 and dice(np.zeros_like(a), np.zeros_like(a)) == 1.0
+    rows = [
+        {"case": "p1", "fold": 0, "release_replaced": "", **dict.fromkeys(SETTINGS, 0.9)},
+        {"case": "p2", "fold": 1, "release_replaced": "pre-contrast,post-contrast", **dict.fromkeys(SETTINGS, 0.4)},
+    ]
+    summary = summarise(rows)
+    assert summary["flair"] == {"patients": 2, "mean": 0.65, "median": 0.65, "min": 0.4, "below_0_5": 1}
+    record = write_results(tmp_path, rows, "python tools/missing_sequences.py a b", "2026-01-01")
+    assert record["summary"] == summary
+    assert _table(tmp_path / "per_patient.csv")[1]["release_replaced"] == "pre-contrast,post-contrast"
+    assert "| FLAIR alone (`flair`) | 0.650 | 0.650 | 0.400 | 1 | - |" in (tmp_path / "README.md").read_text()
+    members, info = fold_members("unet")  # the shipped checkpoint: member k is the fold-k model
+    assert sorted(members) == [0, 1, 2, 3, 4] and info.in_channels == 3
