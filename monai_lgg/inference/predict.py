@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +123,8 @@ def _write_case(
                 title=fmt.overlay_title(case, labels[k], position),
                 notes=[area],
             )
-    rows = tumour_rows(mask, spacing, labels, num_classes=max(2, out_channels))
+    columns = fmt.table_columns(case, reference)  # e.g. which sequences were given
+    rows = [{**row, **columns} for row in tumour_rows(mask, spacing, labels, num_classes=max(2, out_channels))]
     extra: dict = {}
     if uncertainty is not None:
         rows = _write_uncertainty(stage, case, image, reference, mask, uncertainty, labels, rows)
@@ -133,6 +134,7 @@ def _write_case(
         "case": case.name,
         "input": fmt.input_name(case),
         "output": fmt.output_name(stage.root, case),
+        **columns,
         "slices": int(mask.shape[-1]),
         "tumour_slices": sum(1 for r in rows[:-1] if r["tumour_pixels"]),
         "tumour_voxels": rows[-1]["tumour_pixels"],
@@ -194,7 +196,7 @@ def _spacing(case: Case, reference, spacing: Sequence[float] | None) -> tuple[fl
 
 
 def predict(
-    source: str | Path,
+    source: str | Path | Mapping[str, str | Path],
     output: str | Path,
     bundle: str | Path = "unet",
     checkpoint: str | Path | None = None,
@@ -225,7 +227,9 @@ def predict(
 
     Args:
         source: a slice image, a folder of slices (Kaggle layout), a NIfTI volume (or one of its
-            ``_000x`` modality files), a folder of volumes or a converted data set.
+            ``_000x`` modality files), a folder of volumes or a converted data set; or one case's sequences as
+            separate files, ``{"flair": ..., "t1": ..., "t1c": ...}``
+            (:class:`~monai_lgg.inference.formats.SequenceFiles`).
         output: output folder (created; existing outputs are replaced only with ``overwrite``).
         bundle: bundle folder, bundle zip or project bundle name.
         checkpoint: weights of ``bundle`` (default ``<bundle>/models/model.pt``).
