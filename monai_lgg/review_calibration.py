@@ -29,11 +29,6 @@ DICE_BELOW = 0.7
 """A patient whose Dice is below this should be reviewed."""
 
 
-def _dice(mask: np.ndarray, label: np.ndarray) -> float:
-    total = int(mask.sum()) + int(label.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(mask, label).sum()) / total
-
-
 def collect_rows(
     dataset: str | Path, folds: dict[str, int], bundle: str = "unet", precision: str = "fp32"
 ) -> list[dict]:
@@ -51,19 +46,12 @@ def collect_rows(
     import json
     import time
 
-    from monai_lgg.engines.handlers import sidecar_path
     from monai_lgg.errors import LGGInputError
-    from monai_lgg.inference import Predictor, find_cases, load_case, load_network
+    from monai_lgg.inference import Predictor, find_cases, load_case
     from monai_lgg.inference.review import review_score
-    from monai_lgg.networks.ensemble import ProbabilityEnsemble
+    from monai_lgg.inference.sequence_study import dice, fold_members
 
-    network, info = load_network(bundle)
-    checkpoint = info.root / "models" / "model.pt"
-    record = json.loads(sidecar_path(checkpoint).read_text())
-    member_folds = record.get("member_folds")
-    if not isinstance(network, ProbabilityEnsemble) or not member_folds:
-        raise LGGInputError(checkpoint, "is not an ensemble of cross-validation fold models (no member_folds)")
-    members = dict(zip(member_folds, network.members, strict=True))
+    members, info = fold_members(bundle)
     cases = {case.name: case for case in find_cases(dataset)}
     labels = {}
     for item in json.loads((Path(dataset) / "datalist.json").read_text())["training"]:
@@ -71,7 +59,7 @@ def collect_rows(
     rows = []
     for fold in sorted(set(folds.values())):
         if fold not in members:
-            raise LGGInputError(checkpoint, f"has no member for fold {fold}")
+            raise LGGInputError(info.root / "models" / "model.pt", f"has no member for fold {fold}")
         predictor = Predictor(
             [members[fold]],
             info.spatial_size,
@@ -96,7 +84,7 @@ def collect_rows(
                 {
                     "case": name,
                     "fold": fold,
-                    "dice": round(_dice(mask, label), 6),
+                    "dice": round(dice(mask, label), 6),
                     "review_entropy": "" if score.entropy is None else round(score.entropy, 6),
                     "predicted_voxels": int(mask.sum()),
                     "seconds": round(time.perf_counter() - start, 2),
