@@ -219,8 +219,8 @@ class Commands:
 
     def predict(
         self,
-        input: str,
-        output: str,
+        input: str | None = None,
+        output: str | None = None,
         bundle: str = "unet",
         checkpoint: str | None = None,
         ensemble: str | Sequence[str] | None = None,
@@ -244,6 +244,9 @@ class Commands:
         wait: bool = False,
         num_parts: int | None = None,
         part_id: int | None = None,
+        flair: str | None = None,
+        t1: str | None = None,
+        t1c: str | None = None,
     ) -> None:
         """Segment tumour in slices or volumes; write masks, tumour tables and optional maps/overlays.
 
@@ -290,11 +293,18 @@ class Commands:
                 indexed jobs); under torchrun the parts are the ranks. Parts may share output; a final
                 --continue run without parts writes tumour_summary.csv of all cases (docs/cli.md).
             part_id: which part, 0 to num_parts - 1.
+            flair: a case's FLAIR as its own NIfTI file; then the only argument is OUTPUT
+                (monai-lgg predict --flair F.nii.gz --t1 PRE.nii.gz --t1c POST.nii.gz OUT/). A folder of
+                <case>_flair.nii.gz, <case>_t1.nii.gz, <case>_t1c.nii.gz files is given as INPUT (docs/inputs.md).
+            t1: the pre-contrast T1 file (optional; needs --flair; resampled onto the FLAIR grid; missing: FLAIR).
+            t1c: the post-contrast T1 file (optional; needs --flair; resampled onto the FLAIR grid; missing: FLAIR).
         """
+        from monai_lgg.cli_args import predict_paths
         from monai_lgg.inference.predict import predict
 
+        input, output, sequences = predict_paths(input, output, {"flair": flair, "t1": t1, "t1c": t1c})
         rows = predict(
-            input,
+            sequences or input,
             output,
             bundle,
             checkpoint,
@@ -321,7 +331,9 @@ class Commands:
             part_id=part_id,
         )
         tumour = sum(1 for r in rows if r["tumour_voxels"])
-        print(f"segmented {len(rows)} case(s), {tumour} with tumour, into {output}")
+        flagged = sum(1 for r in rows if r.get("needs_review") == "yes")
+        review = f", {flagged} flagged needs_review" if any("needs_review" in r for r in rows) else ""
+        print(f"segmented {len(rows)} case(s), {tumour} with tumour{review}, into {output}")
 
     def export(
         self,
@@ -525,6 +537,7 @@ class Commands:
         batch_size: int | Sequence[int] = 8,
         json: str | None = None,
         device: str = "auto",
+        review: bool = False,
     ) -> None:
         """Print inference latency per slice and per volume, CPU and CUDA (if present), with and without TTA.
 
@@ -540,6 +553,7 @@ class Commands:
             batch_size: 2D windows per forward pass; several with commas (8,40).
             json: also write the results to this JSON file.
             device: auto (CPU, and CUDA when present), cpu or cuda.
+            review: also time each setting with the needs_review score that predict adds for the shipped ensemble.
         """
         import torch
 
@@ -550,7 +564,8 @@ class Commands:
         if devices and any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
             raise LGGInputError(None, "--device cuda: CUDA is not available on this machine")
         rows = benchmark(
-            bundle, checkpoint, num_slices, size, threads, repeats, sizes[0], devices, json_path=json, batch_sizes=sizes
+            bundle, checkpoint, num_slices, size, threads, repeats, sizes[0], devices, json_path=json,
+            batch_sizes=sizes, review=(False, True) if as_flag(review, "review") else (False,),
         )
         print(format_table(rows))
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +44,10 @@ from monai_lgg.inference.inputs import Case, find_cases, input_error, load_case
 from monai_lgg.inference.loading import load_members, resolve_device
 from monai_lgg.inference.output_folder import CaseStage, OutputFolder
 from monai_lgg.inference.predictor import Predictor, Uncertainty
+from monai_lgg.inference.review import review_cells, review_score
 from monai_lgg.inference.uncertainty import BORDER_WIDTH, UNCERTAINTY_COLUMNS, uncertainty_rows
 from monai_lgg.inference.writers import tumour_rows, write_csv, write_overlay, write_uncertainty_overlay
+from monai_lgg.networks.ensemble import ProbabilityEnsemble
 
 __all__ = ["predict", "planned_outputs", "PredictFailures", "Shard", "FAILED_CSV", "SUMMARY_CSV"]
 
@@ -121,7 +123,8 @@ def _write_case(
                 title=fmt.overlay_title(case, labels[k], position),
                 notes=[area],
             )
-    rows = tumour_rows(mask, spacing, labels, num_classes=max(2, out_channels))
+    columns = fmt.table_columns(case, reference)  # e.g. which sequences were given
+    rows = [{**row, **columns} for row in tumour_rows(mask, spacing, labels, num_classes=max(2, out_channels))]
     extra: dict = {}
     if uncertainty is not None:
         rows = _write_uncertainty(stage, case, image, reference, mask, uncertainty, labels, rows)
@@ -131,6 +134,7 @@ def _write_case(
         "case": case.name,
         "input": fmt.input_name(case),
         "output": fmt.output_name(stage.root, case),
+        **columns,
         "slices": int(mask.shape[-1]),
         "tumour_slices": sum(1 for r in rows[:-1] if r["tumour_pixels"]),
         "tumour_voxels": rows[-1]["tumour_pixels"],
@@ -192,7 +196,7 @@ def _spacing(case: Case, reference, spacing: Sequence[float] | None) -> tuple[fl
 
 
 def predict(
-    source: str | Path,
+    source: str | Path | Mapping[str, str | Path],
     output: str | Path,
     bundle: str | Path = "unet",
     checkpoint: str | Path | None = None,
@@ -223,7 +227,9 @@ def predict(
 
     Args:
         source: a slice image, a folder of slices (Kaggle layout), a NIfTI volume (or one of its
-            ``_000x`` modality files), a folder of volumes or a converted data set.
+            ``_000x`` modality files), a folder of volumes or a converted data set; or one case's sequences as
+            separate files, ``{"flair": ..., "t1": ..., "t1c": ...}``
+            (:class:`~monai_lgg.inference.formats.SequenceFiles`).
         output: output folder (created; existing outputs are replaced only with ``overwrite``).
         bundle: bundle folder, bundle zip or project bundle name.
         checkpoint: weights of ``bundle`` (default ``<bundle>/models/model.pt``).
@@ -313,6 +319,10 @@ def predict(
                 info.min_component_fraction if min_component_fraction is None else min_component_fraction
             ),
         )
+        review = None if info is None else _review_threshold(
+            info, networks, checkpoint is None and not ensemble,
+            (threshold, tta, min_component_fraction, largest_component) == (None, None, None, False),
+        )
         failures: list[dict] = []
         with tqdm(
             total=sum(c.num_files for c in todo), desc="predict", unit="file", disable=not progress, file=sys.stderr
@@ -321,7 +331,7 @@ def predict(
                 try:
                     with folder.case(_case_id(case)) as stage:
                         stage.row = _predict_case(
-                            stage, case, predictor, info, spacing, probabilities, overlays, uncertainty
+                            stage, case, predictor, info, spacing, probabilities, overlays, uncertainty, review
                         )
                     done[_case_id(case)] = stage.row
                 except (OutputError, KeyboardInterrupt):
@@ -438,17 +448,40 @@ def _predict_case(
     probabilities: bool,
     overlays: bool,
     uncertainty: bool,
+    review: float | None = None,
 ) -> dict:
-    """Load, segment and stage one case; return its summary row."""
+    """Load, segment and stage one case; return its summary row (``review``: with the review columns)."""
     raw = info.geometry == "brain"
     image, reference = load_case(case, info.image_channels, "none" if raw else info.normalization)
+    cells: dict = {}
     if uncertainty:  # the same probability and mask, with the passes' spread kept
         spread = predictor.uncertainty(image)
         probability, mask = spread.probability.numpy(), predictor.mask(spread.probability).numpy()
     else:
         spread = None
-        probability, mask = (t.numpy() for t in predictor(image))
-    return _write_case(
+        if review is not None:  # the same probability, with each member's kept for the review score
+            mean, members = predictor.member_probabilities(image)
+            probability, mask = mean.numpy(), predictor.mask(mean).numpy()
+        else:
+            probability, mask = (t.numpy() for t in predictor(image))
+    if review is not None:
+        if uncertainty:
+            members = predictor.member_probabilities(image)[1]
+        cells = review_cells(review_score(members, predictor.mask), review)
+    row = _write_case(
         stage, case, image, reference, probability, mask, _spacing(case, reference, spacing), probabilities,
         overlays, info.out_channels, spread,
     )
+    return {**row, **cells}
+
+
+def _review_threshold(info, networks: Sequence[torch.nn.Module], shipped_model: bool, own_rule: bool) -> float | None:
+    """The calibrated ``needs_review`` threshold when it applies to this run, else None (no review columns).
+
+    It applies to the bundle's shipped model (no ``checkpoint``, no extra ``ensemble``) when that is an ensemble of
+    binary fold models and the masks use its own rule (threshold, flips, post-processing): the conditions under
+    which the threshold was chosen (:mod:`monai_lgg.review_calibration`).
+    """
+    members = sum(len(n.members) if isinstance(n, ProbabilityEnsemble) else 1 for n in networks)
+    usable = shipped_model and own_rule and info.out_channels == 1 and members >= 2
+    return info.review_threshold if usable else None
