@@ -15,6 +15,7 @@ from monai_lgg.data.kaggle import kaggle_affine
 from monai_lgg.data.naming import channel_file_name, split_channel
 from monai_lgg.engines.bundle import inference_items
 from monai_lgg.engines.components import case_name_formatter
+from monai_lgg.errors import LGGInputError
 from monai_lgg.inference.formats import find_cases
 from monai_lgg.radiogenomics.io import find_mask_cases
 
@@ -73,3 +74,15 @@ def test_converters_write_what_the_readers_parse():
     assert split_channel(channel_file_name("a_0001", 0, "")) == ("a_0001", 0)
     with pytest.raises(ValueError, match="4 digits"):
         channel_file_name("a", 10000)
+
+
+def test_sequence_files_are_images_to_every_reader(tmp_path):
+    """``<case>_flair|t1|t1c`` files: predict reads them as one case's sequences; radiogenomics never takes them for
+    masks (a folder of them holds none)."""
+    for name in ("p1_flair.nii.gz", "p1_T1.nii", "p2_FLAIR.nii.gz", "p2_t1c.nii.gz"):
+        nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.uint8), kaggle_affine((8, 8, 2))), tmp_path / name)
+    assert {c.name: len(c.files) for c in find_cases(tmp_path)} == {"p1": 2, "p2": 2}
+    with pytest.raises(LGGInputError, match="holds no masks"):
+        find_mask_cases(tmp_path)
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.uint8), kaggle_affine((8, 8, 2))), tmp_path / "p1.nii.gz")
+    assert [c.name for c in find_mask_cases(tmp_path)] == ["p1"]

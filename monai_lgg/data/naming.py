@@ -7,6 +7,8 @@ converters) parse and build names through the same functions instead of a regex 
 
 * ``<case>_000k.nii.gz``: channel ``k`` of a case (nnU-Net/MSD naming): :func:`split_channel`,
   :func:`channel_file_name`, :func:`case_name`, :func:`is_image_channel`;
+* ``<case>_flair`` / ``<case>_t1`` / ``<case>_t1c``: one MRI sequence of a case, one file each:
+  :func:`split_sequence`, :func:`is_sequence_file`;
 * ``<case>_<n>.tif``: slice ``n`` of a case (the Kaggle naming): :func:`split_slice`;
 * ``<name>_mask.tif``: a slice mask (:func:`mask_stem`, :func:`split_mask_slice`);
 * ``<case>_prob`` / ``<case>_uncertainty``: float maps written beside the masks (:data:`MAP_KINDS`).
@@ -35,6 +37,9 @@ __all__ = [
     "channel_file_name",
     "case_name",
     "is_image_channel",
+    "SEQUENCE_FILE",
+    "split_sequence",
+    "is_sequence_file",
     "split_slice",
     "mask_stem",
     "split_mask_slice",
@@ -98,6 +103,22 @@ def case_name(path: str | Path) -> str:
 def is_image_channel(path: str | Path) -> bool:
     """The file is one channel of a case (``<case>_000k``), not a whole case, a mask or a map."""
     return split_channel(file_stem(path))[1] is not None
+
+
+SEQUENCE_FILE = re.compile(r"^(?P<case>.+)_(?P<sequence>flair|t1c|t1)$", re.IGNORECASE)
+"""``<case>_flair``, ``<case>_t1`` (pre-contrast), ``<case>_t1c`` (post-contrast): one MRI sequence of a case."""
+
+
+def split_sequence(stem: str) -> tuple[str, str | None]:
+    """``(case, sequence)`` of a file name without its extension: ``("p1", "t1c")`` for ``p1_T1C``, and
+    ``(stem, None)`` for a name without a sequence suffix."""
+    match = SEQUENCE_FILE.match(stem)
+    return (match["case"], match["sequence"].lower()) if match else (stem, None)
+
+
+def is_sequence_file(path: str | Path) -> bool:
+    """The file is named as one MRI sequence of a case (``<case>_flair``, ``_t1``, ``_t1c``, any case)."""
+    return split_sequence(file_stem(path))[1] is not None
 
 
 def split_slice(stem: str) -> tuple[str, int | None]:

@@ -19,7 +19,6 @@ A folder of NIfTI files, or a converted data set (``datalist.json``), is read by
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +28,13 @@ import numpy as np
 
 from monai_lgg.data.naming import (
     CHANNEL_FILE,
+    SEQUENCE_FILE,
     case_name,
     channel_file_name,
     is_image_channel,
     is_nifti_name,
     split_channel,
+    split_sequence,
 )
 from monai_lgg.errors import LGGInputError
 from monai_lgg.inference.inputs import (
@@ -296,17 +297,6 @@ class NiftiChannels(NiftiVolume):
     def _case(self, path: Path) -> str | None:
         case, channel = split_channel(_stem(path))
         return None if channel is None else case
-
-
-SEQUENCE_FILE = re.compile(r"^(?P<case>.+)_(?P<sequence>flair|t1c|t1)$", re.IGNORECASE)
-"""``<case>_flair``, ``<case>_t1`` (pre-contrast), ``<case>_t1c`` (post-contrast): one MRI sequence of a case."""
-
-
-def split_sequence(stem: str) -> tuple[str, str | None]:
-    """``(case, sequence)`` of a file name without its extension: ``("p1", "t1c")`` for ``p1_T1C``, and
-    ``(stem, None)`` for a name without a sequence suffix."""
-    match = SEQUENCE_FILE.match(stem)
-    return (match["case"], match["sequence"].lower()) if match else (stem, None)
 
 
 @dataclass

@@ -4,8 +4,9 @@ Mask sources (``MASKS`` / ``--reference``), each a folder, or several folders se
 
 * a converted data set: ``labelsTr/<case>.nii.gz`` (``monai-lgg convert``);
 * a folder of NIfTI masks ``<case>.nii.gz`` (``monai-lgg predict`` on volumes, a bundle's
-  ``predictions/``); ``<case>_000x`` image files and ``<case>_prob`` / ``<case>_uncertainty`` maps are skipped
-  (the name rules of :mod:`monai_lgg.data.naming`, which the input registry reads with);
+  ``predictions/``); ``<case>_000x`` and ``<case>_flair|t1|t1c`` image files and ``<case>_prob`` /
+  ``<case>_uncertainty`` maps are skipped (the name rules of :mod:`monai_lgg.data.naming`, which the input
+  registry reads with);
 * slice masks ``<case>_<n>_mask.tif|png`` in any folder structure (the Kaggle ``kaggle_3m`` layout, or
   ``monai-lgg predict`` on Kaggle slices): each case's slices are stacked in numeric order;
 * ``<case>.npz`` arrays with a ``mask`` (label > 0) or a ``prob`` array (thresholded at 0.5), e.g. the
@@ -35,6 +36,7 @@ from monai_lgg.data.naming import (
     is_image_channel,
     is_map_output,
     is_nifti_name,
+    is_sequence_file,
     split_mask_slice,
 )
 from monai_lgg.errors import DataProblem, LGGInputError
@@ -86,8 +88,9 @@ def _volume_cases(folder: Path) -> list[MaskCase]:
         if path.suffix.lower() == ".npz":  # out-of-fold predictions (monai_lgg.crossval.out_of_fold)
             cases.append(MaskCase(path.stem, "array", [path]))
             continue
-        if not is_nifti_name(path) or is_image_channel(path) or is_map_output(file_stem(path)):
-            continue  # not NIfTI, or an image channel or a probability/uncertainty map, not a mask
+        image = is_image_channel(path) or is_sequence_file(path)  # one channel or sequence of a case's image
+        if not is_nifti_name(path) or image or is_map_output(file_stem(path)):
+            continue  # not NIfTI, or an image file or a probability/uncertainty map, not a mask
         cases.append(MaskCase(file_stem(path), "volume", [path]))
     return cases
 
