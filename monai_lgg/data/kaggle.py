@@ -28,7 +28,7 @@ import nibabel as nib
 import numpy as np
 import tifffile
 
-from monai_lgg.data.naming import channel_file_name
+from monai_lgg.data.naming import channel_file_name, file_stem, split_mask_slice, split_slice
 from monai_lgg.errors import DataProblem, LGGInputError
 from monai_lgg.io import atomic_dir, atomic_path, existing_file, safe_child, write_json
 
@@ -54,7 +54,6 @@ __all__ = [
 
 CHANNEL_NAMES = ("pre-contrast", "FLAIR", "post-contrast")
 CASE_PATTERN = re.compile(r"^TCGA_(?P<institution>[A-Z0-9]{2})_(?P<patient>[A-Z0-9]{4})_(?P<date>\d{8})$")
-SLICE_PATTERN = re.compile(r"^(?P<case>.+)_(?P<number>\d+)(?P<mask>_mask)?\.tiff?$", re.IGNORECASE)
 OUTPUT_MARKER = "monai_lgg.data.kaggle.convert_kaggle"
 
 
@@ -154,13 +153,13 @@ def scan_kaggle(root: str | Path) -> tuple[list[KaggleCase], list[DataProblem]]:
         case = KaggleCase(folder.name, folder)
         by_number: dict[int, KaggleSlice] = {}
         for path in sorted(tifs):
-            match = SLICE_PATTERN.match(path.name)
-            if not match or match["case"] != folder.name:
+            mask = split_mask_slice(file_stem(path))  # the input forms' slice and mask names
+            slice_case, number = mask or split_slice(file_stem(path))
+            if number is None or slice_case != folder.name:
                 problems.append(DataProblem(path, f"file name does not follow {folder.name}_<n>[_mask].tif"))
                 continue
-            number = int(match["number"])
             item = by_number.setdefault(number, KaggleSlice(number))
-            kind = "mask" if match["mask"] else "image"
+            kind = "mask" if mask else "image"
             if getattr(item, kind) is not None:
                 problems.append(DataProblem(path, f"duplicate slice number {number} (also {getattr(item, kind).name})"))
                 continue
