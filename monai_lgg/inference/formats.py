@@ -111,6 +111,11 @@ class InputFormat:
         """The ``input`` column of ``tumour_summary.csv``."""
         return str(case.files[0])
 
+    def table_columns(self, case: Case, reference) -> dict[str, str]:
+        """Columns this form adds to every row of the case's tumour tables (``<case>_tumour.csv`` and
+        ``tumour_summary.csv``), from what :meth:`load` returned as ``reference``."""
+        return {}
+
     def output_name(self, root: Path, case: Case) -> str:
         """The ``output`` column of ``tumour_summary.csv``: the mask file, or a pattern of the masks."""
         return str(root / self.mask_files(case)[0])

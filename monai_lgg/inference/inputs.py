@@ -224,9 +224,7 @@ class VolumeReference:
 
 
 def _load_volume(case: Case, in_channels: int, normalization: str) -> tuple[torch.Tensor, VolumeReference]:
-    from monai.data import MetaTensor
-
-    from monai_lgg.transforms.presets import slice_normalizer, volume_transforms
+    from monai_lgg.transforms.presets import volume_transforms
 
     files = [str(f) for f in case.files]
     try:
@@ -244,9 +242,25 @@ def _load_volume(case: Case, in_channels: int, normalization: str) -> tuple[torc
     if image.ndim != 4:
         raise LGGInputError(case.files[0], f"expected a 3D volume, got an image of shape {tuple(image.shape)}")
     _check_channels(case.files[0], image, in_channels)
-    reorientation = plan_reorientation(case.files[0], reference.affine, reference.shape)
+    return volume_in_model_frame(case.files[0], np.asarray(image), reference, normalization)
+
+
+def volume_in_model_frame(
+    path: Path, array: np.ndarray, reference: nib.Nifti1Image, normalization: str
+) -> tuple[torch.Tensor, VolumeReference]:
+    """A channel-first float32 ``array`` stored on ``reference``'s grid, reoriented to the model's frame and
+    normalised per slice; with the :class:`VolumeReference` that maps outputs back onto ``reference``'s grid.
+
+    Raises:
+        LGGInputError: naming ``path``, when the volume's slices are not close to axial.
+    """
+    from monai.data import MetaTensor
+
+    from monai_lgg.transforms.presets import slice_normalizer
+
+    reorientation = plan_reorientation(path, reference.affine, reference.shape)
     # reorient before the per-slice normalisation: its slices are the model's axial slices
-    array = reorientation.array_to_model(np.asarray(image), first_axis=1)
+    array = reorientation.array_to_model(array, first_axis=1)
     normalizer = slice_normalizer(normalization, slice_dim=-1)
     model_image = MetaTensor(torch.from_numpy(array), affine=torch.as_tensor(reorientation.model_affine))
     if normalizer is not None:

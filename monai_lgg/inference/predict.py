@@ -121,7 +121,8 @@ def _write_case(
                 title=fmt.overlay_title(case, labels[k], position),
                 notes=[area],
             )
-    rows = tumour_rows(mask, spacing, labels, num_classes=max(2, out_channels))
+    columns = fmt.table_columns(case, reference)  # e.g. which sequences were given
+    rows = [{**row, **columns} for row in tumour_rows(mask, spacing, labels, num_classes=max(2, out_channels))]
     extra: dict = {}
     if uncertainty is not None:
         rows = _write_uncertainty(stage, case, image, reference, mask, uncertainty, labels, rows)
@@ -131,6 +132,7 @@ def _write_case(
         "case": case.name,
         "input": fmt.input_name(case),
         "output": fmt.output_name(stage.root, case),
+        **columns,
         "slices": int(mask.shape[-1]),
         "tumour_slices": sum(1 for r in rows[:-1] if r["tumour_pixels"]),
         "tumour_voxels": rows[-1]["tumour_pixels"],
