@@ -244,6 +244,7 @@ class Commands:
         wait: bool = False,
         num_parts: int | None = None,
         part_id: int | None = None,
+        dicom_seg: bool = False,
     ) -> None:
         """Segment tumour in slices or volumes; write masks, tumour tables and optional maps/overlays.
 
@@ -290,6 +291,8 @@ class Commands:
                 indexed jobs); under torchrun the parts are the ranks. Parts may share output; a final
                 --continue run without parts writes tumour_summary.csv of all cases (docs/cli.md).
             part_id: which part, 0 to num_parts - 1.
+            dicom_seg: also write a DICOM Segmentation <case>_seg.dcm of each DICOM case, referencing its FLAIR
+                series (DICOM input only; docs/inputs.md).
         """
         from monai_lgg.inference.predict import predict
 
@@ -319,6 +322,7 @@ class Commands:
             wait=as_flag(wait, "wait"),
             num_parts=num_parts,
             part_id=part_id,
+            dicom_seg=as_flag(dicom_seg, "dicom_seg"),
         )
         tumour = sum(1 for r in rows if r["tumour_voxels"])
         print(f"segmented {len(rows)} case(s), {tumour} with tumour, into {output}")

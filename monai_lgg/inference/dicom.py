@@ -49,6 +49,7 @@ __all__ = [
     "dicom_files",
     "is_dicom_file",
     "series_of",
+    "study_of",
     "write_seg",
     "SEGMENT_LABEL",
 ]
@@ -144,6 +145,14 @@ def _header(path: Path):
     if sop_class in (MEDIA_DIRECTORY_SOP_CLASS, SEGMENTATION_SOP_CLASS) or "Rows" not in ds:
         return None
     return ds
+
+
+def study_of(path: Path) -> tuple[str | None, str]:
+    """``(StudyInstanceUID, PatientID)`` of a DICOM file (``(None, "")`` for an object that holds no image)."""
+    ds = _header(path)
+    if ds is None:
+        return None, ""
+    return str(ds.get("StudyInstanceUID", "") or ""), str(ds.get("PatientID", "") or "")
 
 
 def series_of(files: Iterable[Path]) -> dict[str, list[tuple[Path, object]]]:
