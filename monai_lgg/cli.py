@@ -219,8 +219,8 @@ class Commands:
 
     def predict(
         self,
-        input: str,
-        output: str,
+        input: str | None = None,
+        output: str | None = None,
         bundle: str = "unet",
         checkpoint: str | None = None,
         ensemble: str | Sequence[str] | None = None,
@@ -244,6 +244,9 @@ class Commands:
         wait: bool = False,
         num_parts: int | None = None,
         part_id: int | None = None,
+        flair: str | None = None,
+        t1: str | None = None,
+        t1c: str | None = None,
         dicom_seg: bool = False,
     ) -> None:
         """Segment tumour in slices or volumes; write masks, tumour tables and optional maps/overlays.
@@ -291,13 +294,20 @@ class Commands:
                 indexed jobs); under torchrun the parts are the ranks. Parts may share output; a final
                 --continue run without parts writes tumour_summary.csv of all cases (docs/cli.md).
             part_id: which part, 0 to num_parts - 1.
+            flair: a case's FLAIR as its own NIfTI file; then the only argument is OUTPUT
+                (monai-lgg predict --flair F.nii.gz --t1 PRE.nii.gz --t1c POST.nii.gz OUT/). A folder of
+                <case>_flair.nii.gz, <case>_t1.nii.gz, <case>_t1c.nii.gz files is given as INPUT (docs/inputs.md).
+            t1: the pre-contrast T1 file (optional; needs --flair; resampled onto the FLAIR grid; missing: FLAIR).
+            t1c: the post-contrast T1 file (optional; needs --flair; resampled onto the FLAIR grid; missing: FLAIR).
             dicom_seg: also write a DICOM Segmentation <case>_seg.dcm of each DICOM case, referencing its FLAIR
                 series (DICOM input only; docs/inputs.md).
         """
+        from monai_lgg.cli_args import predict_paths
         from monai_lgg.inference.predict import predict
 
+        input, output, sequences = predict_paths(input, output, {"flair": flair, "t1": t1, "t1c": t1c})
         rows = predict(
-            input,
+            sequences or input,
             output,
             bundle,
             checkpoint,

@@ -23,7 +23,10 @@ from pathlib import Path
 
 from monai_lgg.errors import LGGInputError, as_list
 
-__all__ = ["CommandLine", "parse_command_line", "check_command_line", "config_keys", "RUN_OPTIONS"]
+__all__ = [
+    "CommandLine", "parse_command_line", "check_command_line", "config_keys", "RUN_OPTIONS", "SEQUENCE_FLAGS",
+    "predict_paths",
+]
 
 RUN_OPTIONS = ("run_id", "init_id", "final_id", "meta_file", "logging_file", "tracking", "args_file")
 """Options of ``monai.bundle.run`` itself, accepted by ``train`` / ``evaluate`` beside the config keys."""
@@ -193,7 +196,10 @@ INPUTS: dict[str, dict[str, str]] = {
     "convert": {"source": "path", "clinical_csv": "path"},
     "convert_folders": {"source": "path"},
     "stats": {"dataset": "path"},
-    "predict": {"input": "path", "bundle": "bundle", "checkpoint": "checkpoint", "ensemble": "bundles"},
+    "predict": {
+        "input": "path", "flair": "path", "t1": "path", "t1c": "path", "bundle": "bundle", "checkpoint": "checkpoint",
+        "ensemble": "bundles",
+    },
     "export": {"bundle": "bundle", "checkpoint": "checkpoint"},
     "export_bundle": {"bundle": "bundle"},
     "report": {"eval_dir": "path", "logs": "logs"},
@@ -239,6 +245,39 @@ def check_inputs(command: str, values: dict[str, object]) -> None:
                     raise LGGInputError(path, _MISSING.get(kind, "does not exist"))
 
 
+SEQUENCE_FLAGS = ("flair", "t1", "t1c")
+"""``predict``'s flags giving a case's MRI sequences as separate files (the one positional is then OUTPUT)."""
+
+
+def predict_paths(
+    input: object, output: object, sequences: dict[str, object]
+) -> tuple[object, object, dict[str, object]]:
+    """``(input, output, sequences)`` of a ``predict`` command line: with ``--flair``/``--t1``/``--t1c`` the one
+    positional argument (bound to ``input``) is the output folder and ``input`` becomes ``None``.
+
+    Raises:
+        LGGInputError: a missing INPUT or OUTPUT, an INPUT given besides the sequence flags, or ``--t1`` /
+            ``--t1c`` without ``--flair``.
+    """
+    given = {k: v for k, v in sequences.items() if v is not None and _text(v) not in ("", "None")}
+    if not given:
+        if input is None:
+            raise _usage_error("predict", "missing argument INPUT (or --flair FILE)")
+        if output is None:
+            raise _usage_error("predict", "missing argument OUTPUT")
+        return input, output, {}
+    flags = " ".join(f"--{k}" for k in SEQUENCE_FLAGS if k in given)
+    if output is not None:
+        raise _usage_error("predict", f"give either INPUT or {flags}, not both (with {flags} the only "
+                           "argument is OUTPUT)")
+    if input is None:
+        raise _usage_error("predict", "missing argument OUTPUT")
+    if "flair" not in given:
+        raise _usage_error("predict", f"{flags} needs --flair: FLAIR is required (pre- and post-contrast T1 are "
+                           "optional)")
+    return None, input, given
+
+
 def check_command_line(command: str, function: Callable, args: Sequence[str]) -> CommandLine:
     """Everything that can be checked before a command starts: flags, override keys, input paths.
 
@@ -252,7 +291,13 @@ def check_command_line(command: str, function: Callable, args: Sequence[str]) ->
     """
     words = list(args[: list(args).index("--")] if "--" in args else args)
     line = parse_command_line(command, function, words)
-    check_inputs(command, line.values)
+    values = dict(line.values)
+    if command == "predict":
+        source, output, sequences = predict_paths(
+            values.pop("input", None), values.pop("output", None), {k: values.pop(k, None) for k in SEQUENCE_FLAGS}
+        )
+        values.update({"input": source, "output": output, **sequences})
+    check_inputs(command, values)
     if command in BUNDLE_CONFIGS and line.overrides:
         default = inspect.signature(function).parameters["bundle"].default
         check_overrides(command, _check_bundle(line.values.get("bundle", default)), line.overrides, line.typed)

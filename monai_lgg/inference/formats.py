@@ -7,7 +7,9 @@ are tried; adding a form is one subclass and one entry there.
 
 * :class:`SliceImages`: a Kaggle slice or patient folder, any 2D TIFF/PNG slices (``<case>_<n>.tif`` stacked);
 * :class:`NiftiChannels`: ``<case>_000k.nii.gz`` files, one per channel (nnU-Net/MSD naming);
-* :class:`NiftiVolume`: one NIfTI file per case (3-channel ``rows x columns x slices x 3``).
+* :class:`NiftiVolume`: one NIfTI file per case (3-channel ``rows x columns x slices x 3``);
+* :class:`SequenceFiles`: one NIfTI file per MRI sequence, ``<case>_flair`` / ``<case>_t1`` / ``<case>_t1c``, each
+  on its own grid (``monai-lgg predict --flair F --t1 T1 --t1c T1C OUT/``, :mod:`monai_lgg.inference.sequences`).
 * :class:`DicomSeries`: a folder of DICOM files, one case per study: one series read as FLAIR, or the study's
   FLAIR / pre- / post-contrast T1 series recognised by their descriptions (:mod:`monai_lgg.inference.dicom`).
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -51,6 +53,11 @@ __all__ = [
     "NiftiChannels",
     "DicomSeries",
     "recognise_sequence",
+    "SEQUENCE_FILE",
+    "split_sequence",
+    "SequenceCase",
+    "SequenceReference",
+    "SequenceFiles",
     "FORMATS",
     "format_of",
     "find_cases",
@@ -293,6 +300,139 @@ class NiftiChannels(NiftiVolume):
         return None if channel is None else case
 
 
+SEQUENCE_FILE = re.compile(r"^(?P<case>.+)_(?P<sequence>flair|t1c|t1)$", re.IGNORECASE)
+"""``<case>_flair``, ``<case>_t1`` (pre-contrast), ``<case>_t1c`` (post-contrast): one MRI sequence of a case."""
+
+
+def split_sequence(stem: str) -> tuple[str, str | None]:
+    """``(case, sequence)`` of a file name without its extension: ``("p1", "t1c")`` for ``p1_T1C``, and
+    ``(stem, None)`` for a name without a sequence suffix."""
+    match = SEQUENCE_FILE.match(stem)
+    return (match["case"], match["sequence"].lower()) if match else (stem, None)
+
+
+@dataclass
+class SequenceCase(Case):
+    """A case given as one file per sequence. ``sequences``: sequence name -> file (``"flair"`` required);
+    ``files`` lists the same files, FLAIR first (the file named in errors and in the ``input`` column)."""
+
+    sequences: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SequenceReference(VolumeReference):
+    """The FLAIR file's grid (every output keeps it) and the sequences that were given (not replaced by FLAIR)."""
+
+    sequences: tuple[str, ...] = ()
+
+
+class SequenceFiles(NiftiVolume):
+    """One NIfTI per MRI sequence: ``<case>_flair.nii.gz`` (required), ``<case>_t1.nii.gz`` (pre-contrast) and
+    ``<case>_t1c.nii.gz`` (post-contrast), each on its own grid, or the same files given by ``--flair``/``--t1``/
+    ``--t1c`` under any names. The sequences are resampled onto the FLAIR grid and a missing one is replaced by
+    FLAIR (:func:`~monai_lgg.inference.sequences.assemble_sequences`); outputs are ``<case>.nii.gz`` on the FLAIR
+    file's grid, and the tumour tables say which sequences were given (``sequences``: e.g. ``t1+flair``)."""
+
+    name = "sequences"
+
+    def claims_file(self, path: Path) -> bool:
+        """A ``<case>_flair/_t1/_t1c`` NIfTI with its ``<case>_flair`` beside it (or itself)."""
+        if not super().claims_file(path):
+            return False
+        case, sequence = split_sequence(_stem(path))
+        return sequence is not None and self._flair_beside(path.parent, case)
+
+    def _flair_beside(self, folder: Path, case: str) -> bool:
+        return any(split_sequence(_stem(p)) == (case, "flair") for p in folder.iterdir() if _is_nifti(p))
+
+    def cases_of_file(self, path: Path) -> list[Case]:
+        """The file's case with its sibling sequences (other files of the folder are not looked at)."""
+        case = split_sequence(_stem(path))[0]
+        return self._group(path.parent, case)
+
+    def cases_of_folder(self, folder: Path) -> list[Case]:
+        """The cases of a folder holding ``<case>_flair`` files (not a converted data set)."""
+        if (folder / "datalist.json").is_file() or not any(
+            split_sequence(_stem(p))[1] == "flair" for p in folder.iterdir() if _is_nifti(p)
+        ):
+            return []
+        return self._group(folder)
+
+    def _group(self, folder: Path, only: str | None = None) -> list[Case]:
+        """Every NIfTI of ``folder`` (``only``: of that case) grouped by case; one that does not follow the naming,
+        a second file for the same sequence, or a case without FLAIR is refused (it would be silently left out)."""
+        groups: dict[str, dict[str, Path]] = {}
+        for path in sorted(p for p in folder.iterdir() if _is_nifti(p) and not p.name.startswith(".")):
+            case, sequence = split_sequence(_stem(path))
+            if only is not None and case != only:
+                continue
+            if sequence is None:
+                raise LGGInputError(
+                    path, "does not follow the sequence naming of this folder (<case>_flair.nii.gz, <case>_t1.nii.gz, "
+                    "<case>_t1c.nii.gz); rename it or move it out"
+                )
+            if sequence in groups.setdefault(case, {}):
+                raise LGGInputError(path, f"a second {sequence} file of case {case} ({groups[case][sequence].name})")
+            groups[case][sequence] = path
+        cases = []
+        for case, files in sorted(groups.items()):
+            if "flair" not in files:
+                raise LGGInputError(
+                    next(iter(files.values())), f"no {case}_flair.nii.gz beside it: FLAIR is required (pre- and "
+                    "post-contrast T1 are optional)"
+                )
+            cases.append(self._case(case, files))
+        return cases
+
+    def _case(self, name: str, files: Mapping[str, Path]) -> SequenceCase:
+        from monai_lgg.inference.sequences import SEQUENCES
+
+        ordered = [files["flair"]] + [files[s] for s in SEQUENCES if s != "flair" and s in files]
+        return SequenceCase(name, self.form, ordered, format_name=self.name, sequences=dict(files))
+
+    def cases_of_sequences(self, files: Mapping[str, str | Path | None]) -> list[Case]:
+        """The one case of sequence files given by name (``--flair``, ``--t1``, ``--t1c``); its name is the FLAIR
+        file's without ``_flair``.
+
+        Raises:
+            LGGInputError: no FLAIR, an unknown sequence, or a file that does not exist.
+        """
+        from monai_lgg.inference.sequences import SEQUENCES
+
+        given = {k: Path(v).expanduser() for k, v in files.items() if v not in (None, "")}
+        unknown = sorted(set(given) - set(SEQUENCES))
+        if unknown:
+            raise LGGInputError(None, f"unknown sequence(s) {', '.join(unknown)}: expected {', '.join(SEQUENCES)}")
+        if "flair" not in given:
+            flags = ", ".join(f"--{k}" for k in given)
+            raise LGGInputError(None, f"{flags or 'no sequence'} given without --flair: FLAIR is required (pre- and "
+                                "post-contrast T1 are optional)")
+        for path in given.values():
+            if not path.exists():
+                raise LGGInputError(path, "does not exist")
+        case, _ = split_sequence(_stem(given["flair"]))
+        return [self._case(case, given)]
+
+    def load(self, case: Case, in_channels: int, normalization: str):
+        from monai_lgg.inference.inputs import volume_in_model_frame
+        from monai_lgg.inference.sequences import SEQUENCES, assemble_sequences, read_sequence
+
+        files = getattr(case, "sequences", None) or {"flair": case.files[0]}
+        flair = Path(files["flair"])
+        if in_channels != len(SEQUENCES):
+            raise LGGInputError(
+                flair, f"the model takes {in_channels} channel(s); separate sequence files make the "
+                f"{len(SEQUENCES)} of the LGG models (pre-contrast, FLAIR, post-contrast)"
+            )
+        images = {name: read_sequence(Path(path)) for name, path in files.items()}
+        assembled, real = assemble_sequences(images, flair)
+        array = np.moveaxis(np.asanyarray(assembled.dataobj), -1, 0).astype(np.float32)
+        image, reference = volume_in_model_frame(flair, array, images["flair"], normalization)
+        return image, SequenceReference(reference.image, reference.reorientation, real)
+
+    def table_columns(self, case: Case, reference) -> dict[str, str]:
+        return {"sequences": "+".join(getattr(reference, "sequences", ()))}
+
 _T1 = re.compile(r"\bt1|mprage|mp rage|spgr|bravo|\btfe\b|\bvibe\b")
 _POST = re.compile(r"post|\+ ?c\b|\bc ?\+|\bgd|gad|contrast|\bce\b|enhanc")
 _PRE = re.compile(r"\bpre|native|\bnon ?contrast|without")
@@ -325,12 +465,11 @@ class DicomCase(Case):
 
 
 @dataclass(frozen=True)
-class DicomReference(VolumeReference):
-    """The FLAIR series' grid (every output keeps it), the series itself (the SEG references it) and the sequences
-    that were real series (not replaced by FLAIR)."""
+class DicomReference(SequenceReference):
+    """The FLAIR series' grid (every output keeps it), the sequences that were real series (not replaced by FLAIR)
+    and the FLAIR series itself (the SEG references it)."""
 
     series: object = None
-    sequences: tuple[str, ...] = ()
 
 
 SEQUENCE_FLAGS = "--flair DIR --t1 DIR --t1c DIR"
@@ -410,7 +549,7 @@ class DicomSeries(NiftiVolume):
         if array.shape[0] != in_channels:
             raise LGGInputError(folder, f"gives {array.shape[0]} channel(s), the model needs {in_channels}")
         image, reference = volume_in_model_frame(folder, array, flair.image, normalization)
-        return image, DicomReference(reference.image, reference.reorientation, flair, real)
+        return image, DicomReference(reference.image, reference.reorientation, real, flair)
 
     @staticmethod
     def _sequences(groups: dict, folder: Path, describe) -> dict[str, str]:
@@ -467,8 +606,7 @@ def _assemble(images: dict, source: Path):
 
     return assemble_sequences(images, source)
 
-
-FORMATS: list[InputFormat] = [NiftiChannels(), NiftiVolume(), DicomSeries(), SliceImages()]
+FORMATS: list[InputFormat] = [SequenceFiles(), NiftiChannels(), NiftiVolume(), DicomSeries(), SliceImages()]
 """The input forms, in the order a file or folder is offered to them (the first that claims a file, or finds cases
 in a folder, reads it)."""
 
@@ -481,12 +619,15 @@ def format_of(case: Case) -> InputFormat:
     return next(f for f in FORMATS if f.form == case.form)
 
 
-def find_cases(source: str | Path) -> list[Case]:
-    """The cases of an input (file or folder) of any registered form.
+def find_cases(source: str | Path | Mapping[str, str | Path | None]) -> list[Case]:
+    """The cases of an input (file or folder) of any registered form, or of sequence files given by name
+    (``{"flair": ..., "t1": ..., "t1c": ...}``: one :class:`SequenceFiles` case).
 
     Raises:
         LGGInputError: missing input, unsupported file type, or a folder with nothing to predict.
     """
+    if isinstance(source, Mapping):  # sequences given one by one (--flair, --t1, --t1c)
+        return SequenceFiles().cases_of_sequences(source)
     source = Path(source).expanduser()
     if not source.exists():
         raise LGGInputError(source, "does not exist")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,7 +201,7 @@ def _spacing(case: Case, reference, spacing: Sequence[float] | None) -> tuple[fl
 
 
 def predict(
-    source: str | Path,
+    source: str | Path | Mapping[str, str | Path],
     output: str | Path,
     bundle: str | Path = "unet",
     checkpoint: str | Path | None = None,
@@ -233,7 +233,9 @@ def predict(
 
     Args:
         source: a slice image, a folder of slices (Kaggle layout), a NIfTI volume (or one of its
-            ``_000x`` modality files), a folder of volumes or a converted data set.
+            ``_000x`` modality files), a folder of volumes or a converted data set; or one case's sequences as
+            separate files, ``{"flair": ..., "t1": ..., "t1c": ...}``
+            (:class:`~monai_lgg.inference.formats.SequenceFiles`).
         output: output folder (created; existing outputs are replaced only with ``overwrite``).
         bundle: bundle folder, bundle zip or project bundle name.
         checkpoint: weights of ``bundle`` (default ``<bundle>/models/model.pt``).
