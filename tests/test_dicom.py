@@ -288,3 +288,14 @@ def check_seg(seg_path: Path, files: list[Path], mask: np.ndarray) -> None:
         source_sop_instance_uids=uids, segment_numbers=[1], assert_missing_frames_are_empty=True
     )
     np.testing.assert_array_equal(np.moveaxis(pixels[..., 0], 0, -1), mask > 0)
+
+
+def test_series_folders_given_by_sequence_flags(tmp_path, volume):
+    """``--flair DIR --t1c DIR``: series folders whose descriptions say nothing, read as the sequences named."""
+    write_series(tmp_path / "s1", channel(volume, 1), "Series 1")
+    write_series(tmp_path / "s2", channel(volume, 2), "Series 2")
+    case = find_cases({"flair": tmp_path / "s1", "t1c": tmp_path / "s2"})[0]
+    image, reference = load_case(case, 3, "none")
+    expected = volume[..., [1, 1, 2]]  # the missing pre-contrast T1 is FLAIR
+    np.testing.assert_array_equal(np.moveaxis(image.numpy(), 0, -1), expected)
+    assert reference.sequences == ("flair", "t1c")
