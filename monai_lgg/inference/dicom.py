@@ -202,6 +202,10 @@ def _vector(path: Path, ds, keyword: str, size: int) -> np.ndarray:
     return array
 
 
+def _list(values: np.ndarray) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
 def _decode(path: Path, ds) -> np.ndarray:
     """The slice's pixels as float32 with the rescale applied."""
     syntax = getattr(ds.file_meta, "TransferSyntaxUID", None)
@@ -252,16 +256,16 @@ def read_series_files(files: Sequence[Path], source: Path) -> DicomSeries:
                                 f"({first_path.name}) {size[0]} x {size[1]}")
         other = _vector(path, ds, "ImageOrientationPatient", 6)
         if np.abs(other - orientation).max() > TOLERANCE:
-            raise LGGInputError(path, f"ImageOrientationPatient {list(np.round(other, 4))} differs from the series' "
-                                f"first slice ({first_path.name}: {list(np.round(orientation, 4))})")
+            raise LGGInputError(path, f"ImageOrientationPatient {_list(other)} differs from the series' first slice "
+                                f"({first_path.name}: {_list(orientation)})")
         pixel = _vector(path, ds, "PixelSpacing", 2)
         if np.abs(pixel - spacing).max() > TOLERANCE * spacing.max():
-            raise LGGInputError(path, f"PixelSpacing {list(pixel)} differs from the series' first slice "
-                                f"({first_path.name}: {list(spacing)})")
+            raise LGGInputError(path, f"PixelSpacing {_list(pixel)} differs from the series' first slice "
+                                f"({first_path.name}: {_list(spacing)})")
     row_dir, col_dir = orientation[:3], orientation[3:]
     normal = np.cross(row_dir, col_dir)
     if abs(np.linalg.norm(normal) - 1) > 0.01 or abs(row_dir @ col_dir) > 0.01:
-        raise LGGInputError(first_path, f"ImageOrientationPatient {list(orientation)} is not two orthogonal unit "
+        raise LGGInputError(first_path, f"ImageOrientationPatient {_list(orientation)} is not two orthogonal unit "
                             "directions")
     positions = {p: _vector(p, ds, "ImagePositionPatient", 3) for p, ds in headers}
     headers.sort(key=lambda item: (float(positions[item[0]] @ normal), str(item[0])))
