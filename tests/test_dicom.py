@@ -23,6 +23,7 @@ from monai_lgg.inference.formats import DicomSeries, find_cases, recognise_seque
 from monai_lgg.inference.inputs import load_case
 from monai_lgg.inference.predict import predict
 
+from .conftest import CONSOLE_SCRIPT
 from .dicom_helpers import edit, realistic_affine, write_series
 
 OPTIONS = {"progress": False, "device": "cpu", "precision": "fp32"}
@@ -299,3 +300,15 @@ def test_series_folders_given_by_sequence_flags(tmp_path, volume):
     expected = volume[..., [1, 1, 2]]  # the missing pre-contrast T1 is FLAIR
     np.testing.assert_array_equal(np.moveaxis(image.numpy(), 0, -1), expected)
     assert reference.sequences == ("flair", "t1c")
+
+
+def test_the_command_line_says_it_in_one_line(tmp_path, volume):
+    """``monai-lgg predict`` on a series with a missing slice: exit code 2, one line naming the file, no output."""
+    files = write_series(tmp_path / "patient", channel(volume, 1))
+    files[5].unlink()
+    result = subprocess.run([CONSOLE_SCRIPT, "predict", str(tmp_path / "patient"), str(tmp_path / "out"),
+                             "--dicom_seg", "--progress", "False"], capture_output=True, text=True, timeout=600)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"monai-lgg: error: {files[6]}: ") and "slice(s) missing" in lines[0]
+    assert not (tmp_path / "out").exists()

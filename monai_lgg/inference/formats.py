@@ -494,6 +494,10 @@ class DicomSeries(NiftiVolume):
         return _suffix(path) in DICOM_SUFFIXES or is_dicom_file(path)
 
     def cases_of_file(self, path: Path) -> list[Case]:
+        from monai_lgg.inference.dicom import is_dicom_file
+
+        if not is_dicom_file(path):
+            raise LGGInputError(path, "is not a DICOM file (no DICM marker after the 128-byte preamble)")
         raise LGGInputError(path, "is one DICOM file: give the folder holding its series (or the study's series)")
 
     def cases_of_folder(self, folder: Path) -> list[Case]:
