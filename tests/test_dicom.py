@@ -178,8 +178,14 @@ def _lone_t1(files):
     return "", "'AX T1 POST', which is a T1 series, not FLAIR"
 
 
+def _not_dicom(files):
+    (files[0].parent / "IM00001.dcm").write_bytes(b"exported by a viewer, not DICOM")
+    return "IM00001.dcm", "is not a DICOM file"
+
+
 @pytest.mark.parametrize(
-    "damage", [_drop_slice, _duplicate, _spacing, _orientation, _position, _compressed, _two_series, _lone_t1]
+    "damage",
+    [_drop_slice, _duplicate, _spacing, _orientation, _position, _compressed, _two_series, _lone_t1, _not_dicom],
 )
 def test_a_bad_series_is_refused_in_one_line_and_nothing_is_written(tmp_path, volume, damage):
     files = write_series(tmp_path / "patient", channel(volume, 1))
@@ -206,13 +212,15 @@ def _mask(folder: Path, name: str) -> np.ndarray:
 
 
 def test_a_series_in_another_orientation_gives_the_same_mask(tmp_path, volume):
-    """The same phantom stored RAS (rows and columns swapped and flipped, slices too): the mask, mapped back onto
-    the first series' grid, is the same voxel for voxel, and it is not empty."""
+    """The same phantom stored ARI (rows and columns swapped and flipped, slices too): the mask, mapped back onto
+    the first series' grid, is the same voxel for voxel, and it is not empty; its SEG holds it slice for slice."""
     flair = channel(volume, 1)
     write_series(tmp_path / "plain", flair)
     write_series(tmp_path / "turned", reoriented(flair, ("A", "R", "I")))
     predict(tmp_path / "plain", tmp_path / "out_plain", **OPTIONS)
-    predict(tmp_path / "turned", tmp_path / "out_turned", **OPTIONS)
+    predict(tmp_path / "turned", tmp_path / "out_turned", dicom_seg=True, **OPTIONS)
+    out = tmp_path / "out_turned"
+    check_seg(out / "turned_seg.dcm", out / "turned.nii.gz", tmp_path / "turned")
     plain = nib.load(tmp_path / "out_plain" / "plain.nii.gz")
     turned = reoriented(nib.load(tmp_path / "out_turned" / "turned.nii.gz"), ("P", "L", "S"))
     np.testing.assert_allclose(turned.affine, plain.affine, atol=1e-4)
@@ -236,7 +244,7 @@ def test_a_real_patients_dicom_series_gives_the_niftis_mask_and_a_valid_seg(tmp_
     volume give the same mask; the SEG read back holds it frame by frame; dciodvfy finds no error in the SEG."""
     name, flair = real_flair_patient(shared_lgg)
     affine = realistic_affine(flair.shape)
-    files = write_series(tmp_path / name, nib.Nifti1Image(flair, affine), "AX T2 FLAIR")
+    write_series(tmp_path / name, nib.Nifti1Image(flair, affine), "AX T2 FLAIR")
     nib.save(nib.Nifti1Image(np.stack([flair] * 3, axis=-1), affine), tmp_path / f"{name}.nii.gz")  # FLAIR for all
 
     rows = predict(tmp_path / name, tmp_path / "dicom", dicom_seg=True, **OPTIONS)
@@ -250,7 +258,7 @@ def test_a_real_patients_dicom_series_gives_the_niftis_mask_and_a_valid_seg(tmp_
     np.testing.assert_allclose(nib.load(tmp_path / "dicom" / f"{name}.nii.gz").affine, affine, atol=1e-4)
 
     seg_path = tmp_path / "dicom" / f"{name}_seg.dcm"
-    check_seg(seg_path, files, from_dicom)
+    check_seg(seg_path, tmp_path / "dicom" / f"{name}.nii.gz", tmp_path / name)
     dciodvfy = shutil.which("dciodvfy")
     if dciodvfy is None:
         pytest.skip("dciodvfy (dicom3tools) is not installed: the SEG was checked with highdicom and pydicom only")
@@ -259,32 +267,48 @@ def test_a_real_patients_dicom_series_gives_the_niftis_mask_and_a_valid_seg(tmp_
     assert not errors, errors
 
 
-def check_seg(seg_path: Path, files: list[Path], mask: np.ndarray) -> None:
-    """The SEG's frames, mapped to slices through the SOP instances they reference, equal ``mask`` (the slices of
-    ``files``, in order); frames left out are empty slices; each frame sits where its slice does."""
-    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    slice_of = {str(ds.SOPInstanceUID): k for k, ds in enumerate(sources)}
+def check_seg(seg_path: Path, mask_path: Path, series: Path) -> None:
+    """The SEG's frames equal the NIfTI mask ``mask_path`` slice for slice, each frame placed through the SOP
+    instance it references: that slice's ``ImagePositionPatient`` (also the frame's own) and directions, mapped
+    into the mask's voxels by the mask's affine. Slices without a frame are empty in the mask."""
+    image = nib.load(mask_path)
+    mask = np.asarray(image.dataobj)
+    to_voxel = np.linalg.inv(image.affine) @ np.diag([-1.0, -1.0, 1.0, 1.0])  # DICOM LPS mm -> mask voxel
+    sources = {str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(f, stop_before_pixels=True)
+                                                    for f in series.iterdir())}
+    slice_of = {uid: int(round((to_voxel @ [*map(float, ds.ImagePositionPatient), 1.0])[2]))
+                for uid, ds in sources.items()}
+    assert sorted(slice_of.values()) == list(range(mask.shape[2]))  # one source slice per mask slice
 
     raw = pydicom.dcmread(seg_path)
     assert raw.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4" and raw.SegmentationType == "BINARY"
     assert raw.SegmentSequence[0].SegmentLabel == "FLAIR abnormality"
     assert raw.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmName
-    assert {str(r.ReferencedSOPInstanceUID) for r in raw.ReferencedSeriesSequence[0].ReferencedInstanceSequence} == set(
-        slice_of
-    )
-    frames = raw.pixel_array.reshape(-1, *mask.shape[:2])
-    seen = set()
+    referenced = {str(r.ReferencedSOPInstanceUID) for r in raw.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced == set(sources)
+    frames = raw.pixel_array.reshape(-1, int(raw.Rows), int(raw.Columns))
+    framed = set()
     for frame, group in zip(frames, raw.PerFrameFunctionalGroupsSequence, strict=True):
         uid = str(group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
-        k = slice_of[uid]
-        seen.add(k)
+        source, k = sources[uid], slice_of[uid]
+        origin = np.array([float(v) for v in source.ImagePositionPatient])
         position = [float(v) for v in group.PlanePositionSequence[0].ImagePositionPatient]
-        np.testing.assert_allclose(position, [float(v) for v in sources[k].ImagePositionPatient], atol=1e-3)
+        np.testing.assert_allclose(position, origin, atol=1e-3)
+        cosines = np.array([float(v) for v in source.ImageOrientationPatient])
+        spacing = [float(v) for v in source.PixelSpacing]
+        corner, right, down = (
+            to_voxel @ [*(origin + offset), 1.0]
+            for offset in (np.zeros(3), cosines[:3] * spacing[1], cosines[3:] * spacing[0])
+        )
+        np.testing.assert_allclose(corner[:3], [0, 0, k], atol=1e-3)  # the slice's first pixel is voxel (0, 0, k)
+        np.testing.assert_allclose(right[:3], [0, 1, k], atol=1e-3)  # the next column
+        np.testing.assert_allclose(down[:3], [1, 0, k], atol=1e-3)  # the next row
         np.testing.assert_array_equal(frame, mask[..., k] > 0)
-    assert all(not mask[..., k].any() for k in set(range(mask.shape[2])) - seen)
+        framed.add(k)
+    assert framed and all(not mask[..., k].any() for k in set(range(mask.shape[2])) - framed)
 
     seg = hd.seg.segread(seg_path)
-    uids = [str(ds.SOPInstanceUID) for ds in sources]
+    uids = sorted(slice_of, key=slice_of.get)
     pixels = seg.get_pixels_by_source_instance(
         source_sop_instance_uids=uids, segment_numbers=[1], assert_missing_frames_are_empty=True
     )
