@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from monai_lgg.inference.sequence_study import run_study, write_results
+from monai_lgg.inference.sequence_study import check_against, read_rows, run_study, write_results
 
 CV = Path(__file__).resolve().parents[1] / "docs" / "results" / "cv_zscore"
 PUBLISHED = {"t1+flair+t1c": "original", "t1+flair": "flair_for_post", "flair+t1c": "flair_for_pre",
@@ -33,18 +33,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per_patient", type=Path, default=CV / "per_patient.csv", help="patient -> test fold")
     parser.add_argument("--bundle", default="unet", help="bundle whose checkpoint holds the fold models")
     parser.add_argument("--cases", default="", help="comma-separated patients (default: all)")
+    parser.add_argument("--rewrite", action="store_true",
+                        help="only rewrite README.md and results.json from OUT's per_patient.csv (same command, date)")
     args = parser.parse_args(argv)
-    cases = [c for c in args.cases.split(",") if c] or None
-    rows = run_study(
-        args.converted, args.per_patient, args.bundle, cases, progress=lambda line: print(line, flush=True)
-    )
-    reference = {}
+    command = "python tools/missing_sequences.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    date = datetime.date.today().isoformat()
+    if args.rewrite:
+        rows = read_rows(args.out / "per_patient.csv")
+        earlier = json.loads((args.out / "results.json").read_text())
+        command, date = earlier["command"], earlier["date"]
+    else:
+        cases = [c for c in args.cases.split(",") if c] or None
+        rows = run_study(
+            args.converted, args.per_patient, args.bundle, cases, progress=lambda line: print(line, flush=True)
+        )
+    reference, notes = {}, []
     results = args.per_patient.with_name("results.json")
     if results.is_file():  # the cross-validation report's numbers of the same settings (shipped rule, flip TTA)
-        published = json.loads(results.read_text()).get("missing_sequences", {})
-        reference = {setting: published[key] for setting, key in PUBLISHED.items() if key in published}
-    command = "python tools/missing_sequences.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    record = write_results(args.out, rows, command, datetime.date.today().isoformat(), reference)
+        published = json.loads(results.read_text())
+        variants = published.get("missing_sequences", {})
+        reference = {setting: variants[key] for setting, key in PUBLISHED.items() if key in variants}
+        notes.append(check_against(rows, published, args.per_patient))
+    record = write_results(args.out, rows, command, date, reference, notes)
     for setting, s in record["summary"].items():
         print(f"{setting:14s} mean {s['mean']:.3f} median {s['median']:.3f} min {s['min']:.3f}")
     return 0

@@ -23,7 +23,10 @@ import torch
 
 from monai_lgg.errors import LGGInputError
 
-__all__ = ["SETTINGS", "dice", "fold_members", "patient_folds", "segment_settings", "run_study", "summarise"]
+__all__ = [
+    "SETTINGS", "dice", "fold_members", "patient_folds", "segment_settings", "run_study", "summarise", "read_rows",
+    "check_against", "write_results",
+]
 
 SETTINGS: dict[str, tuple[str, ...]] = {
     "t1+flair+t1c": ("t1", "flair", "t1c"),
@@ -171,10 +174,12 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def write_results(out: Path, rows: Sequence[dict], command: str, date: str, reference: dict | None = None) -> dict:
+def write_results(
+    out: Path, rows: Sequence[dict], command: str, date: str, reference: dict | None = None, notes: Sequence[str] = ()
+) -> dict:
     """``per_patient.csv``, ``results.json`` and ``README.md`` of a study under ``out`` (each written to a
     temporary name, then renamed). ``reference``: published ``{setting: {"mean", "median", ...}}`` of the same
-    settings (shown beside them)."""
+    settings (shown beside them); ``notes``: paragraphs added before the links."""
     from monai_lgg.io import atomic_path
 
     def atomic_write_text(path: Path, text: str) -> None:
@@ -233,6 +238,47 @@ def write_results(out: Path, rows: Sequence[dict], command: str, date: str, refe
             + ": their \"all three\" input is the released one.",
             "",
         ]
+    text += [*(f"{note}\n" for note in notes)]
     text.append("Per patient: [per_patient.csv](per_patient.csv); summary: [results.json](results.json).")
     atomic_write_text(out / "README.md", "\n".join(text) + "\n")
     return record
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a study's ``per_patient.csv``."""
+    with open(path, newline="") as f:
+        return [
+            {"case": r["case"], "fold": int(r["fold"]), "release_replaced": r["release_replaced"],
+             **{s: float(r[s]) for s in SETTINGS}}
+            for r in csv.DictReader(f)
+        ]
+
+
+def check_against(rows: Sequence[dict], published: dict, per_patient: Path, tolerance: float = 0.002) -> str:
+    """A paragraph comparing the all-three Dice with a cross-validation report's per-patient ``dice`` (its
+    post-processing chosen per fold, leave-one-fold-out) and its mean under the shipped rule."""
+    folds = patient_folds(per_patient)
+    differences = sorted(
+        ((abs(float(r["t1+flair+t1c"]) - float(folds[r["case"]]["dice"])), r) for r in rows if r["case"] in folds),
+        key=lambda d: -d[0],
+    )
+    close = sum(1 for d, _ in differences if d <= tolerance)
+    others = "; ".join(
+        f"{r['case']} (fold {r['fold']}): {float(r['t1+flair+t1c']):.3f} here, {float(folds[r['case']]['dice']):.3f} "
+        "published" for d, r in differences if d > tolerance
+    )
+    chosen = published.get("chosen_per_fold", {})
+    rules = ", ".join(f"fold {k}: {v.get('threshold')}/{v.get('min_component_fraction')}" for k, v in chosen.items()
+                      if isinstance(v, dict))
+    ship = published.get("ship", {})
+    original = published.get("missing_sequences", {}).get("original", {})
+    lofo = published.get("lofo", {})
+    return (
+        f"Check of the all-three row: {close} of {len(differences)} patients are within {tolerance} of the published "
+        f"per-patient Dice (`{per_patient.name}`, column `dice`){'; ' + others if others else ''}. That column (mean "
+        f"{lofo.get('mean', float('nan')):.3f}) uses the post-processing chosen per fold leave-one-fold-out "
+        f"(threshold/min component fraction: {rules}); this study uses the shipped rule "
+        f"({ship.get('threshold')}/{ship.get('min_component_fraction')}) for every patient, whose published mean "
+        f"with flip TTA is {original.get('mean', float('nan')):.4f} (here "
+        f"{summarise(rows)['t1+flair+t1c']['mean']:.4f})."
+    )
