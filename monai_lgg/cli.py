@@ -258,7 +258,8 @@ class Commands:
         Args:
             input: a slice image (.tif/.png, 3 channels), a folder of slices (Kaggle layout, one or many
                 patients), a NIfTI volume (3-channel, or one of the <case>_000x modality files), a folder of
-                volumes, or a converted data set (datalist.json).
+                volumes, or a converted data set (datalist.json); or a folder of DICOM files (one case per study,
+                docs/inputs.md).
             output: output folder.
             bundle: bundle folder, bundle .zip, or a project bundle name (unet, unetplusplus, transunet, unetr,
                 attentionunet, unext).

@@ -235,7 +235,8 @@ def predict(
         source: a slice image, a folder of slices (Kaggle layout), a NIfTI volume (or one of its
             ``_000x`` modality files), a folder of volumes or a converted data set; or one case's sequences as
             separate files, ``{"flair": ..., "t1": ..., "t1c": ...}``
-            (:class:`~monai_lgg.inference.formats.SequenceFiles`).
+            (:class:`~monai_lgg.inference.formats.SequenceFiles`; a DICOM series folder each); or a folder of
+            DICOM files, one case per study (:class:`~monai_lgg.inference.formats.DicomSeries`).
         output: output folder (created; existing outputs are replaced only with ``overwrite``).
         bundle: bundle folder, bundle zip or project bundle name.
         checkpoint: weights of ``bundle`` (default ``<bundle>/models/model.pt``).
