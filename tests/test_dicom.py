@@ -336,3 +336,17 @@ def test_the_command_line_says_it_in_one_line(tmp_path, volume):
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith(f"monai-lgg: error: {files[6]}: ") and "slice(s) missing" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_pydicom_beside_monai_adds_no_noise_to_loading(recwarn, caplog):
+    """With pydicom installed, MONAI's LoadImage builds its nvImageCodec DICOM reader, which warns on every
+    construction where no GPU decoder is installed; the project's loaders are quiet."""
+    import logging
+
+    from monai_lgg.transforms.presets import slice_transforms, volume_transforms
+
+    caplog.set_level(logging.DEBUG)
+    volume_transforms(label_key=None)
+    slice_transforms(label_key=None)
+    noise = [str(w.message) for w in recwarn] + [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [line for line in noise if "nvImageCodec" in line or "NvImgCodec" in line], noise
