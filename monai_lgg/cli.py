@@ -336,7 +336,9 @@ class Commands:
             dicom_seg=as_flag(dicom_seg, "dicom_seg"),
         )
         tumour = sum(1 for r in rows if r["tumour_voxels"])
-        print(f"segmented {len(rows)} case(s), {tumour} with tumour, into {output}")
+        flagged = sum(1 for r in rows if r.get("needs_review") == "yes")
+        review = f", {flagged} flagged needs_review" if any("needs_review" in r for r in rows) else ""
+        print(f"segmented {len(rows)} case(s), {tumour} with tumour{review}, into {output}")
 
     def export(
         self,
@@ -540,6 +542,7 @@ class Commands:
         batch_size: int | Sequence[int] = 8,
         json: str | None = None,
         device: str = "auto",
+        review: bool = False,
     ) -> None:
         """Print inference latency per slice and per volume, CPU and CUDA (if present), with and without TTA.
 
@@ -555,6 +558,7 @@ class Commands:
             batch_size: 2D windows per forward pass; several with commas (8,40).
             json: also write the results to this JSON file.
             device: auto (CPU, and CUDA when present), cpu or cuda.
+            review: also time each setting with the needs_review score that predict adds for the shipped ensemble.
         """
         import torch
 
@@ -565,7 +569,8 @@ class Commands:
         if devices and any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
             raise LGGInputError(None, "--device cuda: CUDA is not available on this machine")
         rows = benchmark(
-            bundle, checkpoint, num_slices, size, threads, repeats, sizes[0], devices, json_path=json, batch_sizes=sizes
+            bundle, checkpoint, num_slices, size, threads, repeats, sizes[0], devices, json_path=json,
+            batch_sizes=sizes, review=(False, True) if as_flag(review, "review") else (False,),
         )
         print(format_table(rows))
 

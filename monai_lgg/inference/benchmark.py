@@ -29,6 +29,7 @@ import torch
 
 from monai_lgg.inference.loading import load_network
 from monai_lgg.inference.predictor import Predictor
+from monai_lgg.inference.review import review_score
 from monai_lgg.io import write_json
 
 __all__ = ["VARIANTS", "benchmark", "device_label", "format_table", "phantom_volume", "time_inference", "time_runs"]
@@ -74,6 +75,16 @@ def phantom_volume(in_channels: int, size: int, num_slices: int, seed: int = 0) 
     return values * inside[None, :, :, None]
 
 
+def _plain(predictor: Predictor, image: torch.Tensor) -> object:
+    return predictor(image)
+
+
+def _with_review(predictor: Predictor, image: torch.Tensor) -> object:
+    """What ``predict`` runs for the shipped ensemble: the mask and the members' review score."""
+    mean, members = predictor.member_probabilities(image)
+    return predictor.mask(mean), review_score(members, predictor.mask)
+
+
 def time_inference(
     networks: torch.nn.Module | Sequence[torch.nn.Module],
     roi_size: Sequence[int],
@@ -91,6 +102,7 @@ def time_inference(
     min_component_fraction: float = 0.0,
     normalization: str | None = None,
     context_slices: int = 0,
+    review: Sequence[bool] = (False,),
 ) -> list[dict]:
     """Latency of ``Predictor`` for one slice and one ``num_slices`` volume of ``size`` x ``size``.
 
@@ -112,6 +124,8 @@ def time_inference(
         geometry: the checkpoint's geometry (``brain``: brain box resized to ``roi_size``, as ``predict`` does).
         min_component_fraction: the post-processing ``predict`` applies by default.
         normalization, context_slices: the checkpoint's input preprocessing (see :class:`Predictor`).
+        review: time with and/or without the ``needs_review`` score of an ensemble (each member's probability
+            kept, scored by :func:`~monai_lgg.inference.review.review_score`; binary networks only).
 
     Returns:
         one row per (variant, TTA, batch size): ``slice_ms`` / ``volume_ms`` (median of ``repeats``),
@@ -121,7 +135,9 @@ def time_inference(
     members = [networks] if isinstance(networks, torch.nn.Module) else list(networks)
     volume = phantom_volume(in_channels, size, num_slices, seed)
     rows = []
-    for (precision, channels_last), flip, batch_size in itertools.product(variants, tta, batch_sizes):
+    for (precision, channels_last), flip, batch_size, scored in itertools.product(variants, tta, batch_sizes, review):
+        if scored and out_channels != 1:
+            continue
         predictor = Predictor(
             [copy.deepcopy(n).eval() for n in members],
             roi_size,
@@ -136,8 +152,9 @@ def time_inference(
             normalization=normalization,
             context_slices=context_slices,
         )
-        per_slice = time_runs(lambda p=predictor: p(volume[..., 0]), repeats, device)
-        per_volume = time_runs(lambda p=predictor: p(volume), repeats, device)
+        run = _with_review if scored else _plain
+        per_slice = time_runs(lambda p=predictor, f=run: f(p, volume[..., 0]), repeats, device)
+        per_volume = time_runs(lambda p=predictor, f=run: f(p, volume), repeats, device)
         rows.append(
             {
                 "device": device_label(device),
@@ -147,6 +164,7 @@ def time_inference(
                 "channels_last": bool(channels_last),
                 "tta": bool(flip),
                 "batch_size": int(batch_size),
+                "review": bool(scored),
                 "slice_ms": 1000 * statistics.median(per_slice),
                 "slice_ms_best": 1000 * min(per_slice),
                 "volume_ms": 1000 * statistics.median(per_volume),
@@ -174,6 +192,7 @@ def benchmark(
     tta: Sequence[bool] = (False, True),
     json_path: str | Path | None = None,
     batch_sizes: Sequence[int] | None = None,
+    review: Sequence[bool] = (False,),
 ) -> list[dict]:
     """Per-slice and per-volume latency of a bundle's trained network (``monai-lgg benchmark``).
 
@@ -193,9 +212,10 @@ def benchmark(
         tta: the test-time-augmentation settings to time.
         json_path: also write the results here as JSON.
         batch_sizes: several batch sizes to time (overrides ``batch_size``).
+        review: time with and/or without the ``needs_review`` score (see :func:`time_inference`).
 
     Returns:
-        one row per (device, variant, tta, batch size) as :func:`time_inference` gives, plus the bundle,
+        one row per (device, variant, tta, batch size, review) as :func:`time_inference` gives, plus the bundle,
         the network's ``params`` and the load average.
     """
     torch.set_num_threads(threads)
@@ -220,6 +240,7 @@ def benchmark(
             batch_sizes=list(batch_sizes or [batch_size]),
             variants=variants,
             tta=tta,
+            review=review,
         )
         for row in timed:
             if row["device"].startswith("cpu"):
@@ -240,15 +261,16 @@ def benchmark(
 def format_table(rows: Sequence[dict]) -> str:
     """Markdown table of :func:`benchmark` / :func:`time_inference` rows (medians; best run in brackets)."""
     lines = [
-        "| device | geometry (network input) | precision | channels_last | TTA | batch | 1 slice (ms) | volume (ms) "
-        "| slices | size | load avg |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---|---|",
+        "| device | geometry (network input) | precision | channels_last | TTA | review | batch | 1 slice (ms) "
+        "| volume (ms) | slices | size | load avg |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['device']} | {r.get('geometry', 'patch')} ({'x'.join(map(str, r.get('roi_size', [])))}) | "
             f"{r['precision']} | {'yes' if r['channels_last'] else 'no'} | "
-            f"{'yes' if r['tta'] else 'no'} | {r['batch_size']} | {r['slice_ms']:.2f} ({r['slice_ms_best']:.2f}) | "
+            f"{'yes' if r['tta'] else 'no'} | {'yes' if r.get('review') else 'no'} | "
+            f"{r['batch_size']} | {r['slice_ms']:.2f} ({r['slice_ms_best']:.2f}) | "
             f"{r['volume_ms']:.1f} ({r['volume_ms_best']:.1f}) | {r['num_slices']} | {r['size']}² | "
             f"{r.get('load_average_1min', round(os.getloadavg()[0], 2))} |"
         )

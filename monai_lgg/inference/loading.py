@@ -59,6 +59,9 @@ class BundleInfo:
         normalization: intensity normalisation of the inputs (``presets.NORMALIZATIONS``; ``None``: the
             geometry's default, ``volume`` for ``brain`` and ``zscore`` for ``patch``, which :func:`load_network`
             fills in).
+        review_threshold: ``review_entropy`` from which the shipped model's cases are flagged ``needs_review``
+            (:mod:`monai_lgg.inference.review`; chosen by cross-validation and kept in the trained-model record's
+            ``review``), or None where it was not calibrated.
     """
 
     root: Path
@@ -72,6 +75,7 @@ class BundleInfo:
     min_component_fraction: float = 0.0
     context_slices: int = 0
     normalization: str | None = None
+    review_threshold: float | None = None
 
     @property
     def image_channels(self) -> int:
@@ -211,6 +215,10 @@ def trained_channels(checkpoint: Path) -> dict[str, object]:
         found["normalization"] = record["normalization"]
     if isinstance(record.get("context_slices"), int) and record["context_slices"] >= 0:
         found["context_slices"] = record["context_slices"]
+    review = record.get("review")
+    threshold = review.get("threshold") if isinstance(review, dict) else None
+    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and 0.0 <= threshold <= 1.0:
+        found["review_threshold"] = float(threshold)
     size = record.get("spatial_size")
     if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
         found["spatial_size"] = tuple(size)

@@ -44,8 +44,10 @@ from monai_lgg.inference.inputs import Case, find_cases, input_error, load_case
 from monai_lgg.inference.loading import load_members, resolve_device
 from monai_lgg.inference.output_folder import CaseStage, OutputFolder
 from monai_lgg.inference.predictor import Predictor, Uncertainty
+from monai_lgg.inference.review import review_cells, review_score
 from monai_lgg.inference.uncertainty import BORDER_WIDTH, UNCERTAINTY_COLUMNS, uncertainty_rows
 from monai_lgg.inference.writers import tumour_rows, write_csv, write_overlay, write_uncertainty_overlay
+from monai_lgg.networks.ensemble import ProbabilityEnsemble
 
 __all__ = ["predict", "planned_outputs", "PredictFailures", "Shard", "FAILED_CSV", "SUMMARY_CSV"]
 
@@ -330,6 +332,10 @@ def predict(
                 info.min_component_fraction if min_component_fraction is None else min_component_fraction
             ),
         )
+        review = None if info is None else _review_threshold(
+            info, networks, checkpoint is None and not ensemble,
+            (threshold, tta, min_component_fraction, largest_component) == (None, None, None, False),
+        )
         failures: list[dict] = []
         with tqdm(
             total=sum(c.num_files for c in todo), desc="predict", unit="file", disable=not progress, file=sys.stderr
@@ -338,7 +344,8 @@ def predict(
                 try:
                     with folder.case(_case_id(case)) as stage:
                         stage.row = _predict_case(
-                            stage, case, predictor, info, spacing, probabilities, overlays, uncertainty, dicom_seg
+                            stage, case, predictor, info, spacing, probabilities, overlays, uncertainty, review,
+                            dicom_seg,
                         )
                     done[_case_id(case)] = stage.row
                 except (OutputError, KeyboardInterrupt):
@@ -480,18 +487,41 @@ def _predict_case(
     probabilities: bool,
     overlays: bool,
     uncertainty: bool,
+    review: float | None = None,
     dicom_seg: bool = False,
 ) -> dict:
-    """Load, segment and stage one case; return its summary row."""
+    """Load, segment and stage one case; return its summary row (``review``: with the review columns)."""
     raw = info.geometry == "brain"
     image, reference = load_case(case, info.image_channels, "none" if raw else info.normalization)
+    cells: dict = {}
     if uncertainty:  # the same probability and mask, with the passes' spread kept
         spread = predictor.uncertainty(image)
         probability, mask = spread.probability.numpy(), predictor.mask(spread.probability).numpy()
     else:
         spread = None
-        probability, mask = (t.numpy() for t in predictor(image))
-    return _write_case(
+        if review is not None:  # the same probability, with each member's kept for the review score
+            mean, members = predictor.member_probabilities(image)
+            probability, mask = mean.numpy(), predictor.mask(mean).numpy()
+        else:
+            probability, mask = (t.numpy() for t in predictor(image))
+    if review is not None:
+        if uncertainty:
+            members = predictor.member_probabilities(image)[1]
+        cells = review_cells(review_score(members, predictor.mask), review)
+    row = _write_case(
         stage, case, image, reference, probability, mask, _spacing(case, reference, spacing), probabilities,
         overlays, info.out_channels, spread, _seg_algorithm(info) if dicom_seg else None,
     )
+    return {**row, **cells}
+
+
+def _review_threshold(info, networks: Sequence[torch.nn.Module], shipped_model: bool, own_rule: bool) -> float | None:
+    """The calibrated ``needs_review`` threshold when it applies to this run, else None (no review columns).
+
+    It applies to the bundle's shipped model (no ``checkpoint``, no extra ``ensemble``) when that is an ensemble of
+    binary fold models and the masks use its own rule (threshold, flips, post-processing): the conditions under
+    which the threshold was chosen (:mod:`monai_lgg.review_calibration`).
+    """
+    members = sum(len(n.members) if isinstance(n, ProbabilityEnsemble) else 1 for n in networks)
+    usable = shipped_model and own_rule and info.out_channels == 1 and members >= 2
+    return info.review_threshold if usable else None

@@ -201,6 +201,35 @@ class Predictor:
                 expected, passes = (value if expected is None else expected + value), passes + 1
         return [total / count, expected / passes], passes
 
+    def _mean_and_member_probabilities(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """``[mean probability, then each member's mean over the flips]`` (network grid, binary only).
+
+        The members are every network's, an ensemble opened up into its own members; the mean is accumulated in the
+        order :meth:`_mean_probability` uses, so it is bit for bit the same."""
+        total, count = None, 0
+        members: list[torch.Tensor] = []
+        flips = 2 if self.tta else 1
+        group: list[list[torch.Tensor]] = []
+        for prob, parts in self._passes(batch, split_ensembles=True):
+            total, count = (prob if total is None else total + prob), count + 1
+            group.append(parts)
+            if len(group) == flips:  # one network's flips are done: average each of its members over them
+                members += [sum(parts[m] for parts in group) / flips for m in range(len(group[0]))]
+                group = []
+        return [total / count, *members]
+
+    @torch.inference_mode()
+    def member_probabilities(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The probability of :meth:`probabilities` (bit for bit) and each ensemble member's own, in the input's grid.
+
+        A member's probability is its mean over the flips of ``tta``; an ensemble module is opened up into its
+        members (each still run once). :mod:`monai_lgg.inference.review` scores them. Binary models only.
+        """
+        if self.out_channels != 1:
+            raise ValueError("member probabilities are defined for binary (one-channel) models")
+        maps = self._in_input_grid(image, self._mean_and_member_probabilities)
+        return maps[0], maps[1:]
+
     @torch.inference_mode()
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """Probabilities of a ``(C, H, W)`` slice or a ``(C, H, W, D)`` volume.
