@@ -247,6 +247,7 @@ class Commands:
         flair: str | None = None,
         t1: str | None = None,
         t1c: str | None = None,
+        dicom_seg: bool = False,
     ) -> None:
         """Segment tumour in slices or volumes; write masks, tumour tables and optional maps/overlays.
 
@@ -257,7 +258,8 @@ class Commands:
         Args:
             input: a slice image (.tif/.png, 3 channels), a folder of slices (Kaggle layout, one or many
                 patients), a NIfTI volume (3-channel, or one of the <case>_000x modality files), a folder of
-                volumes, or a converted data set (datalist.json).
+                volumes, or a converted data set (datalist.json); or a folder of DICOM files (one case per study,
+                docs/inputs.md).
             output: output folder.
             bundle: bundle folder, bundle .zip, or a project bundle name (unet, unetplusplus, transunet, unetr,
                 attentionunet, unext).
@@ -298,6 +300,8 @@ class Commands:
                 <case>_flair.nii.gz, <case>_t1.nii.gz, <case>_t1c.nii.gz files is given as INPUT (docs/inputs.md).
             t1: the pre-contrast T1 file (optional; needs --flair; resampled onto the FLAIR grid; missing: FLAIR).
             t1c: the post-contrast T1 file (optional; needs --flair; resampled onto the FLAIR grid; missing: FLAIR).
+            dicom_seg: also write a DICOM Segmentation <case>_seg.dcm of each DICOM case, referencing its FLAIR
+                series (DICOM input only; docs/inputs.md).
         """
         from monai_lgg.cli_args import predict_paths
         from monai_lgg.inference.predict import predict
@@ -329,6 +333,7 @@ class Commands:
             wait=as_flag(wait, "wait"),
             num_parts=num_parts,
             part_id=part_id,
+            dicom_seg=as_flag(dicom_seg, "dicom_seg"),
         )
         tumour = sum(1 for r in rows if r["tumour_voxels"])
         flagged = sum(1 for r in rows if r.get("needs_review") == "yes")

@@ -285,3 +285,35 @@ def test_installed_wheel_segments_a_real_patient_like_the_checkout(installed, sh
     patient = sorted(p for p in shared_lgg.iterdir() if p.is_dir())[0]
     from_wheel, from_checkout = _predict_both(installed, patient, "real")
     _same_outputs(from_wheel, from_checkout)
+
+
+@pytest.mark.slow
+def test_installed_wheel_reads_dicom_and_writes_a_seg(installed):
+    """With only the wheel installed: a DICOM series in, the checkout's NIfTI mask and tables out, and a DICOM SEG
+    with the same frames and references (its own UIDs and dates differ by design)."""
+    import nibabel as nib
+    import numpy as np
+    import pydicom
+
+    from monai_lgg.data.synthetic import make_synthetic_case
+
+    from .dicom_helpers import realistic_affine, write_series
+
+    image, _ = make_synthetic_case(12, 128, seed=5)
+    flair = np.moveaxis(image[..., 1], 0, -1).astype(np.float32)
+    write_series(installed["work"] / "dicom" / "p1", nib.Nifti1Image(flair, realistic_affine(flair.shape)))
+    from_wheel, from_checkout = _predict_both(installed, installed["work"] / "dicom" / "p1", "dicom", "--dicom_seg")
+    seg = "p1_seg.dcm"
+    assert (from_wheel / seg).is_file() and (from_wheel / "p1.nii.gz").is_file()
+    for folder in (from_wheel, from_checkout):
+        (folder.parent / seg).write_bytes((folder / seg).read_bytes())
+        (folder / seg).unlink()
+    _same_outputs(from_wheel, from_checkout)
+    wheel_seg, checkout_seg = (pydicom.dcmread(folder.parent / seg) for folder in (from_wheel, from_checkout))
+    np.testing.assert_array_equal(wheel_seg.pixel_array, checkout_seg.pixel_array)
+
+    def references(ds) -> list[str]:
+        return [str(g.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
+                for g in ds.PerFrameFunctionalGroupsSequence]
+
+    assert references(wheel_seg) == references(checkout_seg)

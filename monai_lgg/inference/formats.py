@@ -10,6 +10,8 @@ are tried; adding a form is one subclass and one entry there.
 * :class:`NiftiVolume`: one NIfTI file per case (3-channel ``rows x columns x slices x 3``);
 * :class:`SequenceFiles`: one NIfTI file per MRI sequence, ``<case>_flair`` / ``<case>_t1`` / ``<case>_t1c``, each
   on its own grid (``monai-lgg predict --flair F --t1 T1 --t1c T1C OUT/``, :mod:`monai_lgg.inference.sequences`).
+* :class:`DicomSeries`: a folder of DICOM files, one case per study: one series read as FLAIR, or the study's
+  FLAIR / pre- / post-contrast T1 series recognised by their descriptions (:mod:`monai_lgg.inference.dicom`).
 
 A folder of NIfTI files, or a converted data set (``datalist.json``), is read by the NIfTI forms together.
 ``<case>_000k`` names are parsed in one place, :func:`split_channel` (with :func:`case_name`,
@@ -19,6 +21,8 @@ A folder of NIfTI files, or a converted data set (``datalist.json``), is read by
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +67,8 @@ __all__ = [
     "SliceImages",
     "NiftiVolume",
     "NiftiChannels",
+    "DicomSeries",
+    "recognise_sequence",
     "SEQUENCE_FILE",
     "split_sequence",
     "SequenceCase",
@@ -421,8 +427,184 @@ class SequenceFiles(NiftiVolume):
     def table_columns(self, case: Case, reference) -> dict[str, str]:
         return {"sequences": "+".join(getattr(reference, "sequences", ()))}
 
+_T1 = re.compile(r"\bt1|mprage|mp rage|spgr|bravo|\btfe\b|\bvibe\b")
+_POST = re.compile(r"post|\+ ?c\b|\bc ?\+|\bgd|gad|contrast|\bce\b|enhanc")
+_PRE = re.compile(r"\bpre|native|\bnon ?contrast|without")
 
-FORMATS: list[InputFormat] = [SequenceFiles(), NiftiChannels(), NiftiVolume(), SliceImages()]
+
+def recognise_sequence(description: str) -> str | None:
+    """The model sequence a DICOM ``SeriesDescription`` names: ``"flair"``, ``"t1"`` (pre-contrast), ``"t1c"``
+    (post-contrast) or ``None`` (another sequence: T2, diffusion, localiser...).
+
+    Rules, on the lower-cased description with punctuation made spaces (``+`` kept): FLAIR when it says ``flair``
+    (or ``dark fluid``) and not ``t1`` (a "T1 FLAIR" is T1-weighted); T1 when it names a T1-weighted sequence
+    (``t1``, ``mprage``, ``spgr``, ``bravo``, ``tfe``, ``vibe``), post-contrast when it also says ``post``, ``+c``,
+    ``c+``, ``gd``, ``gad``, ``contrast``, ``ce`` or ``enhanced`` without ``pre``/``native``/``non contrast``/
+    ``without``, else pre-contrast.
+    """
+    text = " " + re.sub(r"[^a-z0-9+]+", " ", description.lower()) + " "
+    t1 = _T1.search(text) is not None
+    if ("flair" in text or "dark fluid" in text) and not t1:
+        return "flair"
+    if not t1:
+        return None
+    return "t1c" if _POST.search(text) and not _PRE.search(text) else "t1"
+
+
+@dataclass
+class DicomCase(Case):
+    """A DICOM study: ``files`` its DICOM files, ``folder`` the folder holding them all (named in errors)."""
+
+    folder: Path = field(default_factory=Path)
+
+
+@dataclass(frozen=True)
+class DicomReference(SequenceReference):
+    """The FLAIR series' grid (every output keeps it), the sequences that were real series (not replaced by FLAIR)
+    and the FLAIR series itself (the SEG references it)."""
+
+    series: object = None
+
+
+SEQUENCE_FLAGS = "--flair DIR --t1 DIR --t1c DIR"
+
+
+class DicomSeries(NiftiVolume):
+    """A folder of DICOM files (any names, sub-folders included): one case per ``StudyInstanceUID``.
+
+    A study of one series is read as FLAIR; a study of several has its series told apart by ``SeriesInstanceUID``
+    and recognised by ``SeriesDescription`` (:func:`recognise_sequence`; series of other sequences are left out),
+    a missing pre- or post-contrast T1 replaced by FLAIR
+    (:func:`~monai_lgg.inference.sequences.assemble_sequences`). The case is named after the folder holding the
+    study's files. Outputs are those of a NIfTI volume on the FLAIR series' grid (``<case>.nii.gz``...), and with
+    ``dicom_seg`` a DICOM Segmentation ``<case>_seg.dcm`` referencing the FLAIR series.
+    """
+
+    name = "dicom"
+
+    def claims_file(self, path: Path) -> bool:
+        from monai_lgg.inference.dicom import DICOM_SUFFIXES, is_dicom_file
+
+        return _suffix(path) in DICOM_SUFFIXES or is_dicom_file(path)
+
+    def cases_of_file(self, path: Path) -> list[Case]:
+        from monai_lgg.inference.dicom import is_dicom_file
+
+        if not is_dicom_file(path):
+            raise LGGInputError(path, "is not a DICOM file (no DICM marker after the 128-byte preamble)")
+        raise LGGInputError(path, "is one DICOM file: give the folder holding its series (or the study's series)")
+
+    def cases_of_folder(self, folder: Path) -> list[Case]:
+        """One case per study under ``folder``. A folder holding one study is one case named after it; with several
+        studies, each is named after the highest sub-folder that holds its files and no other study's (its outputs
+        go to that sub-folder's parent, relative to the output folder), and studies whose files share a folder get
+        their ``PatientID`` (or the end of their study UID) added to that folder's name."""
+        from monai_lgg.inference.dicom import dicom_files, study_of
+
+        studies: dict[str, list[Path]] = {}
+        patients: dict[str, str] = {}
+        for path in dicom_files(folder):
+            study, patient = study_of(path)
+            if study is not None:
+                studies.setdefault(study, []).append(path)
+                patients.setdefault(study, patient)
+        if len(studies) == 1:
+            uid, members = next(iter(studies.items()))
+            return [DicomCase(folder.resolve().name, self.form, members, Path(), self.name, folder=folder)]
+        ancestors = {uid: {a for p in members for a in p.parents} for uid, members in studies.items()}
+        cases: list[Case] = []
+        for uid, members in studies.items():
+            others = set().union(*(a for other, a in ancestors.items() if other != uid))
+            home = Path(os.path.commonpath([str(p.parent) for p in members]))
+            name = home.name if home != folder else folder.resolve().name
+            if home in others:  # its files share a folder with another study's
+                name = f"{name}_{re.sub(r'[^A-Za-z0-9._-]+', '_', patients[uid]).strip('_') or uid[-8:]}"
+            else:
+                while home.parent != folder and home.parent not in others:
+                    home = home.parent
+                name = home.name
+            out_dir = home.parent.relative_to(folder) if home != folder else Path()
+            cases.append(DicomCase(name, self.form, members, out_dir, self.name, folder=home))
+        return sorted(cases, key=lambda c: (str(c.out_dir), c.name))
+
+    def load(self, case: Case, in_channels: int, normalization: str):
+        from monai_lgg.inference.dicom import describe, read_series_files, series_of
+        from monai_lgg.inference.inputs import check_nifti_geometry, volume_in_model_frame
+
+        folder = getattr(case, "folder", case.files[0].parent)
+        groups = series_of(case.files)
+        if not groups:
+            raise LGGInputError(folder, "holds no DICOM image")
+        picked = self._sequences(groups, folder, describe)
+        series = {name: read_series_files([p for p, _ in groups[uid]], folder) for name, uid in picked.items()}
+        flair = series["flair"]
+        check_nifti_geometry(flair.files[0], flair.image)
+        if in_channels == 1:
+            array, real = np.asarray(flair.image.dataobj, dtype=np.float32)[None], ("flair",)
+        else:
+            assembled, real = _assemble({name: s.image for name, s in series.items()}, folder)
+            array = np.moveaxis(np.asarray(assembled.dataobj, dtype=np.float32), -1, 0)
+        if array.shape[0] != in_channels:
+            raise LGGInputError(folder, f"gives {array.shape[0]} channel(s), the model needs {in_channels}")
+        image, reference = volume_in_model_frame(folder, array, flair.image, normalization)
+        return image, DicomReference(reference.image, reference.reorientation, real, flair)
+
+    @staticmethod
+    def _sequences(groups: dict, folder: Path, describe) -> dict[str, str]:
+        """Sequence name -> ``SeriesInstanceUID`` of the series to read.
+
+        Raises:
+            LGGInputError: a lone series described as T1, no FLAIR among several series, or two series for one
+                sequence (naming the descriptions and the flags that give each series explicitly).
+        """
+        descriptions = {uid: str(members[0][1].get("SeriesDescription", "") or "") for uid, members in groups.items()}
+        if len(groups) == 1:
+            uid, description = next(iter(descriptions.items()))
+            if recognise_sequence(description) in ("t1", "t1c"):
+                raise LGGInputError(
+                    folder, f"holds one series, {description!r}, which is a T1 series, not FLAIR (the model needs "
+                    f"FLAIR); give the study's FLAIR series (or the series with {SEQUENCE_FLAGS})"
+                )
+            return {"flair": uid}
+        found: dict[str, list[str]] = {}
+        for uid, description in descriptions.items():
+            sequence = recognise_sequence(description)
+            if sequence is not None:
+                found.setdefault(sequence, []).append(uid)
+        doubled = {name: uids for name, uids in found.items() if len(uids) > 1}
+        if "flair" not in found or doubled:
+            problem = (f"several series look like {', '.join(sorted(doubled))}" if doubled
+                       else "none of its series is recognised as FLAIR")
+            raise LGGInputError(
+                folder, f"holds {len(groups)} DICOM series ({describe(groups)}) and {problem}; give the series "
+                f"folders one by one with {SEQUENCE_FLAGS} (docs/inputs.md)"
+            )
+        return {name: uids[0] for name, uids in found.items()}
+
+    def input_name(self, case: Case) -> str:
+        return str(getattr(case, "folder", case.files[0].parent))
+
+    def table_columns(self, case: Case, reference) -> dict[str, str]:
+        return {"sequences": "+".join(getattr(reference, "sequences", ()))}
+
+    def seg_files(self, case: Case) -> list[Path]:
+        """The DICOM Segmentation of a case (with ``dicom_seg``)."""
+        return [case.out_dir / f"{case.name}_seg.dcm"]
+
+    def write_seg(self, paths: Sequence[Path], mask: np.ndarray, reference, algorithm: tuple[str, str]) -> None:
+        """Write ``mask`` (model frame) as a DICOM Segmentation of the FLAIR series, on its stored grid."""
+        from monai_lgg.inference.dicom import write_seg
+
+        write_seg(paths[0], reference.reorientation.array_to_input(mask), reference.series, algorithm)
+
+
+def _assemble(images: dict, source: Path):
+    """The 3-channel image on the FLAIR grid (:func:`~monai_lgg.inference.sequences.assemble_sequences`)."""
+    from monai_lgg.inference.sequences import assemble_sequences
+
+    return assemble_sequences(images, source)
+
+FORMATS: list[InputFormat] = [SequenceFiles(), NiftiChannels(), NiftiVolume(), DicomSeries(), SliceImages()]
 """The input forms, in the order a file or folder is offered to them (the first that claims a file, or finds cases
 in a folder, reads it)."""
 

@@ -74,10 +74,13 @@ class PredictFailures(LGGInputError):
         return LGGInputError, (self.path, self.problem)
 
 
-def planned_outputs(case: Case, probabilities: bool = False, uncertainty: bool = False) -> list[Path]:
+def planned_outputs(
+    case: Case, probabilities: bool = False, uncertainty: bool = False, dicom_seg: bool = False
+) -> list[Path]:
     """Output files of a case whose names do not depend on the prediction (overlays do)."""
     fmt = format_of(case)
     files = fmt.mask_files(case)
+    files += fmt.seg_files(case) if dicom_seg else []
     files += fmt.map_files(case, "prob") if probabilities else []
     files += fmt.map_files(case, "uncertainty") if uncertainty else []
     files += [case.out_dir / "overlays" / f"{case.name}_uncertainty.png"] if uncertainty else []
@@ -102,11 +105,15 @@ def _write_case(
     overlays: bool,
     out_channels: int = 1,
     uncertainty: Uncertainty | None = None,
+    seg_algorithm: tuple[str, str] | None = None,
 ) -> dict:
-    """Stage every output of one case and return its summary row (``uncertainty``: also its maps, columns, picture)."""
+    """Stage every output of one case and return its summary row (``uncertainty``: also its maps, columns, picture;
+    ``seg_algorithm``: also its DICOM Segmentation, naming that model)."""
     multiclass, fmt = out_channels > 1, format_of(case)
     labels = fmt.slice_labels(case, mask.shape[-1])
     fmt.write_mask([stage.path(p) for p in fmt.mask_files(case)], mask, reference, multiclass)
+    if seg_algorithm is not None:
+        fmt.write_seg([stage.path(p) for p in fmt.seg_files(case)], mask, reference, seg_algorithm)
     if probabilities:  # multi-class: (K, H, W, D)
         fmt.write_map([stage.path(p) for p in fmt.map_files(case, "prob")], probability, reference, multiclass)
     if overlays:
@@ -222,6 +229,7 @@ def predict(
     wait: bool = False,
     num_parts: int | None = None,
     part_id: int | None = None,
+    dicom_seg: bool = False,
 ) -> list[dict]:
     """Segment every case of ``source`` and write the results under the folder ``output``.
 
@@ -229,7 +237,8 @@ def predict(
         source: a slice image, a folder of slices (Kaggle layout), a NIfTI volume (or one of its
             ``_000x`` modality files), a folder of volumes or a converted data set; or one case's sequences as
             separate files, ``{"flair": ..., "t1": ..., "t1c": ...}``
-            (:class:`~monai_lgg.inference.formats.SequenceFiles`).
+            (:class:`~monai_lgg.inference.formats.SequenceFiles`; a DICOM series folder each); or a folder of
+            DICOM files, one case per study (:class:`~monai_lgg.inference.formats.DicomSeries`).
         output: output folder (created; existing outputs are replaced only with ``overwrite``).
         bundle: bundle folder, bundle zip or project bundle name.
         checkpoint: weights of ``bundle`` (default ``<bundle>/models/model.pt``).
@@ -268,6 +277,8 @@ def predict(
             tables when all parts are done. Otherwise each part writes ``tumour_summary.part-K-of-N.csv``; a
             final ``resume`` run without parts writes the whole run's tables (see :class:`Shard`).
         part_id: which part this process segments.
+        dicom_seg: also write each DICOM case's mask as a DICOM Segmentation ``<case>_seg.dcm`` referencing its
+            FLAIR series (binary, one segment; DICOM inputs only).
 
     Each case is committed on its own (:class:`~monai_lgg.inference.output_folder.OutputFolder`): its files appear
     together or not at all, and a case that fails is listed in ``failed.csv`` (case, file, problem) while the run
@@ -283,13 +294,15 @@ def predict(
         OutputError: the output folder cannot be written (disk full, read-only); committed cases stay.
     """
     all_cases = find_cases(source)
+    if dicom_seg:
+        _check_dicom_seg(source, all_cases)
     shard = Shard.of(num_parts, part_id)
     cases = all_cases[shard.part_id :: shard.num_parts]
     tables = shard.table_names()
     with OutputFolder(output, overwrite=overwrite, resume=resume, wait=wait, part=shard.label) as folder:
         done = {_case_id(c): row for c in cases if resume and (row := folder.completed(_case_id(c)))}
         todo = [case for case in cases if _case_id(case) not in done]
-        folder.check_free((_case_id(c), planned_outputs(c, probabilities, uncertainty)) for c in todo)
+        folder.check_free((_case_id(c), planned_outputs(c, probabilities, uncertainty, dicom_seg)) for c in todo)
         folder.check_free([("", tables)] if not resume else [])
         torch_device = resolve_device(device)
         if device in (None, "auto"):
@@ -331,7 +344,8 @@ def predict(
                 try:
                     with folder.case(_case_id(case)) as stage:
                         stage.row = _predict_case(
-                            stage, case, predictor, info, spacing, probabilities, overlays, uncertainty, review
+                            stage, case, predictor, info, spacing, probabilities, overlays, uncertainty, review,
+                            dicom_seg,
                         )
                     done[_case_id(case)] = stage.row
                 except (OutputError, KeyboardInterrupt):
@@ -355,6 +369,31 @@ def predict(
     if failures:
         raise PredictFailures(Path(output), summary, failures, len(cases))
     return summary
+
+
+def _check_dicom_seg(source: str | Path, cases: Sequence[Case]) -> None:
+    """``dicom_seg`` needs DICOM cases (the SEG references the source series).
+
+    Raises:
+        LGGInputError: naming the first case that is not DICOM.
+    """
+    for case in cases:
+        if not hasattr(format_of(case), "seg_files"):
+            raise LGGInputError(
+                case.files[0], f"--dicom_seg writes DICOM Segmentations of DICOM series, and this input is "
+                f"{format_of(case).name}; give a folder of DICOM files, or leave --dicom_seg out"
+            )
+
+
+def _seg_algorithm(info) -> tuple[str, str]:
+    """``(name, version)`` of the bundle, for the SEG's algorithm identification."""
+    import json
+
+    try:
+        version = str(json.loads((info.root / "configs" / "metadata.json").read_text()).get("version", ""))
+    except (OSError, ValueError, AttributeError):
+        version = ""
+    return str(info.name), version or "unknown"
 
 
 def _merge_parts(output: Path, cases: list[Case], num_parts: int) -> tuple[list[dict], list[dict]]:
@@ -449,6 +488,7 @@ def _predict_case(
     overlays: bool,
     uncertainty: bool,
     review: float | None = None,
+    dicom_seg: bool = False,
 ) -> dict:
     """Load, segment and stage one case; return its summary row (``review``: with the review columns)."""
     raw = info.geometry == "brain"
@@ -470,7 +510,7 @@ def _predict_case(
         cells = review_cells(review_score(members, predictor.mask), review)
     row = _write_case(
         stage, case, image, reference, probability, mask, _spacing(case, reference, spacing), probabilities,
-        overlays, info.out_channels, spread,
+        overlays, info.out_channels, spread, _seg_algorithm(info) if dicom_seg else None,
     )
     return {**row, **cells}
 

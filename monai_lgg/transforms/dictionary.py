@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Callable, Hashable, Mapping
 
 import torch
@@ -139,7 +141,17 @@ class PinnedLoadImaged(LoadImaged):
     """
 
     def __init__(self, keys: KeysCollection, reader: ImageReader, **kwargs) -> None:
-        super().__init__(keys, reader=reader, **kwargs)
+        # LoadImage builds every default reader, and with pydicom installed (DICOM input) MONAI's nvImageCodec DICOM
+        # reader warns twice on each construction that no GPU decoder is there; none of them is used here
+        plugin_log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+        level = plugin_log.level
+        plugin_log.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+                super().__init__(keys, reader=reader, **kwargs)
+        finally:
+            plugin_log.setLevel(level)
         self.pinned_reader = reader
 
     def __call__(self, data, reader: ImageReader | None = None):
