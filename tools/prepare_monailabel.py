@@ -10,7 +10,9 @@ APP_DIR/model/NAME (default: the bundle folder's name; symlinks resolved, models
 model.pt) and every file and key MONAI Label's BundleInferTask reads is checked. With --dataset (a
 converted data set, a folder of NIfTI volumes or one volume), one 3-channel NIfTI per case is written
 into --studies (default APP_DIR/studies): the study files MONAI Label serves, which the bundle accepts
-(the converted imagesTr hold one channel per file).
+(the converted imagesTr hold one channel per file). Studies keep the input's storage (any orientation: the
+bundle reorients them and returns masks on their own grid); a volume whose slices are not close to axial is
+refused here.
 """
 
 from __future__ import annotations
