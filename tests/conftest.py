@@ -29,6 +29,27 @@ def converted_synthetic(
     return root / "lgg"
 
 
+def converted_real(shared_lgg: Path, root: Path, patients: list[str]) -> Path:
+    """Real patients (symlinked from the shared copy) converted by ``convert_kaggle`` to ``root / "lgg"``."""
+    (root / "kaggle").mkdir(parents=True)
+    for patient in patients:
+        (root / "kaggle" / patient).symlink_to(shared_lgg / patient)
+    result = convert_kaggle(root / "kaggle", root / "lgg", progress=False, num_workers=1)
+    assert result.ok, result.report["errors"]
+    return root / "lgg"
+
+
+def one_error_line(capsys, argv: list[str]) -> str:
+    """Run the CLI in this process on a command line it must refuse; return its single stderr line."""
+    from monai_lgg.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1 and lines[0].startswith("monai-lgg: error: "), lines
+    return lines[0]
+
+
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory) -> Path:
     """5 synthetic patients x 8 slices of 64 x 64, 5 folds (fold 0: 3 training, 1 validation, 1 test patient)."""

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from monai_lgg.data.kaggle import convert_kaggle, kaggle_affine
+from monai_lgg.data.kaggle import kaggle_affine
 from monai_lgg.engines.components import inference_postprocessing
 from monai_lgg.transforms.presets import volume_transforms
 
-from .conftest import PROJECT_ROOT
+from .conftest import PROJECT_ROOT, converted_real
 
 PATIENT = "TCGA_CS_4942_19970222"  # 20 slices, tumour on 8 of them
 INFERENCE = PROJECT_ROOT / "bundles" / "unet" / "configs" / "inference.json"
@@ -92,12 +92,7 @@ def test_oblique_volume_is_refused_by_the_bundle_in_one_line(tmp_path):
 @pytest.fixture(scope="module")
 def converted(shared_lgg, tmp_path_factory):
     """One real patient through ``convert_kaggle`` (PLS storage, as the model was trained on)."""
-    root = tmp_path_factory.mktemp("bundle-orientation")
-    (root / "kaggle").mkdir()
-    (root / "kaggle" / PATIENT).symlink_to(shared_lgg / PATIENT)
-    result = convert_kaggle(root / "kaggle", root / "lgg", progress=False, num_workers=1)
-    assert result.ok, result.report["errors"]
-    return root / "lgg"
+    return converted_real(shared_lgg, tmp_path_factory.mktemp("bundle-orientation"), [PATIENT])
 
 
 @pytest.mark.realdata

@@ -18,7 +18,7 @@ from monai_lgg.cli_args import BUNDLE_CONFIGS, check_overrides, parse_command_li
 from monai_lgg.data.synthetic import generate_synthetic_kaggle
 from monai_lgg.errors import LGGInputError
 
-from .conftest import CONSOLE_SCRIPT, PROJECT_ROOT
+from .conftest import CONSOLE_SCRIPT, PROJECT_ROOT, one_error_line
 
 
 def run_cli(*args: str, module: bool = True) -> subprocess.CompletedProcess:
@@ -61,13 +61,7 @@ def test_help_lists_commands():
 # ------------------------------------------------------------------ the command line is checked before any work
 
 
-def _one_line(capsys, argv: list[str]) -> str:
-    """Run the CLI in this process on a command line it must refuse; return its single stderr line."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert exit_info.value.code == 2 and len(lines) == 1 and lines[0].startswith("monai-lgg: error: "), lines
-    return lines[0]
+_one_line = one_error_line
 
 
 @pytest.fixture(scope="module")

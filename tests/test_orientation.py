@@ -13,11 +13,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from monai_lgg.data.kaggle import convert_kaggle, kaggle_affine
+from monai_lgg.data.kaggle import kaggle_affine
 from monai_lgg.errors import LGGInputError
 from monai_lgg.inference.predict import predict
 
-from .conftest import PROJECT_ROOT
+from .conftest import PROJECT_ROOT, converted_real
 
 PATIENT = "TCGA_CS_4942_19970222"  # 20 slices, tumour on 8 of them
 STORAGES = ("RAS", "LPS", "SAR", "RSA")  # RSA: coronal slices (last axis anterior)
@@ -36,12 +36,7 @@ check = _check_tool()
 @pytest.fixture(scope="module")
 def converted(shared_lgg, tmp_path_factory):
     """One real patient through ``convert_kaggle`` (PLS storage, as the model was trained on)."""
-    root = tmp_path_factory.mktemp("orientation")
-    (root / "kaggle").mkdir()
-    (root / "kaggle" / PATIENT).symlink_to(shared_lgg / PATIENT)
-    result = convert_kaggle(root / "kaggle", root / "lgg", progress=False, num_workers=1)
-    assert result.ok, result.report["errors"]
-    return root / "lgg"
+    return converted_real(shared_lgg, tmp_path_factory.mktemp("orientation"), [PATIENT])
 
 
 def _modalities(converted) -> list[nib.Nifti1Image]:

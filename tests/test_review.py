@@ -26,7 +26,7 @@ from monai_lgg.io import save_checkpoint, write_json
 from monai_lgg.networks.ensemble import ProbabilityEnsemble
 from monai_lgg.review_calibration import calibrate, choose_threshold, collect_rows, confusion, wilson
 
-from .conftest import PROJECT_ROOT
+from .conftest import PROJECT_ROOT, converted_real
 
 RESULTS = PROJECT_ROOT / "docs" / "results" / "review"
 
@@ -168,21 +168,14 @@ def test_shipped_review_threshold_is_the_calibrated_one():
 
 def test_published_rows_are_what_the_code_computes(shared_lgg, tmp_path):
     """Three published out-of-fold rows recomputed from the real patients (one per fold it names)."""
-    from monai_lgg.data.kaggle import convert_kaggle
-
     with open(RESULTS / "per_patient.csv", newline="") as f:
         published = {r["case"]: r for r in csv.DictReader(f)}
     chosen = {}
     for name, row in sorted(published.items()):
         chosen.setdefault(int(row["fold"]), name)
     cases = [chosen[f] for f in sorted(chosen)[:3]]
-    source = tmp_path / "kaggle_3m"
-    source.mkdir()
-    for name in cases:
-        (source / name).symlink_to(shared_lgg / name)
-    result = convert_kaggle(source, tmp_path / "lgg", progress=False, num_workers=1)
-    assert result.ok, result.report
-    rows = collect_rows(tmp_path / "lgg", {name: int(published[name]["fold"]) for name in cases})
+    dataset = converted_real(shared_lgg, tmp_path, cases)
+    rows = collect_rows(dataset, {name: int(published[name]["fold"]) for name in cases})
     for row in rows:
         assert row["dice"] == pytest.approx(float(published[row["case"]]["dice"]), abs=1e-4)
         assert row["review_entropy"] == pytest.approx(float(published[row["case"]]["review_entropy"]), abs=1e-4)

@@ -134,7 +134,7 @@ from monai_lgg.cli import main  # noqa: E402
 from monai_lgg.inference.formats import SequenceFiles, find_cases, format_of  # noqa: E402
 from monai_lgg.inference.predict import PredictFailures, predict  # noqa: E402
 
-from .conftest import converted_synthetic  # noqa: E402
+from .conftest import converted_synthetic, one_error_line  # noqa: E402
 
 
 def _table(path: Path) -> list[dict]:
@@ -157,12 +157,7 @@ def _split(channels: list[Path], folder: Path, case: str, which=("t1", "flair", 
     return files
 
 
-def _one_line(capsys, argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert exit_info.value.code == 2 and len(lines) == 1 and lines[0].startswith("monai-lgg: error: "), lines
-    return lines[0]
+_one_line = one_error_line
 
 
 @pytest.fixture(scope="module")
