@@ -5,7 +5,7 @@ Example (the reruns of docs/results/ablation/reruns/)::
     python tools/compare_crossvals.py docs/results/ablation/reruns/spec.json docs/results/ablation/reruns
 
 The spec lists each run's ``results.json`` (written by ``tools/crossval_report.py``, paths relative to the
-repository root) with its recipe, and which recipes to compare; see :mod:`monai_lgg.reruns`. Writes
+repository root) with its recipe, and which recipes to compare; see :mod:`monai_lgg.studies.reruns`. Writes
 ``README.md``, ``comparison.json`` and a copy of the spec into OUTPUT (replaced as a whole).
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from monai_lgg.errors import run_tool
 from monai_lgg.io import atomic_dir, read_json, write_json
-from monai_lgg.reruns import compare_reruns, render_reruns
+from monai_lgg.studies.reruns import compare_reruns, render_reruns
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ Example (the ablation of docs/results/ablation/)::
     python tools/compare_runs.py docs/results/ablation/spec.json docs/results/ablation
 
 The spec names each row's grid ``results.json`` (written by ``tools/experiment_grid.py``), its cell and
-folds, and the baseline row; see :func:`monai_lgg.ablation.load_rows`. Every row is paired with the baseline
+folds, and the baseline row; see :func:`monai_lgg.studies.ablation.load_rows`. Every row is paired with the baseline
 on the patients both tested; latency is measured for all rows in this one process.
 """
 
@@ -15,8 +15,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from monai_lgg.ablation import compare, comparison_table, write_comparison
 from monai_lgg.errors import as_flag, run_tool
+from monai_lgg.studies.ablation import compare, comparison_table, write_comparison
 
 
 def main(spec: str, output: str, latency: bool = True, threads: int = 2, repeats: int = 3) -> None:

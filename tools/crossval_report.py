@@ -7,7 +7,7 @@ Run after ``tools/experiment_grid.py`` has trained every fold (see docs/evaluati
 
 An ensemble of several cross-validations of the same folds (two networks, or one recipe with two seeds) is
 scored the same way: ``--members attentionunet=runs/cmp_attentionunet/attentionunet-dicece-adamw`` averages
-each fold's models' probabilities (:func:`monai_lgg.crossval.average_out_of_fold`).
+each fold's models' probabilities (:func:`monai_lgg.studies.crossval.average_out_of_fold`).
 
 Writes ``OUTPUT/results.json`` (every number below, the per-fold rule choices and the rule to ship),
 ``OUTPUT/per_patient.csv``, ``OUTPUT/dice_per_patient.png`` and ``OUTPUT/README.md`` (tables).
@@ -27,7 +27,10 @@ from pathlib import Path
 import fire
 import numpy as np
 
-from monai_lgg.crossval import (
+from monai_lgg.errors import as_list
+from monai_lgg.io import atomic_path, write_json
+from monai_lgg.report import figure_png, new_figure
+from monai_lgg.studies.crossval import (
     CANDIDATES,
     average_out_of_fold,
     missing_sequences,
@@ -35,10 +38,7 @@ from monai_lgg.crossval import (
     paired_difference,
     select_postprocessing,
 )
-from monai_lgg.errors import as_list
-from monai_lgg.experiments import format_number, machine_info
-from monai_lgg.io import atomic_path, write_json
-from monai_lgg.report import figure_png, new_figure
+from monai_lgg.studies.experiments import format_number, machine_info
 
 
 def _row(name: str, s: dict) -> str:
@@ -106,7 +106,7 @@ def main(
     models join ``cell_dir``'s in a per-fold ensemble (probabilities averaged); its averaged out-of-fold
     probabilities are kept in ``cell_dir/oof_ensemble_<hash of the members>/``.
     ``thresholds``: the candidate thresholds (default 0.4,0.5,0.6), each tried with every minimum component
-    fraction of :data:`monai_lgg.crossval.CANDIDATES`; 0.5 must be among them (the raw row).
+    fraction of :data:`monai_lgg.studies.crossval.CANDIDATES`; 0.5 must be among them (the raw row).
     """
     fold_list = [int(f) for f in as_list(folds)]
     extra = _parse_members(members)

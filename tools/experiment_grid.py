@@ -26,7 +26,7 @@ from pathlib import Path
 import fire
 
 from monai_lgg.errors import LGGInputError, as_list
-from monai_lgg.experiments import grid_cells, run_grid, write_results
+from monai_lgg.studies.experiments import grid_cells, run_grid, write_results
 
 PROJECT = Path(__file__).resolve().parents[1]
 

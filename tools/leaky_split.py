@@ -21,10 +21,10 @@ from pathlib import Path
 import fire
 
 from monai_lgg.engines.bundle import prepare_dataset
-from monai_lgg.experiments import bundle_command, epoch_seconds, format_number, machine_info
 from monai_lgg.inference.loading import load_network
 from monai_lgg.io import atomic_dir, write_json
-from monai_lgg.leaky_split import random_slice_split, score_held_out_slices
+from monai_lgg.studies.experiments import bundle_command, epoch_seconds, format_number, machine_info
+from monai_lgg.studies.leaky_split import random_slice_split, score_held_out_slices
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@
 
 Each patient of a converted data set is given as separate sequence files in four settings (all three; FLAIR +
 pre-contrast; FLAIR + post-contrast; FLAIR alone) and segmented by the ensemble member that never trained on it
-(:mod:`monai_lgg.inference.sequence_study`). Writes ``per_patient.csv``, ``results.json`` and ``README.md``.
+(:mod:`monai_lgg.studies.sequence_study`). Writes ``per_patient.csv``, ``results.json`` and ``README.md``.
 
 Usage::
 
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from monai_lgg.inference.sequence_study import check_against, read_rows, run_study, write_results
+from monai_lgg.studies.sequence_study import check_against, read_rows, run_study, write_results
 
 CV = Path(__file__).resolve().parents[1] / "docs" / "results" / "cv_zscore"
 PUBLISHED = {"t1+flair+t1c": "original", "t1+flair": "flair_for_post", "flair+t1c": "flair_for_pre",

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_lgg.crossval import load_out_of_fold, postprocess_mask, score_mask
 from monai_lgg.errors import LGGInputError, as_list, run_tool
 from monai_lgg.io import write_json
+from monai_lgg.studies.crossval import load_out_of_fold, postprocess_mask, score_mask
 from monai_lgg.transforms.components import (
     fill_holes_per_slice,
     hysteresis_mask,

@@ -5,7 +5,7 @@
 
 DATASET is a converted data set (``monai-lgg convert``) holding the shared patients; the patients' folds are the
 cross-validation's (``docs/results/cv_zscore/per_patient.csv``). The method is in
-:mod:`monai_lgg.review_calibration`; the report goes to ``OUTPUT`` (README.md, per_patient.csv, results.json,
+:mod:`monai_lgg.studies.review_calibration`; the report goes to ``OUTPUT`` (README.md, per_patient.csv, results.json,
 review_vs_dice.png).
 """
 
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from monai_lgg.errors import LGGInputError, run_tool
-from monai_lgg.experiments import machine_info
 from monai_lgg.io import atomic_path, write_json
 from monai_lgg.report import figure_png, new_figure
-from monai_lgg.review_calibration import DICE_BELOW, calibrate, collect_rows
+from monai_lgg.studies.experiments import machine_info
+from monai_lgg.studies.review_calibration import DICE_BELOW, calibrate, collect_rows
 
 
 def _read(path: Path) -> list[dict]:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import fire
 
-from monai_lgg.crossval import build_ensemble
 from monai_lgg.errors import LGGInputError, as_flag, as_list
+from monai_lgg.studies.crossval import build_ensemble
 
 
 def main(cell_dir: str, output: str, crossval: str, folds: str = "0,1,2,3,4", overwrite: bool = False) -> None:

@@ -40,12 +40,12 @@ import numpy as np
 
 from monai_lgg.data.datalist import load_fold
 from monai_lgg.errors import LGGInputError, as_list, run_tool
-from monai_lgg.experiments import format_number, machine_info
 from monai_lgg.inference import Predictor, find_cases, load_case, load_network
 from monai_lgg.inference.uncertainty import BORDER_WIDTH, UNCERTAINTY_COLUMNS, uncertainty_rows
 from monai_lgg.io import atomic_path, write_json
 from monai_lgg.metrics.correlation import correlation_test, detection_auc
 from monai_lgg.report import figure_png, new_figure
+from monai_lgg.studies.experiments import format_number, machine_info
 
 SUMMARIES = (*UNCERTAINTY_COLUMNS, "predicted_voxels")
 """The per-case quantities ranked against Dice; the predicted volume is a reference, not an uncertainty."""
