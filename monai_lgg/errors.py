@@ -138,13 +138,19 @@ def reraise_input_errors() -> Iterator[None]:
 
 
 def run_tool(command: Callable) -> None:
-    """Run a ``tools/`` script's command with Fire; a user error ends in one line naming the file (exit 1).
+    """Run a ``tools/`` script's command; a user error ends in one line naming the file (exit 1).
 
-    The scripts' counterpart of :func:`monai_lgg.cli.main`, so every one of them reports bad input alike.
+    The scripts' counterpart of :func:`monai_lgg.cli.main`, so every one of them starts and reports bad input
+    alike. A command whose only parameter is ``argv`` parses its own command line (argparse) and returns the exit
+    status; any other command is run with Fire, its parameters being the options.
     """
-    import fire  # only the command-line scripts need it
+    import inspect
 
     try:
+        if list(inspect.signature(command).parameters) == ["argv"]:
+            sys.exit(command(sys.argv[1:]))
+        import fire  # only the command-line scripts need it
+
         fire.Fire(command)
     except LGGInputError as err:
         sys.exit(error_line(err))

@@ -1,4 +1,4 @@
-"""The comparison table over finished grid runs (monai_lgg.ablation, tools/compare_runs.py)."""
+"""The comparison table over finished grid runs (monai_lgg.studies.ablation, tools/compare_runs.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from monai_lgg.ablation import FAILURE_DICE, compare, comparison_table, load_rows, write_comparison
 from monai_lgg.errors import LGGInputError
+from monai_lgg.studies.ablation import FAILURE_DICE, compare, comparison_table, load_rows, write_comparison
 
 PROJECT = Path(__file__).resolve().parents[1]
 COLUMNS = ["case", "dice", "slices", "tumour_free_slices", "false_positive_slices"]

@@ -5,7 +5,6 @@ model's frame and their masks land on the input's grid; oblique volumes are refu
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import torch
 
 from monai_lgg.data.kaggle import kaggle_affine
 from monai_lgg.engines.components import inference_postprocessing
+from monai_lgg.studies import orientation_check as check
 from monai_lgg.transforms.presets import volume_transforms
 
 from .conftest import PROJECT_ROOT, converted_real
@@ -25,14 +25,6 @@ PATIENT = "TCGA_CS_4942_19970222"  # 20 slices, tumour on 8 of them
 INFERENCE = PROJECT_ROOT / "bundles" / "unet" / "configs" / "inference.json"
 
 
-def _check_tool():
-    spec = importlib.util.spec_from_file_location("orientation_check", PROJECT_ROOT / "tools" / "orientation_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-check = _check_tool()
 
 
 def _bundle_inference(dataset_dir, output_dir, *extra: str) -> subprocess.CompletedProcess:

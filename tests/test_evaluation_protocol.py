@@ -13,7 +13,9 @@ import torch
 
 from monai_lgg.engines.handlers import BestModelSaver, sidecar_path
 from monai_lgg.errors import LGGInputError, as_flag, as_list
-from monai_lgg.experiments import (
+from monai_lgg.inference.predictor import Predictor
+from monai_lgg.io import save_checkpoint, write_json
+from monai_lgg.studies.experiments import (
     Cell,
     epoch_seconds,
     grid_cells,
@@ -22,8 +24,6 @@ from monai_lgg.experiments import (
     slice_dice_variants,
     write_results,
 )
-from monai_lgg.inference.predictor import Predictor
-from monai_lgg.io import save_checkpoint, write_json
 
 from .conftest import PROJECT_ROOT
 from .test_bundles import _ok, _overrides, run_bundle
@@ -240,7 +240,7 @@ class _Nothing(torch.nn.Module):
 def test_random_slice_split_and_scoring(tmp_path, tiny_dataset):
     from monai_lgg.data.datalist import load_fold
     from monai_lgg.data.datasets import VolumeSliceDataset
-    from monai_lgg.leaky_split import random_slice_split, score_held_out_slices
+    from monai_lgg.studies.leaky_split import random_slice_split, score_held_out_slices
 
     leaky = tmp_path / "leaky.json"
     test = random_slice_split(tiny_dataset / "datalist.json", leaky, test_fraction=0.25, train_fraction=0.5, seed=3)

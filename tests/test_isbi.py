@@ -8,14 +8,13 @@ Skips with a reason when ``../shared/data/isbi2012_em`` is absent (a user's clon
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
 from monai_lgg.engines.bundle import load_split
 
-from .conftest import PROJECT_ROOT, SHARED_DATA
+from .conftest import SHARED_DATA
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
@@ -33,10 +32,9 @@ TRIVIAL_DICE = 0.40  # above the all-membrane prediction (0.33): the baseline mu
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("isbi2012", PROJECT_ROOT / "tools" / "isbi2012.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from monai_lgg.studies import isbi2012
+
+    return isbi2012
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ from monai.bundle import ConfigWorkflow
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
-from monai_lgg.crossval import SEQUENCE_VARIANTS, _with_flair
 from monai_lgg.data.datalist import load_fold
 from monai_lgg.inference.loading import load_network
 from monai_lgg.inference.predict import predict
 from monai_lgg.inference.predictor import Predictor
+from monai_lgg.studies.crossval import SEQUENCE_VARIANTS, _with_flair
 from monai_lgg.transforms import presets
 from monai_lgg.transforms.array import AddContextSlices, context_offsets
 from monai_lgg.transforms.batch import RandBatchAugment

@@ -7,8 +7,6 @@ the shipped model and ``predict``'s defaults and compared in world space (docs/i
 
 from __future__ import annotations
 
-import importlib.util
-
 import nibabel as nib
 import numpy as np
 import pytest
@@ -16,21 +14,12 @@ import pytest
 from monai_lgg.data.kaggle import kaggle_affine
 from monai_lgg.errors import LGGInputError
 from monai_lgg.inference.predict import predict
+from monai_lgg.studies import orientation_check as check
 
-from .conftest import PROJECT_ROOT, converted_real
+from .conftest import converted_real
 
 PATIENT = "TCGA_CS_4942_19970222"  # 20 slices, tumour on 8 of them
 STORAGES = ("RAS", "LPS", "SAR", "RSA")  # RSA: coronal slices (last axis anterior)
-
-
-def _check_tool():
-    spec = importlib.util.spec_from_file_location("orientation_check", PROJECT_ROOT / "tools" / "orientation_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-check = _check_tool()
 
 
 @pytest.fixture(scope="module")

@@ -371,7 +371,7 @@ def test_out_of_fold_masks_come_from_each_patients_own_fold(tmp_path):
 
 
 def test_npz_out_of_fold_predictions(tmp_path):
-    """``.npz`` arrays as monai_lgg.crossval.out_of_fold writes them (uint8 probabilities x 255), or a mask."""
+    """``.npz`` arrays as monai_lgg.studies.crossval.out_of_fold writes them (uint8 probabilities x 255), or a mask."""
     tumour = ellipsoid((7.0, 5.0, 4.0))
     prob = np.where(tumour, 200, 40).astype(np.uint8)
     prob[0, 0, 0] = 127  # just below 0.5: background

@@ -9,10 +9,10 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd
 
-from monai_lgg.crossval import average_out_of_fold, paired_difference, score_case, select_postprocessing
 from monai_lgg.data.slice_bank import AreaWeightedSampler
 from monai_lgg.engines.components import make_scheduler
 from monai_lgg.engines.inferers import FlipTTAInferer
+from monai_lgg.studies.crossval import average_out_of_fold, paired_difference, score_case, select_postprocessing
 from monai_lgg.transforms.batch import RandBatchAugment
 from monai_lgg.transforms.brain import (
     BrainCrop,
@@ -211,10 +211,10 @@ def test_fold_models_ship_as_one_half_precision_ensemble(tmp_path):
     load_network build the ensemble; its output is the mean of the members' probabilities."""
     import json
 
-    from monai_lgg.crossval import build_ensemble
     from monai_lgg.engines.bundle import bundle_network, trained_members
     from monai_lgg.inference.loading import load_network
     from monai_lgg.networks.ensemble import ProbabilityEnsemble
+    from monai_lgg.studies.crossval import build_ensemble
 
     from .conftest import PROJECT_ROOT
 
@@ -252,8 +252,8 @@ def test_fold_models_ship_as_one_half_precision_ensemble(tmp_path):
 
 def test_build_ensemble_without_a_member_sidecar_names_it(tmp_path):
     """The sidecar lists the member's training patients, which the shipped record must carry: no silent skip."""
-    from monai_lgg.crossval import build_ensemble
     from monai_lgg.errors import LGGInputError
+    from monai_lgg.studies.crossval import build_ensemble
 
     path = tmp_path / "fold0" / "model.pt"
     path.parent.mkdir()

@@ -1,4 +1,4 @@
-"""Comparing recipes that were cross-validated more than once (monai_lgg.reruns, tools/compare_crossvals.py)."""
+"""Comparing recipes that were cross-validated more than once (monai_lgg.studies.reruns, tools/compare_crossvals.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from monai_lgg.errors import LGGInputError
-from monai_lgg.reruns import compare_reruns, render_reruns
+from monai_lgg.studies.reruns import compare_reruns, render_reruns
 
 from .conftest import PROJECT_ROOT
 

@@ -24,7 +24,7 @@ from monai_lgg.inference.review import ReviewScore, review_cells, review_score
 from monai_lgg.inference.uncertainty import entropy
 from monai_lgg.io import save_checkpoint, write_json
 from monai_lgg.networks.ensemble import ProbabilityEnsemble
-from monai_lgg.review_calibration import calibrate, choose_threshold, collect_rows, confusion, wilson
+from monai_lgg.studies.review_calibration import calibrate, choose_threshold, collect_rows, confusion, wilson
 
 from .conftest import PROJECT_ROOT, converted_real
 

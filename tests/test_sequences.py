@@ -350,7 +350,7 @@ def test_real_flair_alone(real):
 
 
 def test_study_scores_and_results(tmp_path):
-    from monai_lgg.inference.sequence_study import SETTINGS, dice, fold_members, summarise, write_results
+    from monai_lgg.studies.sequence_study import SETTINGS, dice, fold_members, summarise, write_results
 
     a = np.zeros((4, 4, 2), np.uint8)
     b = a.copy()

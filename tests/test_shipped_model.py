@@ -68,11 +68,8 @@ def test_shipped_weights_segment_real_patients(shared_lgg, tmp_path, case):
 def test_bf16_masks_agree_with_fp32_on_a_real_patient(shared_lgg, tmp_path):
     """tools/precision_agreement.py (the docs' bf16 claim) on one shared patient folder: the default bf16 and
     fp32 give nearly the same mask (docs: Dice >= 0.9995 on 6 patients; 0.999 leaves room for other CPUs)."""
-    import importlib.util
+    from monai_lgg.studies import precision_agreement as tool
 
-    spec = importlib.util.spec_from_file_location("precision_agreement", PROJECT_ROOT / "tools" / "precision_agreement.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     (tmp_path / REAL_CASES[0]).symlink_to(shared_lgg / REAL_CASES[0])
     (row,) = tool.compare(str(tmp_path), cases=1)
     assert row["case"] == REAL_CASES[0] and row["dice"] >= 0.999 and row["max_prob_diff"] < 0.05

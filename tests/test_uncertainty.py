@@ -8,7 +8,6 @@ not accuracy. Whether the uncertainty tracks accuracy is measured on the real cr
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -247,12 +246,9 @@ def test_rank_statistics_known_answers():
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location(
-        "uncertainty_report", PROJECT_ROOT / "tools" / "uncertainty_report.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from monai_lgg.studies import uncertainty_report
+
+    return uncertainty_report
 
 
 def test_report_tool_known_ranking(tmp_path):

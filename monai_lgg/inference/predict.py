@@ -520,7 +520,7 @@ def _review_threshold(info, networks: Sequence[torch.nn.Module], shipped_model: 
 
     It applies to the bundle's shipped model (no ``checkpoint``, no extra ``ensemble``) when that is an ensemble of
     binary fold models and the masks use its own rule (threshold, flips, post-processing): the conditions under
-    which the threshold was chosen (:mod:`monai_lgg.review_calibration`).
+    which the threshold was chosen (:mod:`monai_lgg.studies.review_calibration`).
     """
     members = sum(len(n.members) if isinstance(n, ProbabilityEnsemble) else 1 for n in networks)
     usable = shipped_model and own_rule and info.out_channels == 1 and members >= 2

@@ -17,7 +17,7 @@ can calibrate it honestly.
 ``needs_review`` is ``yes`` when ``review_entropy`` reaches the threshold, or when the members disagree on whether
 there is a tumour at all (some predict one, some do not); ``no`` otherwise, including when no member predicts a
 tumour (then ``review_entropy`` is blank). The threshold is chosen by cross-validation
-(:mod:`monai_lgg.review_calibration`, ``docs/results/review``) to flag patients whose Dice is likely below 0.7.
+(:mod:`monai_lgg.studies.review_calibration`, ``docs/results/review``) to flag patients whose Dice is likely below 0.7.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Mask sources (``MASKS`` / ``--reference``), each a folder, or several folders se
 * slice masks ``<case>_<n>_mask.tif|png`` in any folder structure (the Kaggle ``kaggle_3m`` layout, or
   ``monai-lgg predict`` on Kaggle slices): each case's slices are stacked in numeric order;
 * ``<case>.npz`` arrays with a ``mask`` (label > 0) or a ``prob`` array (thresholded at 0.5), e.g. the
-  out-of-fold predictions of :func:`monai_lgg.crossval.out_of_fold`.
+  out-of-fold predictions of :func:`monai_lgg.studies.crossval.out_of_fold`.
 
 Case names follow the converter: a Kaggle case ``TCGA_CS_4941_19960909`` is patient ``TCGA_CS_4941``
 of ``data.csv`` (the first three ``_`` fields); any other name is its own patient id.
@@ -85,7 +85,7 @@ def _volume_cases(folder: Path) -> list[MaskCase]:
     for path in sorted(folder.iterdir()):
         if not path.is_file() or path.name.startswith("."):
             continue
-        if path.suffix.lower() == ".npz":  # out-of-fold predictions (monai_lgg.crossval.out_of_fold)
+        if path.suffix.lower() == ".npz":  # out-of-fold predictions (monai_lgg.studies.crossval.out_of_fold)
             cases.append(MaskCase(path.stem, "array", [path]))
             continue
         image = is_image_channel(path) or is_sequence_file(path)  # one channel or sequence of a case's image
@@ -223,7 +223,8 @@ def _as_mask(path: Path, array: np.ndarray) -> np.ndarray:
 
 def _npz_mask(path: Path) -> np.ndarray:
     """A ``.npz`` volume: its ``mask`` array (any label > 0), else its ``prob`` array thresholded at 0.5
-    (float probabilities, or uint8 probabilities x 255 as :func:`monai_lgg.crossval.out_of_fold` stores them)."""
+    (float probabilities, or uint8 probabilities x 255 as :func:`monai_lgg.studies.crossval.out_of_fold` stores
+    them)."""
     try:
         with np.load(path, allow_pickle=False) as data:
             key = "mask" if "mask" in data.files else "prob" if "prob" in data.files else None

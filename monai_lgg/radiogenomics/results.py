@@ -310,7 +310,7 @@ def write_readme(output: Path, command: str) -> str:
         parts += [
             "## Cross-validated masks (to do: run when the fold models exist)",
             "Each patient must be segmented by the fold model that neither trained nor selected its epoch on it. "
-            "The out-of-fold predictions of `monai_lgg.crossval.out_of_fold` (`<grid cell>/oof/<case>.npz`, "
+            "The out-of-fold predictions of `monai_lgg.studies.crossval.out_of_fold` (`<grid cell>/oof/<case>.npz`, "
             "probabilities thresholded at 0.5 here, without the leave-one-fold-out post-processing) are such "
             "masks:",
             "```bash\n.venv/bin/python -m monai_lgg.radiogenomics.results --reference /work/data/lgg \\\n"

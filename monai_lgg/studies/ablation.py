@@ -1,6 +1,6 @@
 """One table over finished grid runs: recipe ablations and equal-budget model comparisons.
 
-Each row is one cell of a finished :mod:`monai_lgg.experiments` grid (its ``results.json``), read back
+Each row is one cell of a finished :mod:`monai_lgg.studies.experiments` grid (its ``results.json``), read back
 per patient from ``<work_dir>/<cell>/fold<f>/eval/per_patient.csv`` for the folds that record names. Rows
 are compared with a baseline row **patient by patient**: the difference of per-patient Dice on the patients
 both rows tested, with a percentile-bootstrap CI of its mean, so a lever is judged on the same patients
@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from monai_lgg.errors import LGGInputError
-from monai_lgg.experiments import _read_rows, format_number, machine_info
 from monai_lgg.io import atomic_dir, atomic_path, write_json
 from monai_lgg.metrics import bootstrap_ci, summarize
+from monai_lgg.studies.experiments import _read_rows, format_number, machine_info
 
 __all__ = ["Row", "load_rows", "compare", "comparison_table", "write_comparison"]
 

@@ -49,7 +49,7 @@ def collect_rows(
     from monai_lgg.errors import LGGInputError
     from monai_lgg.inference import Predictor, find_cases, load_case
     from monai_lgg.inference.review import review_score
-    from monai_lgg.inference.sequence_study import dice, fold_members
+    from monai_lgg.studies.sequence_study import dice, fold_members
 
     members, info = fold_members(bundle)
     cases = {case.name: case for case in find_cases(dataset)}

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from monai_lgg.crossval import paired_difference
 from monai_lgg.errors import LGGInputError
 from monai_lgg.io import read_json
+from monai_lgg.studies.crossval import paired_difference
 
 __all__ = ["load_runs", "compare_reruns", "render_reruns"]
 
@@ -137,7 +137,7 @@ def compare_reruns(spec: Mapping[str, Any], root: str | Path = ".") -> dict:
 
 
 def _delta(d: Mapping[str, Any]) -> str:
-    """``Δ (CI) | better / worse`` table cells of a :func:`~monai_lgg.crossval.paired_difference` record."""
+    """``Δ (CI) | better / worse`` table cells of a :func:`~monai_lgg.studies.crossval.paired_difference` record."""
     return (f"{d['mean_difference']:+.3f} ({d['ci_low']:+.3f} to {d['ci_high']:+.3f}) | "
             f"{d['better']} / {d['worse']}")
 
