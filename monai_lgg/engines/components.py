@@ -245,7 +245,7 @@ def postprocessing(
 
 def case_name_formatter(metadict: dict, saver: object) -> dict:
     """Name saved predictions ``<case>.nii.gz`` (the image's file name without its ``_000x`` channel suffix)."""
-    from monai_lgg.inference.formats import case_name  # the registry's <case>_000k parser
+    from monai_lgg.data.naming import case_name  # the input forms' <case>_000k parser
 
     return {"subject": case_name(str(metadict.get("filename_or_obj", "case"))), "idx": None}
 

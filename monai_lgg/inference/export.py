@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from monai_lgg.engines.bundle import output_root
+from monai_lgg.bundle.settings import output_root
 from monai_lgg.errors import LGGInputError
 from monai_lgg.inference.loading import load_network, resolve_bundle
 from monai_lgg.io import atomic_path

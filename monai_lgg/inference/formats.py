@@ -251,7 +251,7 @@ class NiftiVolume(InputFormat):
         set (``datalist.json``)."""
         if not ((folder / "datalist.json").is_file() or any(_is_nifti(p) for p in folder.iterdir())):
             return []
-        from monai_lgg.engines.bundle import inference_items
+        from monai_lgg.data.sources import inference_items
 
         cases = []
         for item in inference_items(folder):
