@@ -22,7 +22,7 @@ import torch
 from monai_lgg import bundle_paths
 from monai_lgg.errors import LGGInputError
 from monai_lgg.inference import loading
-from monai_lgg.inference.inputs import find_cases, load_case
+from monai_lgg.inference.formats import find_cases, load_case
 from monai_lgg.inference.loading import load_network
 
 from .conftest import PROJECT_ROOT

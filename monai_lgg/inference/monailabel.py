@@ -41,7 +41,7 @@ import numpy as np
 from monai_lgg.bundle.record import sidecar_path
 from monai_lgg.bundle.settings import resolve_bundle
 from monai_lgg.errors import LGGInputError
-from monai_lgg.inference.inputs import find_cases
+from monai_lgg.inference.formats import find_cases
 from monai_lgg.inference.orientation import plan_reorientation
 from monai_lgg.io import atomic_dir, atomic_path
 
