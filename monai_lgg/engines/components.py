@@ -22,7 +22,8 @@ from monai.metrics import ConfusionMatrixMetric, CumulativeIterationMetric, Dice
 from monai.optimizers import WarmupCosineSchedule
 from monai.transforms import Activationsd, AsDiscreted, CastToTyped, Compose, Invertd, SaveImaged
 
-from monai_lgg.data.readers import AtomicNibabelWriter
+from monai_lgg.bundle.settings import THRESHOLD
+from monai_lgg.imaging.readers import AtomicNibabelWriter
 from monai_lgg.losses import LogCoshDiceLoss, ShapeAwareLoss
 from monai_lgg.metrics import SliceDiceMetric
 from monai_lgg.transforms.components import RemoveSmallComponentsd
@@ -204,7 +205,7 @@ def make_scheduler(
 
 
 def postprocessing(
-    threshold: float = 0.5,
+    threshold: float = THRESHOLD,
     pred_key: str = "pred",
     out_channels: int = 1,
     label_key: str = "label",
@@ -252,7 +253,7 @@ def case_name_formatter(metadict: dict, saver: object) -> dict:
 
 def inference_postprocessing(
     output_dir: str,
-    threshold: float = 0.5,
+    threshold: float = THRESHOLD,
     pred_key: str = "pred",
     out_channels: int = 1,
     invert: Compose | None = None,

@@ -350,7 +350,8 @@ class BestModelSaver:
             return
         self.best = value
         save_checkpoint(unwrap(self.network).state_dict(), self.path)
-        write_record(self.path, {**self.record, "epoch": engine.state.epoch, "metric": self.metric_name, "metric_value": value})
+        record = {"epoch": engine.state.epoch, "metric": self.metric_name, "metric_value": value}
+        write_record(self.path, {**self.record, **record})
 
 
 class FinalModelSaver:
@@ -377,7 +378,8 @@ class FinalModelSaver:
         if not is_main_process():
             return
         save_checkpoint(unwrap(self.network).state_dict(), self.path)
-        write_record(self.path, {**self.record, "epoch": engine.state.epoch, "selection": "last epoch (fixed schedule)"})
+        selection = {"epoch": engine.state.epoch, "selection": "last epoch (fixed schedule)"}
+        write_record(self.path, {**self.record, **selection})
 
 
 def is_published_models_folder(folder: str | Path) -> bool:

@@ -26,7 +26,9 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 
 from monai_lgg.errors import LGGInputError
 
-__all__ = ["kaggle_affine", "MODEL_AXCODES", "MAX_OBLIQUE_DEGREES", "MAX_INPLANE_RATIO", "Reorientation", "plan_reorientation"]
+__all__ = [
+    "kaggle_affine", "MODEL_AXCODES", "MAX_OBLIQUE_DEGREES", "MAX_INPLANE_RATIO", "Reorientation", "plan_reorientation",
+]
 
 def kaggle_affine(shape: Sequence[int], spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
     """Affine for a volume indexed ``[row, column, slice]`` (see the module docstring), centred on 0.
