@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from monai_lgg import __version__
+from monai_lgg.bundle.record import read_record
+from monai_lgg.bundle.settings import installed_bundle
 from monai_lgg.bundle_checks import WEIGHTS_FILE, ZOO_NAME_PATTERN, verify_zoo_bundle, zoo_json_text
-from monai_lgg.bundle_paths import installed_bundle
 from monai_lgg.errors import LGGInputError
 from monai_lgg.io import atomic_dir, atomic_path
 
@@ -460,12 +461,7 @@ def _write_zip(staged: Path, weights: Path, name: str, archive: Path) -> None:
 
 
 def _training_record(weights: Path) -> dict[str, Any]:
-    sidecar = weights.with_suffix(".json")
-    try:
-        record = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
+    return dict(read_record(weights).raw)
 
 
 def export_bundle(
@@ -497,7 +493,8 @@ def export_bundle(
             installed by the zoo, the name is not a zoo name, an output exists, or a zoo check fails.
             Nothing is written then.
     """
-    from monai_lgg.inference.loading import load_network, resolve_bundle, trained_channels
+    from monai_lgg.bundle.record import trained_channels
+    from monai_lgg.inference.loading import load_network, resolve_bundle
 
     root = resolve_bundle(bundle)
     weights = root / WEIGHTS_FILE

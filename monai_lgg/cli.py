@@ -516,6 +516,25 @@ class Commands:
         """
         _run_bundle(bundle, ["train.json"], {"dataset_dir": dataset_dir, **overrides})
 
+    def new_bundle(
+        self, name: str, network: str = "unet", directory: str | None = None, template: str = "unet"
+    ) -> None:
+        """Make a new bundle: the template's workflow configs with its own configs/model.json.
+
+        In a source checkout the bundle goes to bundles/NAME (its configs link to bundles/_shared, and the bundle
+        tests find it); train and predict with --bundle NAME, and edit configs/model.json and configs/metadata.json.
+
+        Args:
+            name: the bundle's folder name (lower case letters, digits and _).
+            network: a project bundle whose network to start from (unet, unetr, ...) or a registered network class
+                (BasicUNet, AttentionUnet, ...) with its default arguments.
+            directory: where to make it (default: the project's bundles folder).
+            template: the project bundle whose workflow configs and metadata are copied.
+        """
+        from monai_lgg.bundle.scaffold import new_bundle
+
+        print(f"made {new_bundle(name, network, directory, template)}")
+
     def evaluate(self, bundle: str = "unet", dataset_dir: str = "synthetic", **overrides) -> None:
         """Evaluate a trained bundle per patient (train.json + evaluate.json) with config overrides.
 

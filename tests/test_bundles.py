@@ -24,7 +24,8 @@ from monai_lgg.bundle_checks import verify_bundle_metadata
 
 from .conftest import PROJECT_ROOT, converted_synthetic
 
-BUNDLES = ["unet", "unetplusplus", "transunet", "unetr", "attentionunet", "unext"]
+# every folder of bundles/ with a configs/model.json: a new bundle is tested without editing this file
+BUNDLES = sorted(p.name for p in (PROJECT_ROOT / "bundles").iterdir() if (p / "configs" / "model.json").is_file())
 TINY = {"spatial_size": [64, 64], "batch_size": 4, "num_workers": 0}
 
 
@@ -233,8 +234,7 @@ def test_torchrun_refuses_fewer_validation_patients_than_processes(exported_bund
 def test_bundles_state_only_their_differences():
     """Shared configs are written once: every bundle's workflow configs link to bundles/_shared."""
     shared = PROJECT_ROOT / "bundles" / "_shared" / "configs"
-    found = sorted(p.name for p in (PROJECT_ROOT / "bundles").iterdir() if (p / "configs" / "model.json").is_file())
-    assert sorted(BUNDLES) == found, "every bundle folder must be in BUNDLES, so CI runs its cycle"
+    assert {"unet", "unetplusplus", "transunet", "unetr", "attentionunet", "unext"} <= set(BUNDLES)
     for bundle in BUNDLES:
         cfg = PROJECT_ROOT / "bundles" / bundle / "configs"
         for name in ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "multi_gpu_evaluate.json",

@@ -19,8 +19,7 @@ from pydicom.uid import JPEGLosslessSV1, generate_uid
 from monai_lgg.data.synthetic import make_synthetic_case
 from monai_lgg.errors import LGGInputError
 from monai_lgg.inference.dicom import read_series
-from monai_lgg.inference.formats import DicomSeries, find_cases, recognise_sequence
-from monai_lgg.inference.inputs import load_case
+from monai_lgg.inference.formats import DicomSeries, find_cases, load_case, recognise_sequence
 from monai_lgg.inference.predict import predict
 
 from .conftest import CONSOLE_SCRIPT

@@ -19,10 +19,10 @@ import pytest
 import tifffile
 import torch
 
-from monai_lgg import bundle_paths
+from monai_lgg.bundle import settings as bundle_settings
 from monai_lgg.errors import LGGInputError
 from monai_lgg.inference import loading
-from monai_lgg.inference.inputs import find_cases, load_case
+from monai_lgg.inference.formats import find_cases, load_case
 from monai_lgg.inference.loading import load_network
 
 from .conftest import PROJECT_ROOT
@@ -48,7 +48,7 @@ def test_damaged_torchscript_is_one_line(tmp_path, damage):
 
 
 def test_zip_bomb_is_refused_from_its_declared_sizes(tmp_path, monkeypatch):
-    monkeypatch.setattr(bundle_paths, "MAX_BUNDLE_BYTES", 2**20)  # resolve_bundle lives there (no torch import)
+    monkeypatch.setattr(bundle_settings, "MAX_BUNDLE_BYTES", 2**20)  # resolve_bundle lives there (no torch import)
     archive = tmp_path / "bundle.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("unet/configs/model.json", "{}")

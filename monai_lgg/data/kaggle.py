@@ -26,11 +26,13 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import tifffile
 
 from monai_lgg.data.naming import channel_file_name, file_stem, split_mask_slice, split_slice
 from monai_lgg.errors import DataProblem, LGGInputError
-from monai_lgg.io import atomic_dir, atomic_path, existing_file, safe_child, write_json
+from monai_lgg.imaging.channels import CHANNEL_NAMES  # re-exported: the public name
+from monai_lgg.imaging.orientation import kaggle_affine  # re-exported
+from monai_lgg.imaging.tiff import read_tiff, read_tiff_header  # re-exported
+from monai_lgg.io import atomic_dir, atomic_path, safe_child, write_json
 
 __all__ = [
     "CHANNEL_NAMES",
@@ -52,7 +54,6 @@ __all__ = [
     "conversion_report",
 ]
 
-CHANNEL_NAMES = ("pre-contrast", "FLAIR", "post-contrast")
 CASE_PATTERN = re.compile(r"^TCGA_(?P<institution>[A-Z0-9]{2})_(?P<patient>[A-Z0-9]{4})_(?P<date>\d{8})$")
 OUTPUT_MARKER = "monai_lgg.data.kaggle.convert_kaggle"
 
@@ -188,36 +189,6 @@ def _ranges(numbers: Sequence[int]) -> str:
     return ", ".join(parts)
 
 
-def read_tiff(path: str | Path) -> np.ndarray:
-    """Read a TIFF as stored (rows, columns[, channels]) with tifffile; any failure names the file."""
-    path = existing_file(path)
-    try:
-        array = tifffile.imread(path)
-    except Exception as err:  # tifffile, zlib and numpy raise many types for damaged files
-        raise DataProblem(path, f"unreadable or truncated TIFF ({type(err).__name__}: {err})") from None
-    return np.asarray(array)
-
-
-def read_tiff_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of a TIFF from its header, without decoding the pixels; any failure names the file.
-
-    A file cut short (a truncated download or copy) is detected too: its first page's pixel data
-    must end within the file.
-    """
-    path = existing_file(path)
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series, page = tif.series[0], tif.pages[0]
-            end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=True)), default=0)
-            size = tif.filehandle.size
-            shape, dtype = tuple(series.shape), np.dtype(series.dtype)
-    except Exception as err:  # as in read_tiff
-        raise DataProblem(path, f"unreadable or truncated TIFF ({type(err).__name__}: {err})") from None
-    if end > size:
-        raise DataProblem(path, f"truncated TIFF (pixel data end at byte {end}, the file has {size})")
-    return shape, dtype
-
-
 def _check_image(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
     if dtype != np.uint8:
         raise DataProblem(path, f"image dtype is {dtype}, expected uint8")
@@ -304,24 +275,6 @@ def failed_cases(root: str | Path, problems: Sequence[DataProblem]) -> set[str]:
         if parts:
             names.add(parts[0])
     return names
-
-
-def kaggle_affine(shape: Sequence[int], spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
-    """Affine for a volume indexed ``[row, column, slice]`` (see the module docstring), centred on 0.
-
-    Args:
-        shape: (rows, columns, slices).
-        spacing: (row, column, slice) voxel size in mm. The TIFFs store none: 1 mm by default.
-    """
-    rows, cols, slices = shape[:3]
-    sr, sc, ss = (float(s) for s in spacing)
-    affine = np.zeros((4, 4))
-    affine[0, 1] = -sc  # column -> patient left = -x in RAS
-    affine[1, 0] = -sr  # row -> posterior = -y
-    affine[2, 2] = ss  # slice -> superior = +z
-    affine[:3, 3] = (sc * (cols - 1) / 2, sr * (rows - 1) / 2, -ss * (slices - 1) / 2)
-    affine[3, 3] = 1.0
-    return affine
 
 
 def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:

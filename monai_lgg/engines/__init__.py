@@ -1,5 +1,7 @@
 """Factories that bundle configs call (``"$import monai_lgg.engines as lgg"``): written once, used by every bundle."""
 
+from monai_lgg.bundle.record import sidecar_path, trained_min_component_fraction, trained_threshold
+from monai_lgg.bundle.settings import THRESHOLD
 from monai_lgg.data.datasets import VolumeSliceDataset
 from monai_lgg.engines.bundle import (
     SYNTHETIC,
@@ -56,6 +58,10 @@ from monai_lgg.transforms.presets import (
 
 __all__ = [
     "SYNTHETIC",
+    "THRESHOLD",
+    "sidecar_path",
+    "trained_threshold",
+    "trained_min_component_fraction",
     "as_flag",
     "LOSSES",
     "MULTICLASS_LOSSES",

@@ -22,7 +22,8 @@ from monai.metrics import ConfusionMatrixMetric, CumulativeIterationMetric, Dice
 from monai.optimizers import WarmupCosineSchedule
 from monai.transforms import Activationsd, AsDiscreted, CastToTyped, Compose, Invertd, SaveImaged
 
-from monai_lgg.data.readers import AtomicNibabelWriter
+from monai_lgg.bundle.settings import THRESHOLD
+from monai_lgg.imaging.readers import AtomicNibabelWriter
 from monai_lgg.losses import LogCoshDiceLoss, ShapeAwareLoss
 from monai_lgg.metrics import SliceDiceMetric
 from monai_lgg.transforms.components import RemoveSmallComponentsd
@@ -204,7 +205,7 @@ def make_scheduler(
 
 
 def postprocessing(
-    threshold: float = 0.5,
+    threshold: float = THRESHOLD,
     pred_key: str = "pred",
     out_channels: int = 1,
     label_key: str = "label",
@@ -245,14 +246,14 @@ def postprocessing(
 
 def case_name_formatter(metadict: dict, saver: object) -> dict:
     """Name saved predictions ``<case>.nii.gz`` (the image's file name without its ``_000x`` channel suffix)."""
-    from monai_lgg.inference.formats import case_name  # the registry's <case>_000k parser
+    from monai_lgg.data.naming import case_name  # the input forms' <case>_000k parser
 
     return {"subject": case_name(str(metadict.get("filename_or_obj", "case"))), "idx": None}
 
 
 def inference_postprocessing(
     output_dir: str,
-    threshold: float = 0.5,
+    threshold: float = THRESHOLD,
     pred_key: str = "pred",
     out_channels: int = 1,
     invert: Compose | None = None,

@@ -38,9 +38,10 @@ from monai.handlers import (
 )
 from monai.utils import get_seed
 
+from monai_lgg.bundle.record import sidecar_path, write_record
 from monai_lgg.engines.distributed import rank
 from monai_lgg.errors import LGGInputError, as_flag, debug_enabled, input_error_in
-from monai_lgg.io import read_json, remove_stale_parts, save_checkpoint, write_json
+from monai_lgg.io import read_json, remove_stale_parts, save_checkpoint
 
 __all__ = [
     "is_main_process",
@@ -76,11 +77,6 @@ def is_main_process() -> bool:
 def unwrap(network: torch.nn.Module) -> torch.nn.Module:
     """The module inside DistributedDataParallel / DataParallel, so state dicts have no ``module.`` prefix."""
     return network.module if isinstance(network, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)) else network
-
-
-def sidecar_path(checkpoint: str | Path) -> Path:
-    """``model.pt`` -> ``model.json``: the checkpoint's provenance (fold, patients, epoch, metric)."""
-    return Path(checkpoint).with_suffix(".json")
 
 
 REFUSED_PICKLE = (
@@ -243,7 +239,7 @@ class LastCheckpointSaver:
         info["metrics"] = _numbers(engine.state.metrics)
         if self.validator is not None and self.validator.state.epoch:
             info["validation_metrics"] = _numbers(self.validator.state.metrics)
-        write_json(sidecar_path(self.path), {**self.record, **info})
+        write_record(self.path, {**self.record, **info})
 
 
 class ResumeFromCheckpoint:
@@ -354,7 +350,8 @@ class BestModelSaver:
             return
         self.best = value
         save_checkpoint(unwrap(self.network).state_dict(), self.path)
-        write_json(sidecar_path(self.path), {**self.record, "epoch": engine.state.epoch, "metric": self.metric_name, "metric_value": value})
+        record = {"epoch": engine.state.epoch, "metric": self.metric_name, "metric_value": value}
+        write_record(self.path, {**self.record, **record})
 
 
 class FinalModelSaver:
@@ -381,7 +378,8 @@ class FinalModelSaver:
         if not is_main_process():
             return
         save_checkpoint(unwrap(self.network).state_dict(), self.path)
-        write_json(sidecar_path(self.path), {**self.record, "epoch": engine.state.epoch, "selection": "last epoch (fixed schedule)"})
+        selection = {"epoch": engine.state.epoch, "selection": "last epoch (fixed schedule)"}
+        write_record(self.path, {**self.record, **selection})
 
 
 def is_published_models_folder(folder: str | Path) -> bool:

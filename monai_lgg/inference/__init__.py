@@ -11,7 +11,8 @@ Example::
         probability, mask = predictor(image)
 """
 
-from monai_lgg.inference.inputs import Case, find_cases, load_case
+from monai_lgg.inference.formats import find_cases, load_case
+from monai_lgg.inference.inputs import Case
 from monai_lgg.inference.loading import (
     BundleInfo,
     bundle_info,

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from monai_lgg.engines.bundle import output_root
+from monai_lgg.bundle.settings import THRESHOLD, output_root
 from monai_lgg.errors import LGGInputError
 from monai_lgg.inference.loading import load_network, resolve_bundle
 from monai_lgg.io import atomic_path
@@ -40,7 +40,7 @@ def _masks(probability: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def _check(
-    name: str, path: Path, exported: np.ndarray, reference: np.ndarray, atol: float, threshold: float = 0.5
+    name: str, path: Path, exported: np.ndarray, reference: np.ndarray, atol: float, threshold: float = THRESHOLD
 ) -> dict[str, float]:
     """Compare the probabilities of an export with PyTorch's; returns ``max_abs_diff`` and ``mask_pixels_differing``.
 
@@ -137,7 +137,7 @@ def _export_checked(
 
 def export_torchscript(
     network: torch.nn.Module, path: Path, example: torch.Tensor, check: torch.Tensor, atol: float,
-    threshold: float = 0.5,
+    threshold: float = THRESHOLD,
 ) -> float:
     """Script (or trace) the network into ``path`` if its probabilities match within ``atol``; returns max |diff|."""
     with atomic_path(path) as tmp:
@@ -150,7 +150,7 @@ def export_onnx(
     example: torch.Tensor,
     check: torch.Tensor,
     atol: float,
-    threshold: float = 0.5,
+    threshold: float = THRESHOLD,
     opset: int = 17,
 ) -> float:
     """Export to ONNX in ``path`` if onnxruntime's probabilities match within ``atol``; returns max |diff|."""

@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -56,7 +56,13 @@ from monai_lgg.inference.inputs import (
     _suffix,
 )
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = [
+    "find_cases",
+    "load_case",
+    "format_of",
     "CHANNEL_FILE",
     "split_channel",
     "channel_file_name",
@@ -251,7 +257,7 @@ class NiftiVolume(InputFormat):
         set (``datalist.json``)."""
         if not ((folder / "datalist.json").is_file() or any(_is_nifti(p) for p in folder.iterdir())):
             return []
-        from monai_lgg.engines.bundle import inference_items
+        from monai_lgg.data.sources import inference_items
 
         cases = []
         for item in inference_items(folder):
@@ -646,3 +652,24 @@ def find_cases(source: str | Path | Mapping[str, str | Path | None]) -> list[Cas
         if cases:
             return cases
     raise LGGInputError(source, "folder holds no slice images (.tif/.png) and no NIfTI volumes")
+
+
+def load_case(
+    case: Case, in_channels: int = 3, normalization: str = "zscore"
+) -> tuple[torch.Tensor, VolumeReference | None]:
+    """Load and preprocess a case into ``(C, H, W, D)`` float32 (per-slice normalised) in the model's frame.
+
+    A NIfTI volume in any stored orientation is reoriented losslessly to the model's frame (axial slices on the
+    last axis, rows posterior, columns patient left: :mod:`monai_lgg.inference.orientation`) before the per-slice
+    normalisation. ``normalization="none"`` keeps the stored intensities (the ``brain`` geometry normalises per
+    volume itself).
+
+    Returns:
+        the image and, for NIfTI volumes, the :class:`VolumeReference` that maps outputs back onto the input's
+        grid (its shape, affine and header).
+
+    Raises:
+        LGGInputError: unreadable file, wrong channel count, mixed slice sizes, or a volume whose slices are not
+            close to axial.
+    """
+    return format_of(case).load(case, in_channels, normalization)

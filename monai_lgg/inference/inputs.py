@@ -36,7 +36,9 @@ from monai_lgg.data.naming import file_suffix as _suffix
 from monai_lgg.errors import LGGInputError, input_error_in
 from monai_lgg.inference.orientation import Reorientation, plan_reorientation
 
-__all__ = ["Case", "VolumeReference", "SLICE_SUFFIXES", "NIFTI_SUFFIXES", "find_cases", "load_case", "input_error"]
+# find_cases and load_case live in monai_lgg.inference.formats (the registry of input forms); import them from there
+# or from monai_lgg.inference
+__all__ = ["Case", "VolumeReference", "SLICE_SUFFIXES", "NIFTI_SUFFIXES", "input_error"]
 
 OTHER_VOLUME_SUFFIXES = (
     ".mha",
@@ -84,17 +86,6 @@ def _is_slice(path: Path) -> bool:
 
 def _is_nifti(path: Path) -> bool:
     return path.is_file() and _suffix(path) in NIFTI_SUFFIXES
-
-
-def find_cases(source: str | Path) -> list[Case]:
-    """The cases of an input (file or folder) of any supported form (:func:`monai_lgg.inference.formats.find_cases`).
-
-    Raises:
-        LGGInputError: missing input, unsupported file type, or a folder with nothing to predict.
-    """
-    from monai_lgg.inference.formats import find_cases as find
-
-    return find(source)
 
 
 def input_error(path: str | Path, err: BaseException, what: str) -> LGGInputError:
@@ -255,26 +246,3 @@ def volume_in_model_frame(
     if normalizer is not None:
         model_image = normalizer(model_image)
     return model_image.float(), VolumeReference(reference, reorientation)
-
-
-def load_case(
-    case: Case, in_channels: int = 3, normalization: str = "zscore"
-) -> tuple[torch.Tensor, VolumeReference | None]:
-    """Load and preprocess a case into ``(C, H, W, D)`` float32 (per-slice normalised) in the model's frame.
-
-    A NIfTI volume in any stored orientation is reoriented losslessly to the model's frame (axial slices on the
-    last axis, rows posterior, columns patient left: :mod:`monai_lgg.inference.orientation`) before the per-slice
-    normalisation. ``normalization="none"`` keeps the stored intensities (the ``brain`` geometry normalises per
-    volume itself).
-
-    Returns:
-        the image and, for NIfTI volumes, the :class:`VolumeReference` that maps outputs back onto the input's
-        grid (its shape, affine and header).
-
-    Raises:
-        LGGInputError: unreadable file, wrong channel count, mixed slice sizes, or a volume whose slices are not
-            close to axial.
-    """
-    from monai_lgg.inference.formats import format_of
-
-    return format_of(case).load(case, in_channels, normalization)

@@ -1,23 +1,25 @@
 """Find a monai-lgg bundle (folder, zip or name) and load its checkpoint(s) into networks for inference.
 
 A bundle states its network in ``configs/model.json`` (built by
-:func:`monai_lgg.engines.bundle.bundle_network`) and its inference settings (``spatial_size``,
-``threshold``, channels) in ``configs/inference.json``; weights are ``models/model.pt``, a plain state
-dict, always loaded with ``torch.load(..., weights_only=True)``.
+:func:`monai_lgg.bundle.network.bundle_network`) and its inference settings in ``configs/inference.json``
+(:func:`monai_lgg.bundle.settings.bundle_info`); what training recorded beside the weights
+(:mod:`monai_lgg.bundle.record`: channels, geometry, threshold...) overrides them. Weights are ``models/model.pt``,
+a plain state dict, always loaded with ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-# bundles are found without importing torch (the command line checks --bundle first)
-from monai_lgg.bundle_paths import BUNDLES_DIR, bundle_names, resolve_bundle
-from monai_lgg.engines.bundle import bundle_network, trained_members, trained_network_args
+from monai_lgg.bundle.network import bundle_network
+from monai_lgg.bundle.record import trained_channels, trained_members
+
+# bundles are found and their settings read without importing torch (the command line checks --bundle first)
+from monai_lgg.bundle.settings import BUNDLES_DIR, BundleInfo, bundle_info, bundle_names, resolve_bundle
 from monai_lgg.errors import LGGInputError
 from monai_lgg.transforms import presets
 
@@ -31,83 +33,8 @@ __all__ = [
     "load_network",
     "load_members",
     "resolve_device",
+    "trained_channels",
 ]
-
-_DEFAULTS = {
-    # the values inference.json falls back to when a checkpoint's sidecar records no geometry / size
-    "spatial_size": [128, 128], "threshold": 0.5, "in_channels": 3, "out_channels": 1, "geometry": "brain",
-    "tta": False, "min_component_fraction": 0.0, "context_slices": 0, "normalization": None,
-}
-
-
-@dataclass(frozen=True)
-class BundleInfo:
-    """What inference needs to know about a bundle besides its network.
-
-    Attributes:
-        root: the bundle folder.
-        name: ``_meta_``/metadata name, or the folder name.
-        spatial_size: training patch size (rows, columns): the sliding-window size.
-        threshold: probability threshold of the masks.
-        in_channels: the network's input channels (3: pre-contrast, FLAIR, post-contrast; times
-            ``2 * context_slices + 1`` for a 2.5D network).
-        out_channels: output channels (1: tumour logit).
-        geometry: ``brain`` (whole brain slices resized to ``spatial_size``) or ``patch`` (sliding windows).
-        tta: average with the left-right mirror by default.
-        min_component_fraction: drop 3D components below this fraction of the largest by default.
-        context_slices: neighbour slices on each side stacked as channels (2.5D input; 0: none).
-        normalization: intensity normalisation of the inputs (``presets.NORMALIZATIONS``; ``None``: the
-            geometry's default, ``volume`` for ``brain`` and ``zscore`` for ``patch``, which :func:`load_network`
-            fills in).
-        review_threshold: ``review_entropy`` from which the shipped model's cases are flagged ``needs_review``
-            (:mod:`monai_lgg.inference.review`; chosen by cross-validation and kept in the trained-model record's
-            ``review``), or None where it was not calibrated.
-    """
-
-    root: Path
-    name: str
-    spatial_size: tuple[int, int]
-    threshold: float
-    in_channels: int
-    out_channels: int
-    geometry: str = "patch"
-    tta: bool = False
-    min_component_fraction: float = 0.0
-    context_slices: int = 0
-    normalization: str | None = None
-    review_threshold: float | None = None
-
-    @property
-    def image_channels(self) -> int:
-        """Channels of the images the model segments (``in_channels`` over the slices of a 2.5D input)."""
-        return presets.image_channels(self.in_channels, self.context_slices)
-
-
-def _plain(value: object, default: object) -> object:
-    """A config value unless it is an expression or reference (``$...``, ``@...``)."""
-    return default if isinstance(value, str) and value[:1] in ("$", "@") else value
-
-
-def bundle_info(root: Path, spatial_size: Sequence[int] | None = None) -> BundleInfo:
-    """Inference settings of a bundle from ``configs/inference.json`` and ``configs/metadata.json``."""
-    config: dict = {}
-    inference = root / "configs" / "inference.json"
-    if inference.is_file():
-        config = json.loads(inference.read_text())
-    settings = {key: _plain(config.get(key, default), default) for key, default in _DEFAULTS.items()}
-    size = tuple(int(s) for s in (spatial_size or settings["spatial_size"]))
-    if len(size) != 2 or min(size) < 1:
-        raise LGGInputError(None, f"spatial_size must be two positive integers (rows, columns), got {list(size)}")
-    name = root.name
-    metadata = root / "configs" / "metadata.json"
-    if metadata.is_file():
-        name = json.loads(metadata.read_text()).get("name", name)
-    return BundleInfo(
-        root, name, size, float(settings["threshold"]), int(settings["in_channels"]), int(settings["out_channels"]),
-        str(settings["geometry"]), bool(settings["tta"]), float(settings["min_component_fraction"]),
-        int(settings["context_slices"]), settings["normalization"],
-    )
-
 
 def load_state_dict(network: torch.nn.Module, checkpoint: str | Path) -> torch.nn.Module:
     """Load a checkpoint into ``network`` with ``weights_only=True``.
@@ -187,44 +114,6 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise LGGInputError(None, f"--device {device}: CUDA is not available on this machine (use --device cpu)")
     return resolved
-
-
-def trained_channels(checkpoint: Path) -> dict[str, object]:
-    """What training recorded in the checkpoint's sidecar (``model.json``) that inference must follow.
-
-    ``in_channels`` / ``out_channels``: a bundle trained with ``--in_channels 1 --out_channels K`` (grey
-    images, K classes) keeps the LGG values in its ``inference.json``; ``geometry`` and ``spatial_size``: how
-    slices reached the network; ``normalization`` and ``context_slices``: how their intensities were normalised
-    and how many neighbour slices were stacked as channels; ``network_args``: constructor arguments that
-    replaced ``model.json``'s at training (``--network_args``), without which the weights do not fit. Absent or
-    unreadable values are left out (the bundle's values apply).
-    """
-    sidecar = Path(checkpoint).with_suffix(".json")
-    try:
-        record = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(record, dict):
-        return {}
-    found: dict[str, object] = {
-        k: int(v) for k in ("in_channels", "out_channels") if isinstance(v := record.get(k), int) and v >= 1
-    }
-    if record.get("geometry") in ("brain", "patch"):
-        found["geometry"] = record["geometry"]
-    if record.get("normalization") in presets.NORMALIZATIONS:
-        found["normalization"] = record["normalization"]
-    if isinstance(record.get("context_slices"), int) and record["context_slices"] >= 0:
-        found["context_slices"] = record["context_slices"]
-    review = record.get("review")
-    threshold = review.get("threshold") if isinstance(review, dict) else None
-    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and 0.0 <= threshold <= 1.0:
-        found["review_threshold"] = float(threshold)
-    size = record.get("spatial_size")
-    if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
-        found["spatial_size"] = tuple(size)
-    if record.get("network_args"):
-        found["network_args"] = trained_network_args(checkpoint)  # plain values only, or a one-line refusal
-    return found
 
 
 def load_network(

@@ -38,9 +38,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from monai_lgg.bundle.record import sidecar_path
+from monai_lgg.bundle.settings import resolve_bundle
 from monai_lgg.errors import LGGInputError
-from monai_lgg.inference.inputs import find_cases
-from monai_lgg.inference.loading import resolve_bundle
+from monai_lgg.inference.formats import find_cases
 from monai_lgg.inference.orientation import plan_reorientation
 from monai_lgg.io import atomic_dir, atomic_path
 
@@ -87,7 +88,7 @@ def prepare_monailabel_bundle(
             _download_weights(large_files, tmp)
         # the weights' record: the configs read what the checkpoint holds from it (channels, ensemble members);
         # without it MONAI Label would build another network and load the weights with strict=False
-        record = checkpoint.with_suffix(".json")
+        record = sidecar_path(checkpoint)
         if record.is_file():
             shutil.copy2(record, tmp / "models" / "model.json")
     target.chmod(0o755)  # readable by a server running as another user

@@ -39,8 +39,8 @@ from tqdm import tqdm
 
 from monai_lgg.engines.performance import fast_default
 from monai_lgg.errors import LGGInputError, OutputError
-from monai_lgg.inference.formats import format_of
-from monai_lgg.inference.inputs import Case, find_cases, input_error, load_case
+from monai_lgg.inference.formats import find_cases, format_of, load_case
+from monai_lgg.inference.inputs import Case, input_error
 from monai_lgg.inference.loading import load_members, resolve_device
 from monai_lgg.inference.output_folder import CaseStage, OutputFolder
 from monai_lgg.inference.predictor import Predictor, Uncertainty

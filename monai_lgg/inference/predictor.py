@@ -22,6 +22,7 @@ from monai.inferers import SlidingWindowInferer
 from monai.transforms import AsDiscrete, KeepLargestConnectedComponent
 from monai.utils import convert_to_tensor
 
+from monai_lgg.bundle.settings import THRESHOLD
 from monai_lgg.engines.performance import FastInferer, prepare_network
 from monai_lgg.inference.uncertainty import entropy
 from monai_lgg.networks.ensemble import EnsembleWithMembers, ProbabilityEnsemble
@@ -106,7 +107,7 @@ class Predictor:
         batch_size: int = 8,
         overlap: float = 0.25,
         tta: bool = False,
-        threshold: float = 0.5,
+        threshold: float = THRESHOLD,
         largest_component: bool = False,
         precision: str = "fp32",
         channels_last: bool = False,

@@ -27,7 +27,13 @@ from monai_lgg.radiogenomics.associations import (
     agreement,
     association_tests,
 )
-from monai_lgg.radiogenomics.features import FEATURE_COLUMNS, INFO_COLUMNS, PAPER_FEATURES, shape_features
+from monai_lgg.radiogenomics.features import (
+    FEATURE_COLUMNS,
+    INFO_COLUMNS,
+    PAPER_FEATURES,
+    TESTED_FEATURES,  # re-exported
+    shape_features,
+)
 from monai_lgg.radiogenomics.io import (
     MaskCase,
     find_clinical,
@@ -41,17 +47,6 @@ from monai_lgg.radiogenomics.io import (
 __all__ = ["MaskSet", "measure_masks", "run_radiogenomics", "TESTED_FEATURES", "AGREEMENT_COLUMNS"]
 
 #: features tested against the clinical variables (``num_components`` and the axis lengths are descriptive)
-TESTED_FEATURES = (
-    *PAPER_FEATURES,
-    "volume_mm3",
-    "surface_area_mm2",
-    "sphericity",
-    "elongation",
-    "flatness",
-    "extent",
-    "solidity",
-    "max_diameter_mm",
-)
 AGREEMENT_COLUMNS = (
     "feature",
     "n",

@@ -39,6 +39,7 @@ from scipy.spatial.distance import pdist
 __all__ = [
     "FEATURE_COLUMNS",
     "PAPER_FEATURES",
+    "TESTED_FEATURES",
     "STANDARD_FEATURES",
     "BOUNDARY_SAMPLES",
     "MF_WINDOW_FRACTION",
@@ -266,3 +267,17 @@ def shape_features(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0))
         max_diameter_mm=float(pdist(hull.points[hull.vertices]).max()),
     )
     return row
+
+
+TESTED_FEATURES = (
+    *PAPER_FEATURES,
+    "volume_mm3",
+    "surface_area_mm2",
+    "sphericity",
+    "elongation",
+    "flatness",
+    "extent",
+    "solidity",
+    "max_diameter_mm",
+)
+

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from monai_lgg.radiogenomics.associations import category_label, category_order, is_missing
-from monai_lgg.radiogenomics.features import PAPER_FEATURES
+from monai_lgg.radiogenomics.features import PAPER_FEATURES, TESTED_FEATURES
 from monai_lgg.report import figure_png, new_figure
 
 __all__ = ["write_report", "FEATURE_LABELS"]
@@ -351,8 +351,6 @@ def write_report(
     agree: Sequence[dict] | None = None,
 ) -> None:
     """Write ``report.md``, ``report.html`` and ``figures/*.png`` into ``folder``."""
-    from monai_lgg.radiogenomics.analysis import TESTED_FEATURES
-
     title = title or "Radiogenomic analysis: tumour shape vs genomic subtypes"
     figures = {
         "distributions": distributions_figure(

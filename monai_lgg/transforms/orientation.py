@@ -2,7 +2,7 @@
 
 The bundles' configs load volumes with MONAI and segment them in the frame the networks were trained in; a volume
 stored in another orientation (RAS, LPS, a sagittal or coronal array of an axial acquisition) would be sliced along
-the wrong axis. :class:`ReorientToModeld` applies :func:`monai_lgg.inference.orientation.plan_reorientation`, the
+the wrong axis. :class:`ReorientToModeld` applies :func:`monai_lgg.imaging.orientation.plan_reorientation`, the
 same plan ``monai-lgg predict`` uses (axis permutation and flips only; oblique or non-axial volumes refused with one
 line naming the file), and records it, so ``Invertd`` (the bundles' postprocessing) maps every prediction back onto
 the input's stored grid and affine.
@@ -19,13 +19,13 @@ from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, MapTransform
 from monai.utils import TraceKeys, convert_to_tensor
 
+from monai_lgg.imaging.orientation import Reorientation, plan_reorientation
+
 __all__ = ["ReorientToModel", "ReorientToModeld"]
 
 
 def _plan(image: MetaTensor):
     """The reorientation of a loaded channel-first volume (its affine and file name from its metadata)."""
-    from monai_lgg.inference.orientation import plan_reorientation  # lazily: monai_lgg.inference imports presets
-
     affine = np.asarray(image.affine.detach().cpu(), dtype=np.float64)
     return plan_reorientation(str(image.meta.get("filename_or_obj", "image")), affine, tuple(image.shape[1:]))
 
@@ -38,7 +38,7 @@ class ReorientToModel(InvertibleTransform):
 
     Raises:
         LGGInputError: naming the file, for volumes whose slices are not close to axial
-            (:func:`~monai_lgg.inference.orientation.plan_reorientation`).
+            (:func:`~monai_lgg.imaging.orientation.plan_reorientation`).
     """
 
     backend = [convert_to_tensor.__name__]
@@ -61,7 +61,6 @@ class ReorientToModel(InvertibleTransform):
         return out
 
     def inverse(self, data: torch.Tensor) -> torch.Tensor:
-        from monai_lgg.inference.orientation import Reorientation
 
         transform = self.pop_transform(data)
         info = transform[TraceKeys.EXTRA_INFO]

@@ -23,8 +23,9 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from monai_lgg.data.kaggle import CHANNEL_NAMES
-from monai_lgg.data.readers import NiftiVolumeReader, SliceImageReader
+from monai_lgg.bundle.settings import GEOMETRIES, NORMALIZATIONS, image_channels  # re-exported
+from monai_lgg.imaging.channels import CHANNEL_NAMES
+from monai_lgg.imaging.readers import NiftiVolumeReader, SliceImageReader
 from monai_lgg.transforms.array import SliceWiseNormalizeIntensity
 from monai_lgg.transforms.brain import BrainCropd, BrainNormalizeIntensityd, RandFlairSubstituted
 from monai_lgg.transforms.dictionary import (
@@ -42,20 +43,6 @@ __all__ = [
     "cached_volume_transforms", "slice_transforms", "train_slice_transforms", "default_normalization",
     "check_normalization", "slice_normalizer", "image_channels", "context_transform",
 ]
-
-GEOMETRIES = ("brain", "patch")
-"""How slices reach the network. ``brain``: per volume, the square brain box resized to ``spatial_size`` and
-normalised over the brain (:mod:`monai_lgg.transforms.brain`; predictions are resized back into the input's
-grid); ``patch``: the slice at its own resolution, normalised per slice, random ``spatial_size`` patches in
-training and a sliding window at inference (for images of any size, e.g. ``convert_folders`` data)."""
-
-
-NORMALIZATIONS = ("volume", "zscore", "percentile", "none")
-"""How image intensities are normalised (the ``normalization`` key). ``volume``: per volume and channel, clipped to
-the 1st-99th percentile of the brain and z-scored over it (``brain`` geometry only, where the brain box is
-found); ``zscore`` / ``percentile``: per slice and channel over its non-zero pixels
-(:class:`~monai_lgg.transforms.array.SliceWiseNormalizeIntensity`); ``none``: as stored."""
-
 
 def check_geometry(geometry: str) -> str:
     if geometry not in GEOMETRIES:
@@ -88,21 +75,6 @@ def check_normalization(normalization: str | None, geometry: str = "patch") -> s
 def slice_normalizer(normalization: str, slice_dim: int | None = -1) -> SliceWiseNormalizeIntensity | None:
     """The per-slice array normaliser of ``normalization``; ``None`` for ``volume`` (done per volume) and ``none``."""
     return None if normalization in ("none", "volume") else SliceWiseNormalizeIntensity(slice_dim, method=normalization)
-
-
-def image_channels(in_channels: int, context_slices: int = 0) -> int:
-    """Channels of one image slice: the network's ``in_channels`` over the ``2 * context_slices + 1`` slices it sees.
-
-    Raises:
-        ValueError: ``in_channels`` is not a multiple of ``2 * context_slices + 1``.
-    """
-    slices = 2 * int(context_slices) + 1
-    if context_slices < 0 or in_channels % slices:
-        raise ValueError(
-            f"in_channels {in_channels} must be the image's channels x (2 * context_slices + 1) = x {slices} "
-            f"(context_slices {context_slices})"
-        )
-    return in_channels // slices
 
 
 def context_transform(image_key: str = "image", context_slices: int = 0) -> list:
@@ -221,7 +193,9 @@ def augment(
     """
     keys = _keys(image_key, label_key)
     modes = ["bilinear", "nearest"][: len(keys)]
-    chain: list = [RandFlairSubstituted(image_key, prob=flair_prob, flair_channel=flair_channel)] if flair_prob > 0 else []
+    chain: list = (
+        [RandFlairSubstituted(image_key, prob=flair_prob, flair_channel=flair_channel)] if flair_prob > 0 else []
+    )
     if spatial_size is not None:
         chain += [SpatialPadd(keys, spatial_size), RandSpatialCropd(keys, spatial_size, random_size=False)]
     chain += [
@@ -323,7 +297,11 @@ def slice_transforms(
 
 
 def train_slice_transforms(
-    image_key: str = "image", label_key: str = "label", normalization: str = "zscore", out_channels: int = 1, **augment_args
+    image_key: str = "image",
+    label_key: str = "label",
+    normalization: str = "zscore",
+    out_channels: int = 1,
+    **augment_args,
 ) -> Compose:
     """Per-slice chain of :class:`~monai_lgg.data.datasets.VolumeSliceDataset` at training time.
 
@@ -331,5 +309,6 @@ def train_slice_transforms(
     augmentation: it resamples labels with nearest-neighbour interpolation and pads with 0).
     """
     return Compose(
-        preprocess(image_key, label_key, None, normalization, out_channels) + augment(image_key, label_key, **augment_args)
+        preprocess(image_key, label_key, None, normalization, out_channels)
+        + augment(image_key, label_key, **augment_args)
     )
