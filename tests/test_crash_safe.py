@@ -25,6 +25,7 @@ from monai.losses import DiceCELoss
 from monai.transforms import Compose, RandFlipd, RandGaussianNoised
 from monai.utils import set_determinism
 
+from monai_lgg.bundle.record import sidecar_path
 from monai_lgg.engines.components import make_scheduler
 from monai_lgg.engines.handlers import (
     EpochSeed,
@@ -289,7 +290,7 @@ def test_sigkill_during_saves_never_corrupts_last(tmp_path):
         checkpoint = load_checkpoint(path)
         epoch = checkpoint["trainer"]["iteration"]
         assert torch.all(checkpoint["network"]["weight"] == epoch), "a torn checkpoint"
-        interrupted += len(remove_stale_parts(path)) + len(remove_stale_parts(path.with_suffix(".json")))
+        interrupted += len(remove_stale_parts(path)) + len(remove_stale_parts(sidecar_path(path)))
         assert sorted(p.name for p in tmp_path.iterdir()) == ["last.json", "last.pt"]
     print(f"{interrupted} save(s) interrupted by SIGKILL")  # usually 3: each kill lands inside a save
 

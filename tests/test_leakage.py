@@ -15,6 +15,7 @@ import torch
 from ignite.engine import Engine
 from monai.bundle import ConfigWorkflow
 
+from monai_lgg.bundle.record import sidecar_path
 from monai_lgg.data.datalist import load_fold, split_fold
 from monai_lgg.data.datasets import kaggle_slice_datalist
 from monai_lgg.engines.handlers import BestModelSaver, LastCheckpointSaver, provenance
@@ -89,7 +90,7 @@ def trained(synthetic_converted, tmp_path) -> tuple[Path, dict[str, list[dict]]]
 
 def test_sidecar_records_training_patients(trained):
     checkpoint, parts = trained
-    record = json.loads(checkpoint.with_suffix(".json").read_text())
+    record = json.loads(sidecar_path(checkpoint).read_text())
     assert record["training_cases"] == sorted(i["case"] for i in parts["train"])
     assert record["validation_cases"] == sorted(i["case"] for i in parts["validation"])
 
@@ -132,7 +133,7 @@ def test_last_checkpoint_also_records_patients(synthetic_converted, tmp_path):
 
 def test_unverifiable_or_damaged_records(trained, caplog):
     checkpoint, parts = trained
-    sidecar = checkpoint.with_suffix(".json")
+    sidecar = sidecar_path(checkpoint)
     sidecar.write_text("{ not json")
     with pytest.raises(LGGInputError, match="model.json: is not valid JSON"):
         check_no_leakage(checkpoint, parts["test"])

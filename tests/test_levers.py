@@ -16,6 +16,7 @@ from monai.bundle import ConfigWorkflow
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
+from monai_lgg.bundle.record import sidecar_path
 from monai_lgg.data.datalist import load_fold
 from monai_lgg.inference.loading import load_network
 from monai_lgg.inference.predict import predict
@@ -236,7 +237,7 @@ def test_bundle_trains_a_lever_and_its_sidecar_drives_evaluate_and_predict(tiny_
     config = UNET / "configs"
     _run("run", "training", "--config_file", str(config / "train.json"), *args, "--epochs", "1")
     checkpoint = tmp_path / "models" / "model.pt"
-    record = json.loads(checkpoint.with_suffix(".json").read_text())
+    record = json.loads(sidecar_path(checkpoint).read_text())
     assert {key: record[key] for key in sidecar} == sidecar
     assert record["network_args"] == levers.get("network_args", {})
 
@@ -295,7 +296,7 @@ def test_recorded_network_args_are_data_not_code(tmp_path, network_args, refusal
     from monai_lgg.errors import LGGInputError
 
     checkpoint = tmp_path / "model.pt"
-    checkpoint.with_suffix(".json").write_text(json.dumps({"network_args": network_args}))
+    sidecar_path(checkpoint).write_text(json.dumps({"network_args": network_args}))
     with pytest.raises(LGGInputError, match=r"model\.json: .*" + re.escape(refusal)):
         trained_network_args(checkpoint)
     with pytest.raises(LGGInputError, match=re.escape(refusal)):
@@ -307,6 +308,6 @@ def test_recorded_network_args_may_choose_another_network_class(tmp_path):
 
     checkpoint = tmp_path / "model.pt"
     args = {"_target_": "BasicUNet", "features": [8, 8, 16, 32, 64, 8]}
-    checkpoint.with_suffix(".json").write_text(json.dumps({"network_args": args}))
+    sidecar_path(checkpoint).write_text(json.dumps({"network_args": args}))
     assert trained_network_args(checkpoint) == {**args, "_target_": "monai.networks.nets.basic_unet.BasicUNet"}
     assert trained_network_args(tmp_path / "no_sidecar.pt") == {}

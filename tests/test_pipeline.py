@@ -12,8 +12,7 @@ from monai.transforms import Compose
 
 from monai_lgg.data.datalist import load_fold
 from monai_lgg.data.datasets import VolumeSliceDataset, kaggle_slice_datalist, kaggle_slice_dataset, oversample_index
-from monai_lgg.transforms import SliceWiseNormalizeIntensity, SliceWiseNormalizeIntensityd
-from monai_lgg.transforms import presets
+from monai_lgg.transforms import SliceWiseNormalizeIntensity, SliceWiseNormalizeIntensityd, presets
 
 
 @pytest.mark.parametrize("method", ["zscore", "percentile"])

@@ -22,7 +22,6 @@ from monai_lgg.cli import main
 from monai_lgg.data.kaggle import convert_kaggle
 from monai_lgg.data.synthetic import generate_synthetic_kaggle
 from monai_lgg.inference import Predictor, find_cases, load_case, load_network
-from monai_lgg.inference.loading import bundle_info
 
 from .conftest import CONSOLE_SCRIPT, PROJECT_ROOT
 
@@ -84,7 +83,7 @@ def kaggle_prediction(tiny, tmp_path_factory) -> Path:
 def test_kaggle_folder(tiny, kaggle_prediction):
     """Many patients: one Kaggle-named {0,255} mask per slice in the same folders, CSVs, overlays, probabilities."""
     images = sorted(p for p in tiny["kaggle"].rglob("*.tif") if not p.stem.endswith("_mask"))
-    threshold = bundle_info(Path(tiny["bundle"])).threshold
+    threshold = load_network(Path(tiny["bundle"]))[1].threshold
     for image in images:
         rel = image.relative_to(tiny["kaggle"])
         mask = tifffile.imread(kaggle_prediction / rel.parent / f"{image.stem}_mask.tif")

@@ -9,6 +9,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd
 
+from monai_lgg.bundle.record import sidecar_path
 from monai_lgg.data.slice_bank import AreaWeightedSampler
 from monai_lgg.engines.components import make_scheduler
 from monai_lgg.engines.inferers import FlipTTAInferer
@@ -229,7 +230,7 @@ def test_fold_models_ship_as_one_half_precision_ensemble(tmp_path):
         path = tmp_path / f"fold{fold}" / "model.pt"
         path.parent.mkdir()
         torch.save(net.state_dict(), path)
-        path.with_suffix(".json").write_text(json.dumps({
+        sidecar_path(path).write_text(json.dumps({
             "fold": fold, "training_cases": [f"case{fold}"], "validation_cases": ["case9"], "geometry": "brain",
             "spatial_size": [64, 64], "in_channels": 3, "out_channels": 1, "epoch": 3,
         }))
@@ -239,7 +240,7 @@ def test_fold_models_ship_as_one_half_precision_ensemble(tmp_path):
     state = torch.load(out, weights_only=True)
     assert state[f"members.1.{big}"].dtype == torch.float32  # float16 would store inf and break the ensemble
     assert all(v.dtype == torch.float16 for k, v in state.items() if v.is_floating_point() and k != f"members.1.{big}")
-    record = json.loads(out.with_suffix(".json").read_text())
+    record = json.loads(sidecar_path(out).read_text())
     assert record["members"] == 2 and record["training_cases"] == ["case0", "case1"] and record["spatial_size"] == [64, 64]
     assert trained_members(out) == 2
     network, info = load_network(bundle, out)

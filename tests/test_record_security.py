@@ -18,6 +18,7 @@ import pytest
 import tifffile
 import torch
 
+from monai_lgg.bundle.record import sidecar_path
 from monai_lgg.engines.bundle import MAX_MEMBERS, bundle_network, trained_members, trained_network_args
 from monai_lgg.errors import LGGInputError
 from monai_lgg.inference.loading import BUNDLES_DIR, load_network
@@ -32,7 +33,7 @@ def _record(tmp_path: Path, record: dict) -> Path:
     folder.mkdir(exist_ok=True)
     checkpoint = folder / "model.pt"
     torch.save(torch.nn.Linear(1, 1).state_dict(), checkpoint)
-    checkpoint.with_suffix(".json").write_text(json.dumps(record))
+    sidecar_path(checkpoint).write_text(json.dumps(record))
     return checkpoint
 
 
@@ -160,7 +161,7 @@ def test_fuzzed_dotted_paths_choose_only_registered_networks(tmp_path):
     checkpoint = tmp_path / "model.pt"
     accepted = []
     for path in _dotted_paths(600):
-        checkpoint.with_suffix(".json").write_text(json.dumps({"network_args": {"_target_": path}}))
+        sidecar_path(checkpoint).write_text(json.dumps({"network_args": {"_target_": path}}))
         try:
             args = trained_network_args(checkpoint)
         except LGGInputError as err:

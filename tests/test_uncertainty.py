@@ -19,6 +19,7 @@ import pytest
 import tifffile
 import torch
 
+from monai_lgg.bundle.record import sidecar_path
 from monai_lgg.cli import main
 from monai_lgg.engines.bundle import bundle_network
 from monai_lgg.errors import LGGInputError
@@ -133,9 +134,9 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     nets = [bundle_network(bundle, in_channels=3, out_channels=1, spatial_size=[64, 64]) for _ in range(2)]
     paths = {"bundle": bundle, "ensemble": root / "ensemble" / "model.pt", "single": root / "single" / "model.pt"}
     save_checkpoint(ProbabilityEnsemble(nets).state_dict(), paths["ensemble"])
-    write_json(paths["ensemble"].with_suffix(".json"), {**record, "members": 2})
+    write_json(sidecar_path(paths["ensemble"]), {**record, "members": 2})
     save_checkpoint(nets[0].state_dict(), paths["single"])
-    write_json(paths["single"].with_suffix(".json"), record)
+    write_json(sidecar_path(paths["single"]), record)
     return paths
 
 
@@ -298,7 +299,7 @@ def test_report_tool_collects_out_of_fold_and_refuses_leaks(tiny_dataset, tmp_pa
         save_checkpoint(net.state_dict(), path)
         training = [item["case"] for item in load_fold(datalist, fold, "train")]
         write_json(
-            path.with_suffix(".json"), {"geometry": "brain", "spatial_size": [64, 64], "training_cases": training}
+            sidecar_path(path), {"geometry": "brain", "spatial_size": [64, 64], "training_cases": training}
         )
     rows = tool.collect(cell, tiny_dataset, folds=(0, 1))
     expected = [item["case"] for fold in (0, 1) for item in load_fold(datalist, fold, "test")]

@@ -3,7 +3,8 @@
 The record says how the network was trained (channels, geometry, patch size, normalisation, 2.5D context,
 replaced constructor arguments, ensemble members), which patients trained and selected it (provenance, checked
 against evaluated patients), and how its output becomes a mask (``postprocessing``: the threshold and component
-filter it was validated or calibrated at; ``review``: the ``needs_review`` threshold). ``inference.json`` and
+filter chosen for it by cross-validation, which the shipped UNet's record holds and every other model falls back to,
+see :func:`recipe_postprocessing`; ``review``: the ``needs_review`` threshold). ``inference.json`` and
 ``monai-lgg predict`` follow it, so a model is always preprocessed and post-processed as it was trained.
 
 The record travels with downloaded weights, so it is read as data only: plain JSON, each value checked by its
@@ -13,6 +14,7 @@ and, at most, one of :data:`monai_lgg.networks.registry.NETWORKS` as its ``_targ
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monai_lgg.bundle.settings import DEFAULTS, GEOMETRIES, NORMALIZATIONS
+from monai_lgg.bundle.settings import BUNDLES_DIR, GEOMETRIES, NORMALIZATIONS, THRESHOLD
 from monai_lgg.errors import LGGInputError
 from monai_lgg.io import write_json
 
@@ -34,6 +36,8 @@ __all__ = [
     "trained_setting",
     "trained_network_args",
     "trained_members",
+    "SHIPPED_CHECKPOINT",
+    "recipe_postprocessing",
     "trained_threshold",
     "trained_min_component_fraction",
 ]
@@ -253,15 +257,34 @@ def trained_members(checkpoint: str | os.PathLike) -> int:
     return read_record(checkpoint).members
 
 
+SHIPPED_CHECKPOINT = BUNDLES_DIR / "unet" / "models" / "model.pt"
+"""The shipped UNet's weights; its record holds the recipe's mask rule (:func:`recipe_postprocessing`)."""
+
+
+@functools.lru_cache(maxsize=1)
+def recipe_postprocessing() -> tuple[float, float]:
+    """The mask rule of the training recipe: ``(threshold, min_component_fraction)`` of the shipped UNet's record.
+
+    Cross-validation of the recipe chose it (probability 0.4, the largest 3D component kept; docs/results) and the
+    shipped record is its one copy. A model trained by the user has no rule of its own (training validates at
+    :data:`~monai_lgg.bundle.settings.THRESHOLD` with every component, before any rule could be chosen), so its
+    masks follow the recipe's, as the shipped model's do. Without the shipped record (a damaged installation):
+    ``(THRESHOLD, 0.0)``, every component at the validation threshold.
+    """
+    shipped = read_record(SHIPPED_CHECKPOINT)
+    threshold, fraction = shipped.threshold, shipped.min_component_fraction
+    return (THRESHOLD if threshold is None else threshold, 0.0 if fraction is None else fraction)
+
+
 def trained_threshold(checkpoint: str | os.PathLike) -> float:
-    """The probability threshold of a checkpoint's masks: its record's ``postprocessing.threshold``, else
-    :data:`monai_lgg.bundle.settings.THRESHOLD` (the one ``train.json`` validates at)."""
+    """The probability threshold of a checkpoint's masks: its record's ``postprocessing.threshold``, else the
+    recipe's (:func:`recipe_postprocessing`)."""
     value = read_record(checkpoint).threshold
-    return float(DEFAULTS["threshold"]) if value is None else value
+    return recipe_postprocessing()[0] if value is None else value
 
 
 def trained_min_component_fraction(checkpoint: str | os.PathLike) -> float:
     """The component filter of a checkpoint's masks: its record's ``postprocessing.min_component_fraction``, else
-    the default (0.0: every component kept, as ``train.json`` validates)."""
+    the recipe's (:func:`recipe_postprocessing`)."""
     value = read_record(checkpoint).min_component_fraction
-    return float(DEFAULTS["min_component_fraction"]) if value is None else value
+    return recipe_postprocessing()[1] if value is None else value

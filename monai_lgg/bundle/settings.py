@@ -57,23 +57,22 @@ def image_channels(in_channels: int, context_slices: int = 0) -> int:
 
 
 THRESHOLD = 0.5
-"""The probability threshold of a model whose trained-model record names none (``postprocessing.threshold``).
+"""The probability threshold training validates at (``train.json``) and the default of the post-processing functions.
 
-Training validates at this threshold (``train.json``: the record does not exist yet) and writes it into the record
-it leaves beside the weights; a calibration such as the shipped UNet's cross-validation (0.4) replaces it there.
-``inference.json`` and ``monai-lgg predict`` read the record (:func:`monai_lgg.bundle.record.TrainedRecord.threshold`),
-so they apply the threshold the model was validated or calibrated at.
+Masks are made with the model's own rule instead: the ``postprocessing`` of its trained-model record, else the
+recipe's (:func:`monai_lgg.bundle.record.recipe_postprocessing`: 0.4 and the largest component, chosen by
+cross-validation of trained models, so validation during training cannot use it).
 """
 
 DEFAULTS: dict[str, object] = {
     # what inference falls back to when neither inference.json nor the checkpoint's record gives a value
     "spatial_size": (128, 128),
-    "threshold": THRESHOLD,
+    "threshold": None,  # None: the checkpoint's mask rule (monai_lgg.bundle.record.trained_threshold)
     "in_channels": 3,
     "out_channels": 1,
     "geometry": "brain",
     "tta": False,
-    "min_component_fraction": 0.0,
+    "min_component_fraction": None,  # None: the checkpoint's (trained_min_component_fraction)
     "context_slices": 0,
     "normalization": None,
 }
@@ -182,13 +181,15 @@ class BundleInfo:
         root: the bundle folder.
         name: ``_meta_``/metadata name, or the folder name.
         spatial_size: training patch size (rows, columns): the sliding-window size.
-        threshold: probability threshold of the masks.
+        threshold: probability threshold of the masks (None until the checkpoint's record is applied:
+            :func:`monai_lgg.inference.loading.load_network` fills it in).
         in_channels: the network's input channels (3: pre-contrast, FLAIR, post-contrast; times
             ``2 * context_slices + 1`` for a 2.5D network).
         out_channels: output channels (1: tumour logit).
         geometry: ``brain`` (whole brain slices resized to ``spatial_size``) or ``patch`` (sliding windows).
         tta: average with the left-right mirror by default.
-        min_component_fraction: drop 3D components below this fraction of the largest by default.
+        min_component_fraction: drop 3D components below this fraction of the largest by default (None, as
+            ``threshold``, until the record is applied).
         context_slices: neighbour slices on each side stacked as channels (2.5D input; 0: none).
         normalization: intensity normalisation of the inputs (``presets.NORMALIZATIONS``; ``None``: the
             geometry's default, ``volume`` for ``brain`` and ``zscore`` for ``patch``, which
@@ -201,12 +202,12 @@ class BundleInfo:
     root: Path
     name: str
     spatial_size: tuple[int, int]
-    threshold: float = THRESHOLD
+    threshold: float | None = None
     in_channels: int = 3
     out_channels: int = 1
     geometry: str = "brain"
     tta: bool = False
-    min_component_fraction: float = 0.0
+    min_component_fraction: float | None = None
     context_slices: int = 0
     normalization: str | None = None
     review_threshold: float | None = None
@@ -220,6 +221,10 @@ class BundleInfo:
 def _plain(value: object, default: object) -> object:
     """A config value unless it is an expression or reference (``$...``, ``@...``)."""
     return default if isinstance(value, str) and value[:1] in ("$", "@") else value
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)
 
 
 def bundle_info(root: Path, spatial_size: Sequence[int] | None = None) -> BundleInfo:
@@ -241,7 +246,8 @@ def bundle_info(root: Path, spatial_size: Sequence[int] | None = None) -> Bundle
     if metadata.is_file():
         name = json.loads(metadata.read_text()).get("name", name)
     return BundleInfo(
-        root, name, size, float(settings["threshold"]), int(settings["in_channels"]), int(settings["out_channels"]),
-        str(settings["geometry"]), bool(settings["tta"]), float(settings["min_component_fraction"]),
+        root, name, size, _optional_float(settings["threshold"]), int(settings["in_channels"]),
+        int(settings["out_channels"]), str(settings["geometry"]), bool(settings["tta"]),
+        _optional_float(settings["min_component_fraction"]),
         int(settings["context_slices"]), settings["normalization"],
     )

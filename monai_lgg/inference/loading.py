@@ -16,7 +16,12 @@ from pathlib import Path
 import torch
 
 from monai_lgg.bundle.network import bundle_network
-from monai_lgg.bundle.record import trained_channels, trained_members
+from monai_lgg.bundle.record import (
+    trained_channels,
+    trained_members,
+    trained_min_component_fraction,
+    trained_threshold,
+)
 
 # bundles are found and their settings read without importing torch (the command line checks --bundle first)
 from monai_lgg.bundle.settings import BUNDLES_DIR, BundleInfo, bundle_info, bundle_names, resolve_bundle
@@ -138,6 +143,10 @@ def load_network(
         trained.pop("spatial_size", None)
     network_args = trained.pop("network_args", {})  # builds the network; not an input setting
     info = replace(info, **trained)
+    if info.threshold is None:  # inference.json computes it from the record: the record's rule, else the recipe's
+        info = replace(info, threshold=trained_threshold(checkpoint))
+    if info.min_component_fraction is None:
+        info = replace(info, min_component_fraction=trained_min_component_fraction(checkpoint))
     if info.normalization is None:  # a sidecar written before the key existed: the geometry's (then only) one
         info = replace(info, normalization=presets.default_normalization(info.geometry))
     if checkpoint.suffix == ".ts":

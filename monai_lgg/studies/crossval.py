@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from monai_lgg.bundle.record import sidecar_path
 from monai_lgg.data.datalist import load_fold
 from monai_lgg.inference.loading import load_network
 from monai_lgg.inference.predictor import Predictor
@@ -120,7 +121,7 @@ def out_of_fold(
             out_channels=info.out_channels, normalization=info.normalization, context_slices=info.context_slices,
         )
         record = read_json(
-            checkpoint.with_suffix(".json"), "not found: the sidecar that names the fold model's training patients"
+            sidecar_path(checkpoint), "not found: the sidecar that names the fold model's training patients"
         )
         seen = set(record.get("training_cases", [])) | set(record.get("validation_cases", []))
         for item in load_fold(datalist, fold, "test"):
@@ -420,7 +421,7 @@ def build_ensemble(
         for key, value in member.items():
             state[f"members.{i}.{key}"] = _half_if_safe(value) if half else value
         sidecar = read_json(
-            Path(path).with_suffix(".json"), "not found: the sidecar that names the member's training patients"
+            sidecar_path(Path(path)), "not found: the sidecar that names the member's training patients"
         )
         sidecars.append(sidecar)
         training |= set(sidecar.get("training_cases", []))
@@ -429,7 +430,7 @@ def build_ensemble(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(state, output)
-    write_json(output.with_suffix(".json"), {
+    write_json(sidecar_path(output), {
         **{k: first[k] for k in TRAINED_SETTINGS if k in first},
         "members": len(sidecars),
         "member_folds": [s.get("fold") for s in sidecars],

@@ -36,6 +36,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from monai_lgg.bundle.record import sidecar_path
 from monai_lgg.studies import PROJECT_ROOT
 
 DATA = PROJECT_ROOT.parent / "shared" / "data" / "isbi2012_em"
@@ -119,7 +120,7 @@ def untrained_checkpoint(dataset: Path, work: Path, spatial_size: int = 256, see
     save_checkpoint(network.state_dict(), path)
     # the sidecar states that no case trained or selected it, so the evaluation's leakage check passes
     write_json(
-        path.with_suffix(".json"), {"untrained": True, "seed": seed, "training_cases": [], "validation_cases": []}
+        sidecar_path(path), {"untrained": True, "seed": seed, "training_cases": [], "validation_cases": []}
     )
     return path
 
@@ -217,8 +218,8 @@ def main(
             work_dir / "eval_untrained",
             spatial_size,
         ),
-        "checkpoint_record": json.loads(best.with_suffix(".json").read_text())
-        if best.with_suffix(".json").is_file()
+        "checkpoint_record": json.loads(sidecar_path(best).read_text())
+        if sidecar_path(best).is_file()
         else None,
     }
     target = Path(json_out) if json_out else work_dir / "results.json"

@@ -5,8 +5,9 @@
 
 Writes OUTPUT (``monai_lgg.networks.ProbabilityEnsemble`` state dict, weights-only) and its sidecar
 ``model.json`` (members, every training patient, geometry, the post-processing rule chosen by the
-cross-validation and its leave-one-fold-out scores). Set ``threshold`` / ``min_component_fraction`` of the
-bundle's ``inference.json`` to the rule it prints. An existing OUTPUT is replaced only with ``--overwrite``.
+cross-validation and its leave-one-fold-out scores). ``inference.json`` and ``monai-lgg predict`` read the rule from
+that record, and models without a rule of their own follow it too
+(:func:`monai_lgg.bundle.record.recipe_postprocessing`). An existing OUTPUT is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -35,4 +36,4 @@ def main(cell_dir: str, output: str, crossval: str, folds: str = "0,1,2,3,4", ov
     }
     path = build_ensemble(checkpoints, target, half=True, record=record)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {len(checkpoints)} members); "
-          f"post-processing for inference.json: {results['ship']}")
+          f"post-processing recorded: {results['ship']}")

@@ -38,6 +38,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from monai_lgg.bundle.record import sidecar_path
 from monai_lgg.data.datalist import load_fold
 from monai_lgg.errors import LGGInputError, as_list
 from monai_lgg.inference import Predictor, find_cases, load_case, load_network
@@ -110,7 +111,7 @@ def collect(
             geometry=info.geometry,
             min_component_fraction=fraction,
         )
-        sidecar = checkpoint.with_suffix(".json")
+        sidecar = sidecar_path(checkpoint)
         record = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         seen = set(record.get("training_cases", [])) | set(record.get("validation_cases", []))
         for item in load_fold(datalist, fold, "test"):
