@@ -107,7 +107,9 @@ def _describe_failure(error: ValueError) -> str:
         return str(error).strip()
     # jsonschema >= 4 gives json_path; 3.2 (which MONAI Label's pydicom-seg pins) only the path parts
     parts = getattr(cause, "absolute_path", ())
-    location = getattr(cause, "json_path", None) or "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+    location = getattr(cause, "json_path", None) or "$" + "".join(
+        f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts
+    )
     return f"metadata does not satisfy the monai-lgg bundle schema at {location}: {message}"
 
 
@@ -179,7 +181,9 @@ def _large_files(root: Path) -> tuple[Path | None, list[dict]]:
         if path.is_file():
             content = ConfigParser.load_config_file(path)
             entries = content.get("large_files") if isinstance(content, Mapping) else None
-            if not isinstance(entries, list) or not all(isinstance(e, Mapping) and "path" in e and "url" in e for e in entries):
+            if not isinstance(entries, list) or not all(
+                isinstance(e, Mapping) and "path" in e and "url" in e for e in entries
+            ):
                 raise ValueError(f"{path}: must hold 'large_files', a list of entries with 'path' and 'url'.")
             return path, [dict(e) for e in entries]
     return None, []
@@ -276,7 +280,9 @@ def check_zoo_directory(bundle_dir: str | Path, fetch_large_files: bool = True) 
         try:
             download_large_files(bundle_path=str(root))  # finds large_files.* itself (its name argument is not used)
         except Exception as err:
-            raise ValueError(f"{large_file}: downloading the large files failed ({type(err).__name__}: {err}).") from err
+            raise ValueError(
+                f"{large_file}: downloading the large files failed ({type(err).__name__}: {err})."
+            ) from err
     for name in ZOO_REQUIRED_FILES:
         if not (root / name).is_file():
             raise ValueError(f"{root}: necessary file {name} is missing.")
@@ -335,9 +341,13 @@ def check_zoo_network(bundle_dir: str | Path, device: str = "cpu") -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*parsing config_file.*", category=UserWarning)
         try:
-            workflow = create_workflow(workflow_type="infer", logging_file=str(root / "configs" / "logging.conf"), **common)
+            workflow = create_workflow(
+                workflow_type="infer", logging_file=str(root / "configs" / "logging.conf"), **common
+            )
         except Exception as err:
-            raise ValueError(f"{config}: the inference workflow cannot be created ({type(err).__name__}: {err}).") from err
+            raise ValueError(
+                f"{config}: the inference workflow cannot be created ({type(err).__name__}: {err})."
+            ) from err
         missing = workflow.check_properties()
         if missing:
             raise ValueError(f"{config}: inference workflow properties missing: {missing}.")
@@ -398,7 +408,9 @@ def _verify_zoo_bundle(root: Path, mode: str, model_info: str | Path | None, dev
         raise ValueError(f"{root}: the Model Zoo's pre-commit hooks would refuse it: " + "; ".join(problems))
     passed.append("files: real files, none over 1024 KB, zoo JSON/text format")
     check_zoo_directory(root)
-    passed.append("directory: LICENSE, configs/metadata.json, configs/inference.json, models/model.pt (large files fetched)")
+    passed.append(
+        "directory: LICENSE, configs/metadata.json, configs/inference.json, models/model.pt (large files fetched)"
+    )
     check_zoo_version(root, model_info)
     passed.append("version and changelog")
     verify_bundle_metadata(str(root / "configs" / "metadata.json"))

@@ -189,8 +189,9 @@ def measured_eval_metrics(bundle_root: str | Path) -> MeasuredMetrics:
     source = (root / spec["source"]).resolve()
     if not source.is_file() and installed_bundle(root):
         raise LGGInputError(
-            root, f"export_bundle publishes from a source checkout: the measured results its {EVAL_METRICS_FILE} "
-            f"names ({spec['source']}) are not part of the installed package"
+            root,
+            f"export_bundle publishes from a source checkout: the measured results its {EVAL_METRICS_FILE} "
+            f"names ({spec['source']}) are not part of the installed package",
         )
     try:
         results = json.loads(source.read_text())

@@ -14,6 +14,11 @@ from monai_lgg.bundle.settings import (
 )
 
 __all__ = [
-    "BUNDLES_DIR", "MAX_BUNDLE_BYTES", "MAX_BUNDLE_FILES", "bundle_names", "installed_bundle", "output_root",
+    "BUNDLES_DIR",
+    "MAX_BUNDLE_BYTES",
+    "MAX_BUNDLE_FILES",
+    "bundle_names",
+    "installed_bundle",
+    "output_root",
     "resolve_bundle",
 ]

@@ -496,8 +496,10 @@ class Commands:
             folds=folds,
         )
         primary = summary["tests"]["primary"]
-        print(f"{summary['counts']['patients_with_masks']} patients, {primary} primary and "
-              f"{summary['tests']['exploratory']} exploratory tests: wrote {output}/report.html")
+        print(
+            f"{summary['counts']['patients_with_masks']} patients, {primary} primary and "
+            f"{summary['tests']['exploratory']} exploratory tests: wrote {output}/report.html"
+        )
 
     def train(self, bundle: str = "unet", dataset_dir: str = "synthetic", **overrides) -> None:
         """Train a bundle (its configs/train.json) in this process, with config overrides.
@@ -588,8 +590,17 @@ class Commands:
         if devices and any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
             raise LGGInputError(None, "--device cuda: CUDA is not available on this machine")
         rows = benchmark(
-            bundle, checkpoint, num_slices, size, threads, repeats, sizes[0], devices, json_path=json,
-            batch_sizes=sizes, review=(False, True) if as_flag(review, "review") else (False,),
+            bundle,
+            checkpoint,
+            num_slices,
+            size,
+            threads,
+            repeats,
+            sizes[0],
+            devices,
+            json_path=json,
+            batch_sizes=sizes,
+            review=(False, True) if as_flag(review, "review") else (False,),
         )
         print(format_table(rows))
 

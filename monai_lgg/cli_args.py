@@ -24,7 +24,12 @@ from pathlib import Path
 from monai_lgg.errors import LGGInputError, as_list
 
 __all__ = [
-    "CommandLine", "parse_command_line", "check_command_line", "config_keys", "RUN_OPTIONS", "SEQUENCE_FLAGS",
+    "CommandLine",
+    "parse_command_line",
+    "check_command_line",
+    "config_keys",
+    "RUN_OPTIONS",
+    "SEQUENCE_FLAGS",
     "predict_paths",
 ]
 
@@ -102,8 +107,12 @@ def parse_command_line(command: str, function: Callable, args: Sequence[str]) ->
         elif len(key) == 1 and not takes_overrides:  # Fire's shortcut: -o for the one parameter starting with o
             matches = [n for n in names if n[0] == key]
             if len(matches) != 1:
-                raise _usage_error(command, f"{argument} is ambiguous ({', '.join('--' + m for m in matches)})"
-                                   if matches else f"unknown flag {argument}")
+                raise _usage_error(
+                    command,
+                    f"{argument} is ambiguous ({', '.join('--' + m for m in matches)})"
+                    if matches
+                    else f"unknown flag {argument}",
+                )
             name = matches[0]
         elif takes_overrides:
             name = None
@@ -123,7 +132,7 @@ def parse_command_line(command: str, function: Callable, args: Sequence[str]) ->
             line.values[name] = value
     free = [n for n in names if n not in line.values]
     if len(positional) > len(free):
-        extra = positional[len(free):]
+        extra = positional[len(free) :]
         raise _usage_error(command, f"unexpected argument {extra[0]!r}")
     line.values.update(zip(free, positional, strict=False))
     required = [p.name for p in parameters if p.default is p.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
@@ -197,7 +206,12 @@ INPUTS: dict[str, dict[str, str]] = {
     "convert_folders": {"source": "path"},
     "stats": {"dataset": "path"},
     "predict": {
-        "input": "path", "flair": "path", "t1": "path", "t1c": "path", "bundle": "bundle", "checkpoint": "checkpoint",
+        "input": "path",
+        "flair": "path",
+        "t1": "path",
+        "t1c": "path",
+        "bundle": "bundle",
+        "checkpoint": "checkpoint",
         "ensemble": "bundles",
     },
     "export": {"bundle": "bundle", "checkpoint": "checkpoint"},
@@ -268,13 +282,15 @@ def predict_paths(
         return input, output, {}
     flags = " ".join(f"--{k}" for k in SEQUENCE_FLAGS if k in given)
     if output is not None:
-        raise _usage_error("predict", f"give either INPUT or {flags}, not both (with {flags} the only "
-                           "argument is OUTPUT)")
+        raise _usage_error(
+            "predict", f"give either INPUT or {flags}, not both (with {flags} the only argument is OUTPUT)"
+        )
     if input is None:
         raise _usage_error("predict", "missing argument OUTPUT")
     if "flair" not in given:
-        raise _usage_error("predict", f"{flags} needs --flair: FLAIR is required (pre- and post-contrast T1 are "
-                           "optional)")
+        raise _usage_error(
+            "predict", f"{flags} needs --flair: FLAIR is required (pre- and post-contrast T1 are optional)"
+        )
     return None, input, given
 
 

@@ -24,7 +24,15 @@ import numpy as np
 from monai_lgg.errors import LGGInputError
 from monai_lgg.io import atomic_dir, atomic_path, read_json
 
-__all__ = ["Evaluation", "load_evaluation", "read_training_curves", "new_figure", "figure_png", "make_figures", "make_report"]
+__all__ = [
+    "Evaluation",
+    "load_evaluation",
+    "read_training_curves",
+    "new_figure",
+    "figure_png",
+    "make_figures",
+    "make_report",
+]
 
 SCORES = ("dice", "iou", "precision", "recall", "f1", "slice_dice")
 TABLE_METRICS = ("dice", "iou", "precision", "recall", "f1", "accuracy", "hd95", "slice_dice")
@@ -135,21 +143,46 @@ def dice_bar_chart(evaluation: Evaluation) -> bytes:
     fig = new_figure(9.0, max(2.6, 0.19 * n + 1.3))
     ax = fig.add_subplot()
     tumour_free = [r.get("gt_voxels") == 0 for r in rows]
-    bars = ax.barh(range(n), dice, color=COLOURS["bar"], height=0.8 if n > 4 else 0.5,
-                   hatch=["//" if free else "" for free in tumour_free], edgecolor="white")
+    bars = ax.barh(
+        range(n),
+        dice,
+        color=COLOURS["bar"],
+        height=0.8 if n > 4 else 0.5,
+        hatch=["//" if free else "" for free in tumour_free],
+        edgecolor="white",
+    )
     # values on the bars when there is room, and always on the near-zero bars that are otherwise invisible
     ax.bar_label(bars, labels=[f"{d:.3f}" if n <= 30 or d < 0.05 else "" for d in dice], fontsize=8, padding=2)
     # equal mean and median lines stay visible: the mean is drawn wide underneath, the median thin on top
-    ax.axvline(np.nanmean(dice), color=COLOURS["mean"], linestyle="--", linewidth=3.0, alpha=0.7, zorder=2,
-               label=f"mean {np.nanmean(dice):.3f}")
-    ax.axvline(np.nanmedian(dice), color=COLOURS["median"], linestyle=":", linewidth=1.6, zorder=3,
-               label=f"median {np.nanmedian(dice):.3f}")
+    ax.axvline(
+        np.nanmean(dice),
+        color=COLOURS["mean"],
+        linestyle="--",
+        linewidth=3.0,
+        alpha=0.7,
+        zorder=2,
+        label=f"mean {np.nanmean(dice):.3f}",
+    )
+    ax.axvline(
+        np.nanmedian(dice),
+        color=COLOURS["median"],
+        linestyle=":",
+        linewidth=1.6,
+        zorder=3,
+        label=f"median {np.nanmedian(dice):.3f}",
+    )
     handles = ax.get_legend_handles_labels()[0]
     if any(tumour_free):
         from matplotlib.patches import Patch
 
-        handles.append(Patch(facecolor=COLOURS["bar"], hatch="//", edgecolor="white",
-                             label="tumour-free patient:\n1 if nothing predicted, else 0"))
+        handles.append(
+            Patch(
+                facecolor=COLOURS["bar"],
+                hatch="//",
+                edgecolor="white",
+                label="tumour-free patient:\n1 if nothing predicted, else 0",
+            )
+        )
     ax.set_yticks(range(n), [r["case"] for r in rows], fontsize=8)
     ax.set_ylim(n - 0.4, -0.6)  # best at the top
     ax.set_xlim(0, 1.08)
@@ -163,7 +196,9 @@ def dice_bar_chart(evaluation: Evaluation) -> bytes:
 
 def score_box_plot(evaluation: Evaluation) -> bytes:
     """Box plots of the per-patient scores with every patient as a jittered point."""
-    keys = [k for k in SCORES if k in evaluation.rows[0]] + [k for k in evaluation.class_columns if k.startswith("dice_")]
+    keys = [k for k in SCORES if k in evaluation.rows[0]] + [
+        k for k in evaluation.class_columns if k.startswith("dice_")
+    ]
     fig = new_figure(7.5 + 0.6 * max(0, len(keys) - len(SCORES)), 4.2)
     ax = fig.add_subplot()
     data = [evaluation.scores(k)[~np.isnan(evaluation.scores(k))] for k in keys]
@@ -225,12 +260,28 @@ def training_curves_plot(curves: dict[str, list[tuple[int, float]]]) -> bytes | 
     for order, (tag, points) in enumerate(scores.items()):
         label, colour, marker, dash = CURVE_STYLES[tag]
         steps, values = zip(*points, strict=True)
-        score_ax.plot(steps, values, color=colour, marker=marker, markersize=6 - order * 0.7, linestyle=dash,
-                      linewidth=3.2 - order * 0.5, alpha=0.9, label=label, zorder=2 + order)
+        score_ax.plot(
+            steps,
+            values,
+            color=colour,
+            marker=marker,
+            markersize=6 - order * 0.7,
+            linestyle=dash,
+            linewidth=3.2 - order * 0.5,
+            alpha=0.9,
+            label=label,
+            zorder=2 + order,
+        )
     if "val_mean_dice" in scores:
         best_epoch, best = max(scores["val_mean_dice"], key=lambda p: (p[1], -p[0]))
-        score_ax.axvline(best_epoch, color="grey", linewidth=1, linestyle=":", zorder=1,
-                         label=f"best Dice {best:.3f} (epoch {best_epoch})")
+        score_ax.axvline(
+            best_epoch,
+            color="grey",
+            linewidth=1,
+            linestyle=":",
+            zorder=1,
+            label=f"best Dice {best:.3f} (epoch {best_epoch})",
+        )
     if score_ax is not None:
         # a little room beyond 0 and 1, so that curves lying on them stay visible
         score_ax.set(title="Validation patients", xlabel="epoch", ylabel="score", ylim=(-0.03, 1.03))
@@ -270,8 +321,10 @@ def overlay_grid(evaluation: Evaluation, num_patients: int = 3) -> bytes | None:
         return None
     chosen = best_and_worst(ranked, num_patients)
     columns = max(len(evaluation.overlays[r["case"]]) for _, r in chosen)
-    pictures = {r["case"]: [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in evaluation.overlays[r["case"]]]
-                for _, r in chosen}
+    pictures = {
+        r["case"]: [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in evaluation.overlays[r["case"]]]
+        for _, r in chosen
+    }
     aspect = max(p.shape[0] / p.shape[1] for row in pictures.values() for p in row)
     fig = new_figure(3.3 * columns + 0.3, (3.3 * aspect + 0.35) * len(chosen) + 0.4)
     grid = fig.add_gridspec(len(chosen), columns)
@@ -283,12 +336,18 @@ def overlay_grid(evaluation: Evaluation, num_patients: int = 3) -> bytes | None:
             ax.set_axis_off()
             if col == 0:
                 place = f"{kind} (#{rank[record['case']]} of {len(ranked)})" if len(ranked) > 1 else "the only patient"
-                ax.set_title(f"{place}: {record['case']}  Dice {record['dice']:.3f}", loc="left", fontsize=10,
-                             fontweight="bold")
-    shown = "all" if len(chosen) == len(ranked) else f"best {sum(k == 'best' for k, _ in chosen)} and worst " \
-        f"{sum(k == 'worst' for k, _ in chosen)}"
-    fig.suptitle(f"Patients by per-patient Dice ({shown} of {len(ranked)}); each picture's caption says why that slice "
-                 "is shown", fontsize=11)
+                ax.set_title(
+                    f"{place}: {record['case']}  Dice {record['dice']:.3f}", loc="left", fontsize=10, fontweight="bold"
+                )
+    shown = (
+        "all"
+        if len(chosen) == len(ranked)
+        else f"best {sum(k == 'best' for k, _ in chosen)} and worst {sum(k == 'worst' for k, _ in chosen)}"
+    )
+    fig.suptitle(
+        f"Patients by per-patient Dice ({shown} of {len(ranked)}); each picture's caption says why that slice is shown",
+        fontsize=11,
+    )
     return figure_png(fig)
 
 

@@ -19,11 +19,11 @@ SHARED_LGG = SHARED_DATA / "lgg" / "kaggle_3m"
 CONSOLE_SCRIPT = str(Path(sys.executable).parent / "monai-lgg")
 
 
-def converted_synthetic(
-    root: Path, num_patients: int, num_slices: int, size: int, num_folds: int, seed: int
-) -> Path:
+def converted_synthetic(root: Path, num_patients: int, num_slices: int, size: int, num_folds: int, seed: int) -> Path:
     """A small synthetic Kaggle set generated under ``root`` and converted to ``root / "lgg"``."""
-    generate_synthetic_kaggle(root / "kaggle_3m", num_patients=num_patients, num_slices=num_slices, size=size, seed=seed)
+    generate_synthetic_kaggle(
+        root / "kaggle_3m", num_patients=num_patients, num_slices=num_slices, size=size, seed=seed
+    )
     result = convert_kaggle(root / "kaggle_3m", root / "lgg", num_folds=num_folds, progress=False, num_workers=1)
     assert result.ok, result.report
     return root / "lgg"
@@ -53,7 +53,9 @@ def one_error_line(capsys, argv: list[str]) -> str:
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory) -> Path:
     """5 synthetic patients x 8 slices of 64 x 64, 5 folds (fold 0: 3 training, 1 validation, 1 test patient)."""
-    return converted_synthetic(tmp_path_factory.mktemp("tiny"), num_patients=5, num_slices=8, size=64, num_folds=5, seed=1)
+    return converted_synthetic(
+        tmp_path_factory.mktemp("tiny"), num_patients=5, num_slices=8, size=64, num_folds=5, seed=1
+    )
 
 
 @pytest.fixture(scope="session")

@@ -62,7 +62,10 @@ def two_rows(tmp_path: Path) -> Path:
     lever = _grid(tmp_path, "lever", {1: [0.95, 0.85, 0.35], 3: [0.75, 0.5]}, fp=0, bundle="unetr")
     return _spec(
         tmp_path,
-        [{"label": "base", "lever": "-", "results": base.name}, {"label": "lever", "lever": "x", "results": str(lever)}],
+        [
+            {"label": "base", "lever": "-", "results": base.name},
+            {"label": "lever", "lever": "x", "results": str(lever)},
+        ],
     )
 
 
@@ -130,7 +133,14 @@ def test_written_folder_and_tool(two_rows: Path, tmp_path: Path) -> None:
     again = write_comparison(compare(kept, latency=False), out)
     assert json.loads((again / "spec.json").read_text()) == written
     done = subprocess.run(
-        [sys.executable, str(PROJECT / "tools" / "compare_runs.py"), str(two_rows), str(tmp_path / "cli"), "--latency", "false"],
+        [
+            sys.executable,
+            str(PROJECT / "tools" / "compare_runs.py"),
+            str(two_rows),
+            str(tmp_path / "cli"),
+            "--latency",
+            "false",
+        ],
         capture_output=True,
         text=True,
     )

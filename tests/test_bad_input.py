@@ -138,8 +138,9 @@ CONVERTER_DAMAGES = [k for k in LAYOUT_DAMAGES if k not in IN_TEST_KAGGLE_CONVER
 
 @pytest.fixture(scope="module")
 def small_kaggle(tmp_path_factory) -> Path:
-    return generate_synthetic_kaggle(tmp_path_factory.mktemp("small") / "kaggle_3m", num_patients=3, num_slices=6,
-                                     size=SIZE, seed=2)
+    return generate_synthetic_kaggle(
+        tmp_path_factory.mktemp("small") / "kaggle_3m", num_patients=3, num_slices=6, size=SIZE, seed=2
+    )
 
 
 @pytest.fixture
@@ -217,7 +218,8 @@ def _fail_nifti_writes(monkeypatch) -> None:
 
 ENVIRONMENT = {
     "unwritable_output_folder": (
-        lambda out, mp: _deny_writes_under(out.parent, mp), "cannot write (Permission denied)"
+        lambda out, mp: _deny_writes_under(out.parent, mp),
+        "cannot write (Permission denied)",
     ),
     "disk_full": (lambda out, mp: _fail_nifti_writes(mp), "cannot write (No space left on device)"),
 }
@@ -260,8 +262,9 @@ def _cli(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def _convert_cli(capsys, source: Path, out: Path, *extra: str) -> tuple[int, str, str]:
-    return _cli(capsys, "convert", str(source), str(out), "--num_folds", "2", "--progress", "False", "--workers", "1",
-                *extra)
+    return _cli(
+        capsys, "convert", str(source), str(out), "--num_folds", "2", "--progress", "False", "--workers", "1", *extra
+    )
 
 
 def _assert_one_line_error(code: int, err: str) -> None:
@@ -412,8 +415,9 @@ VOLUME_DAMAGES: dict[str, Callable[[dict], tuple[str, str]]] = {
     "2d_nifti_where_3d_expected": _nifti_2d,
     "zero_byte_nifti": _nifti_bytes(lambda data: b"", "empty file (0 bytes)"),
     "corrupt_nifti": _nifti_bytes(lambda data: b"not a NIfTI file" * 50, "unreadable NIfTI"),
-    "truncated_nifti": _nifti_bytes(lambda data: gzip.compress(gzip.decompress(data))[: len(data) // 2],
-                                    "unreadable NIfTI data"),
+    "truncated_nifti": _nifti_bytes(
+        lambda data: gzip.compress(gzip.decompress(data))[: len(data) // 2], "unreadable NIfTI data"
+    ),
     "missing_file": _missing,
     "four_modalities": _four_modalities,
     "mask_size_differs": _label_size,

@@ -101,8 +101,19 @@ def test_cli_exit_code_and_lines_for_a_partly_failed_run(tiny, tmp_path, capsys)
     truncated = sorted(patients.glob("*/*_3.tif"))[1]
     truncated.write_bytes(b"")
     with pytest.raises(SystemExit) as exit_info:
-        main(["predict", str(patients), str(tmp_path / "out"), "--bundle", str(tiny["bundle"]), "--spatial_size",
-              "[64,64]", "--progress", "False"])
+        main(
+            [
+                "predict",
+                str(patients),
+                str(tmp_path / "out"),
+                "--bundle",
+                str(tiny["bundle"]),
+                "--spatial_size",
+                "[64,64]",
+                "--progress",
+                "False",
+            ]
+        )
     assert exit_info.value.code == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and truncated.name in lines[0] and "1 of 5 case(s) failed" in lines[1], lines
@@ -148,13 +159,16 @@ predict(sys.argv[3], sys.argv[4], bundle=sys.argv[5], spatial_size=[64, 64], pro
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("step", "after"), [("replace", 1), ("replace", 14), ("write", 1), ("write", 4),
-                                             ("replace", 37)])
+@pytest.mark.parametrize(
+    ("step", "after"), [("replace", 1), ("replace", 14), ("write", 1), ("write", 4), ("replace", 37)]
+)
 def test_kill_then_continue_gives_the_uninterrupted_outputs(tiny, reference, tmp_path, step, after):
     out = tmp_path / "out"
     killed = subprocess.run(
         [sys.executable, "-c", KILLER, step, str(after), str(tiny["kaggle"]), str(out), str(tiny["bundle"])],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     if any(p.is_file() and STATE_DIR not in p.parts for p in out.rglob("*")):
@@ -200,10 +214,18 @@ def test_wait_waits_for_the_holder(tiny, tmp_path):
 
 def test_a_lock_left_by_a_killed_run_is_not_stale(tiny, tmp_path):
     out = tmp_path / "out"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from monai_lgg.inference.output_folder import OutputFolder; "
-        f"OutputFolder({str(out)!r}).__enter__(); print('held', flush=True); time.sleep(600)")],
-        stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from monai_lgg.inference.output_folder import OutputFolder; "
+                f"OutputFolder({str(out)!r}).__enter__(); print('held', flush=True); time.sleep(600)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     holder.kill()
     holder.wait()
@@ -246,9 +268,23 @@ def test_manifest_records_files_and_row(tiny, tmp_path):
 def _cli(tiny, out: Path, *extra: str, env: dict | None = None, launcher: tuple[str, ...] = ()) -> subprocess.Popen:
     command = [*launcher] if launcher else [sys.executable, "-m", "monai_lgg"]
     return subprocess.Popen(
-        [*command, "predict", str(tiny["kaggle"]), str(out), "--bundle", str(tiny["bundle"]), "--spatial_size",
-         "[64,64]", "--progress", "False", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+        [
+            *command,
+            "predict",
+            str(tiny["kaggle"]),
+            str(out),
+            "--bundle",
+            str(tiny["bundle"]),
+            "--spatial_size",
+            "[64,64]",
+            "--progress",
+            "False",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -275,8 +311,17 @@ def test_two_parts_side_by_side_then_continue_equal_one_run(tiny, reference, tmp
 @pytest.mark.slow
 def test_torchrun_two_ranks_equal_one_run(tiny, reference, tmp_path):
     out = tmp_path / "out"
-    launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-                "-m", "monai_lgg")
+    launcher = (
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29531",
+        "-m",
+        "monai_lgg",
+    )
     _finish(_cli(tiny, out, launcher=launcher, env={"OMP_NUM_THREADS": "1"}))
     assert _tree(out) == reference
 

@@ -25,11 +25,20 @@ PATIENT = "TCGA_CS_4942_19970222"  # 20 slices, tumour on 8 of them
 INFERENCE = PROJECT_ROOT / "bundles" / "unet" / "configs" / "inference.json"
 
 
-
-
 def _bundle_inference(dataset_dir, output_dir, *extra: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(INFERENCE),
-               "--dataset_dir", str(dataset_dir), "--output_dir", str(output_dir), *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str(INFERENCE),
+        "--dataset_dir",
+        str(dataset_dir),
+        "--output_dir",
+        str(output_dir),
+        *extra,
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("MONAI_LGG_DEBUG", None)
     return subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)

@@ -40,8 +40,12 @@ def _overrides(**extra) -> list[str]:
 def exported_bundle(request, tmp_path) -> Path:
     """The bundle folder copied alone, symlinks replaced by the files they point to."""
     target = tmp_path / request.param
-    shutil.copytree(PROJECT_ROOT / "bundles" / request.param, target, symlinks=False,
-                    ignore=shutil.ignore_patterns("models", "eval", "logs", "predictions", "runs"))
+    shutil.copytree(
+        PROJECT_ROOT / "bundles" / request.param,
+        target,
+        symlinks=False,
+        ignore=shutil.ignore_patterns("models", "eval", "logs", "predictions", "runs"),
+    )
     assert not any(p.is_symlink() for p in target.rglob("*"))
     return target
 
@@ -128,9 +132,14 @@ def test_config_workflow_and_model_zoo_checks(exported_bundle, tiny_dataset, tmp
     trained = exported_bundle / "runs" / f"{tiny_dataset.name}_fold0" / "models" / "model.pt"
     assert trained.is_file() and not (exported_bundle / "models").exists()
 
-    infer = ConfigWorkflow(config_file=str(cfg / "inference.json"), workflow_type="infer",
-                           dataset_dir=str(tiny_dataset), spatial_size=[64, 64], output_dir=str(tmp_path / "pred"),
-                           ckpt_path=str(trained))
+    infer = ConfigWorkflow(
+        config_file=str(cfg / "inference.json"),
+        workflow_type="infer",
+        dataset_dir=str(tiny_dataset),
+        spatial_size=[64, 64],
+        output_dir=str(tmp_path / "pred"),
+        ckpt_path=str(trained),
+    )
     infer.initialize()
     assert not infer.check_properties()
     infer.run()
@@ -140,15 +149,27 @@ def test_config_workflow_and_model_zoo_checks(exported_bundle, tiny_dataset, tmp
     verify_bundle_metadata(str(cfg / "metadata.json"))
     meta = json.loads((cfg / "metadata.json").read_text())
     n = 16 if "16*n" in meta["network_data_format"]["inputs"]["image"]["spatial_shape"] else 1
-    verify_net_in_out(net_id="network_def", meta_file=str(cfg / "metadata.json"),
-                      config_file=str(cfg / "inference.json"), n=n, device="cpu", bundle_root=str(exported_bundle),
-                      spatial_size=[256, 256])
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(cfg / "metadata.json"),
+        config_file=str(cfg / "inference.json"),
+        n=n,
+        device="cpu",
+        bundle_root=str(exported_bundle),
+        spatial_size=[256, 256],
+    )
 
     # TorchScript export of the trained 64x64 checkpoint, output equal to eager
     ts = tmp_path / "model.ts"
-    ckpt_export(net_id="network_def", filepath=str(ts), ckpt_file=str(trained),
-                meta_file=str(cfg / "metadata.json"), config_file=str(cfg / "inference.json"),
-                bundle_root=str(exported_bundle), spatial_size=[64, 64])
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(ts),
+        ckpt_file=str(trained),
+        meta_file=str(cfg / "metadata.json"),
+        config_file=str(cfg / "inference.json"),
+        bundle_root=str(exported_bundle),
+        spatial_size=[64, 64],
+    )
     scripted = torch.jit.load(str(ts))
     net = infer.parser.get_parsed_content("network").eval()
     x = torch.randn(2, 3, 64, 64)
@@ -162,8 +183,15 @@ def test_torchrun_two_processes_gloo(exported_bundle, tiny_dataset):
     """multi_gpu_train.json on CPU: 2 processes, gloo backend, DistributedSampler, rank 0 saves."""
     cfg = exported_bundle / "configs"
     runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle"]
-    out = _ok(run_bundle([cfg / "train.json", cfg / "multi_gpu_train.json"], "--dataset_dir", str(tiny_dataset),
-                         *_overrides(epochs=1), runner=runner))
+    out = _ok(
+        run_bundle(
+            [cfg / "train.json", cfg / "multi_gpu_train.json"],
+            "--dataset_dir",
+            str(tiny_dataset),
+            *_overrides(epochs=1),
+            runner=runner,
+        )
+    )
     models = exported_bundle / "runs" / f"{tiny_dataset.name}_fold0" / "models"
     assert (models / "model.pt").is_file(), out[-2000:]
     assert json.loads((models / "last.json").read_text())["epoch"] == 1
@@ -191,24 +219,43 @@ def test_torchrun_shards_validation_and_evaluation_by_patient(exported_bundle, s
     """
     cfg = exported_bundle / "configs"
     data = ["--dataset_dir", str(sharded_dataset)]
-    out = _ok(run_bundle([cfg / "train.json", cfg / "multi_gpu_train.json"], *data,
-                         *_overrides(epochs=1, val_interval=1), runner=TORCHRUN))
+    out = _ok(
+        run_bundle(
+            [cfg / "train.json", cfg / "multi_gpu_train.json"],
+            *data,
+            *_overrides(epochs=1, val_interval=1),
+            runner=TORCHRUN,
+        )
+    )
     assert "rank 0 of 2 scores 2 of the 3 validation patients" in out
     assert "rank 1 of 2 scores 1 of the 3 validation patients" in out
     models = exported_bundle / "runs" / f"{sharded_dataset.name}_fold0" / "models"
     validated = json.loads((models / "last.json").read_text())["validation_metrics"]["val_mean_dice"]
 
     # one process scoring the validation patients with the same weights (model.pt: the last, validated epoch)
-    _ok(run_bundle([cfg / "train.json", cfg / "evaluate.json"], *data, *_overrides(
-        eval_split="validation", allow_overlap=True, overlays=0, output_dir=str(tmp_path / "validation"))))
+    _ok(
+        run_bundle(
+            [cfg / "train.json", cfg / "evaluate.json"],
+            *data,
+            *_overrides(
+                eval_split="validation", allow_overlap=True, overlays=0, output_dir=str(tmp_path / "validation")
+            ),
+        )
+    )
     one_process = json.loads((tmp_path / "validation" / "summary.json").read_text())
     assert one_process["patients"] == 3
     assert validated == pytest.approx(one_process["per_patient"]["dice"]["mean"], abs=1e-5)
 
     evaluate = [cfg / "train.json", cfg / "evaluate.json"]
     _ok(run_bundle(evaluate, *data, *_overrides(output_dir=str(tmp_path / "one"))))
-    out = _ok(run_bundle([*evaluate, cfg / "multi_gpu_evaluate.json"], *data,
-                         *_overrides(output_dir=str(tmp_path / "two")), runner=TORCHRUN))
+    out = _ok(
+        run_bundle(
+            [*evaluate, cfg / "multi_gpu_evaluate.json"],
+            *data,
+            *_overrides(output_dir=str(tmp_path / "two")),
+            runner=TORCHRUN,
+        )
+    )
     assert "rank 1 of 2 scores 1 of the 3 test patients" in out
     one, two = (tmp_path / "one", tmp_path / "two")
     assert (two / "per_patient.csv").read_text() == (one / "per_patient.csv").read_text()
@@ -224,8 +271,13 @@ def test_torchrun_shards_validation_and_evaluation_by_patient(exported_bundle, s
 def test_torchrun_refuses_fewer_validation_patients_than_processes(exported_bundle, tiny_dataset):
     """One validation patient cannot be shared by 2 processes: each ends with the one-line error (exit code 2)."""
     cfg = exported_bundle / "configs"
-    result = run_bundle([cfg / "train.json", cfg / "multi_gpu_train.json"], "--dataset_dir", str(tiny_dataset),
-                        *_overrides(epochs=1, val_interval=1), runner=TORCHRUN)
+    result = run_bundle(
+        [cfg / "train.json", cfg / "multi_gpu_train.json"],
+        "--dataset_dir",
+        str(tiny_dataset),
+        *_overrides(epochs=1, val_interval=1),
+        runner=TORCHRUN,
+    )
     assert result.returncode != 0
     expected = "monai-lgg: error: the validation split has 1 patient(s), fewer than the 2 processes"
     assert expected in result.stderr and "Traceback" not in result.stderr.split(expected)[0]
@@ -237,8 +289,14 @@ def test_bundles_state_only_their_differences():
     assert {"unet", "unetplusplus", "transunet", "unetr", "attentionunet", "unext"} <= set(BUNDLES)
     for bundle in BUNDLES:
         cfg = PROJECT_ROOT / "bundles" / bundle / "configs"
-        for name in ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "multi_gpu_evaluate.json",
-                     "logging.conf"):
+        for name in (
+            "train.json",
+            "evaluate.json",
+            "inference.json",
+            "multi_gpu_train.json",
+            "multi_gpu_evaluate.json",
+            "logging.conf",
+        ):
             assert (cfg / name).is_symlink() and (cfg / name).resolve() == (shared / name).resolve(), f"{bundle}/{name}"
         assert "network_def" in json.loads((cfg / "model.json").read_text())
         for name in ("docs/README.md", "LICENSE", "configs/metadata.json"):

@@ -103,7 +103,11 @@ def test_valid_override_keys_reach_the_bundle(monkeypatch):
     main(["evaluate", "--eval_split", "validation", "--ckpt_path", "m.pt", "--validate#dataloader#batch_size", "2"])
     (_, configs, train), (_, _, evaluate) = runs
     assert configs == ["train.json"] and train == {
-        "dataset_dir": "synthetic", "epochs": 1, "network_args#dropout": 0.1, "run_id": "training", "resume": False
+        "dataset_dir": "synthetic",
+        "epochs": 1,
+        "network_args#dropout": 0.1,
+        "run_id": "training",
+        "resume": False,
     }
     assert evaluate["eval_split"] == "validation" and evaluate["validate#dataloader#batch_size"] == 2
 

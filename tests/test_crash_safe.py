@@ -72,19 +72,32 @@ def _tiny_trainer(
     )
     loader = DataLoader(Dataset(data, transform), batch_size=4, shuffle=True, num_workers=num_workers)
     network = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Dropout(0.3),
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.3),
         torch.nn.Conv2d(4, 1, 1),
     )
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-2)
     scheduler = make_scheduler(optimizer, "cosine", max_epochs=epochs)
     trainer = SupervisedTrainer(
-        device=torch.device("cpu"), max_epochs=epochs, train_data_loader=loader, network=network,
-        optimizer=optimizer, loss_function=DiceCELoss(sigmoid=True), amp=False,
+        device=torch.device("cpu"),
+        max_epochs=epochs,
+        train_data_loader=loader,
+        network=network,
+        optimizer=optimizer,
+        loss_function=DiceCELoss(sigmoid=True),
+        amp=False,
     )
     handlers = train_handlers(
-        validator=Engine(lambda engine, batch: None), lr_scheduler=scheduler,
+        validator=Engine(lambda engine, batch: None),
+        lr_scheduler=scheduler,
         save_dict={"network": network, "optimizer": optimizer, "lr_scheduler": scheduler},
-        ckpt_dir=workdir / "models", log_dir=workdir / "logs", progress=False, record={"fold": 0}, seed=SEED,
+        ckpt_dir=workdir / "models",
+        log_dir=workdir / "logs",
+        progress=False,
+        record={"fold": 0},
+        seed=SEED,
     )
     for handler in handlers:
         if epoch_seed or not isinstance(handler, EpochSeed):
@@ -194,9 +207,12 @@ def test_checkpoint_holds_scaler_early_stopping_and_rng(tmp_path):
     assert _same_tensors(restored_net.state_dict(), net.state_dict())
 
     handlers = train_handlers(
-        validator=Engine(lambda e, b: None), lr_scheduler=torch.optim.lr_scheduler.LambdaLR(
-            torch.optim.SGD(net.parameters(), lr=0.1), lambda _: 1.0),
-        save_dict={"network": net}, ckpt_dir=tmp_path / "es", log_dir=tmp_path / "logs", early_stop_patience=3,
+        validator=Engine(lambda e, b: None),
+        lr_scheduler=torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD(net.parameters(), lr=0.1), lambda _: 1.0),
+        save_dict={"network": net},
+        ckpt_dir=tmp_path / "es",
+        log_dir=tmp_path / "logs",
+        early_stop_patience=3,
         progress=False,
     )
     saver = next(h for h in handlers if isinstance(h, LastCheckpointSaver))
@@ -303,8 +319,15 @@ def test_prediction_writer_is_atomic(tmp_path, monkeypatch):
 
     from monai_lgg.data.readers import AtomicNibabelWriter
 
-    save = SaveImaged("pred", output_dir=str(tmp_path), output_postfix="", separate_folder=False, print_log=False,
-                      output_dtype=np.uint8, writer=AtomicNibabelWriter)
+    save = SaveImaged(
+        "pred",
+        output_dir=str(tmp_path),
+        output_postfix="",
+        separate_folder=False,
+        print_log=False,
+        output_dtype=np.uint8,
+        writer=AtomicNibabelWriter,
+    )
     pred = MetaTensor(torch.ones(1, 8, 8, 3), meta={"filename_or_obj": "case_a.nii.gz"})
     save({"pred": pred})
     assert np.asanyarray(nib.load(tmp_path / "case_a.nii.gz").dataobj).sum() == 8 * 8 * 3
@@ -346,29 +369,58 @@ class KillSwitch:
 @pytest.fixture(scope="module")
 def micro_dataset(tmp_path_factory) -> Path:
     """3 patients (one per split of fold 0), 32x32 slices: a bundle epoch is 2-3 iterations."""
-    return converted_synthetic(tmp_path_factory.mktemp("micro"), num_patients=3, num_slices=8, size=32, num_folds=3, seed=3)
+    return converted_synthetic(
+        tmp_path_factory.mktemp("micro"), num_patients=3, num_slices=8, size=32, num_folds=3, seed=3
+    )
 
 
 def _bundle_command(run_dir: Path, dataset: Path) -> list[str]:
     extra = run_dir.parent / "kill_switch.json"
-    extra.write_text(json.dumps({"+train#handlers": [
-        {"_target_": "tests.test_crash_safe.KillSwitch", "trigger": str(run_dir.parent / f"{run_dir.name}.trigger")}
-    ]}))
+    extra.write_text(
+        json.dumps(
+            {
+                "+train#handlers": [
+                    {
+                        "_target_": "tests.test_crash_safe.KillSwitch",
+                        "trigger": str(run_dir.parent / f"{run_dir.name}.trigger"),
+                    }
+                ]
+            }
+        )
+    )
     configs = [str(PROJECT_ROOT / "bundles" / "unet" / "configs" / "train.json"), str(extra)]
-    overrides = {"dataset_dir": str(dataset), "ckpt_dir": str(run_dir / "models"), "log_dir": str(run_dir / "logs"),
-                 "spatial_size": "[32,32]", "batch_size": "4", "num_workers": "0", "epochs": "2", "seed": str(SEED)}
+    overrides = {
+        "dataset_dir": str(dataset),
+        "ckpt_dir": str(run_dir / "models"),
+        "log_dir": str(run_dir / "logs"),
+        "spatial_size": "[32,32]",
+        "batch_size": "4",
+        "num_workers": "0",
+        "epochs": "2",
+        "seed": str(SEED),
+    }
     args = [a for key, value in overrides.items() for a in (f"--{key}", value)]
     return [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(configs), *args]
 
 
 def _env(tmp: Path) -> dict:
-    return {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "MONAI_LGG_CACHE": str(tmp / "cache"),
-            "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "MONAI_LGG_CACHE": str(tmp / "cache"),
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def _run_bundle(run_dir: Path, dataset: Path) -> None:
-    result = subprocess.run(_bundle_command(run_dir, dataset), cwd=PROJECT_ROOT, env=_env(run_dir.parent),
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        _bundle_command(run_dir, dataset),
+        cwd=PROJECT_ROOT,
+        env=_env(run_dir.parent),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
 
 
@@ -409,8 +461,13 @@ def test_bundle_sigkill_mid_epoch_then_same_command_resumes_exactly(bundle_refer
     run_dir = tmp_path / "run"
     trigger = tmp_path / "run.trigger"
     trigger.touch()
-    proc = subprocess.Popen(_bundle_command(run_dir, micro_dataset), cwd=PROJECT_ROOT, env=_env(tmp_path),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _bundle_command(run_dir, micro_dataset),
+        cwd=PROJECT_ROOT,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 600
     while not trigger.with_suffix(".blocked").exists():
         assert proc.poll() is None, "the run ended before reaching the middle of epoch 2"

@@ -12,7 +12,10 @@ from monai_lgg.errors import LGGInputError
 def _cases(n: int = 40) -> list[dict]:
     rng = np.random.default_rng(3)
     institutions = ["CS", "DU", "DU", "HT", "FG"]
-    return [{"case": f"c{i:03d}", "institution": institutions[i % 5], "tumour_voxels": int(rng.integers(0, 10_000))} for i in range(n)]
+    return [
+        {"case": f"c{i:03d}", "institution": institutions[i % 5], "tumour_voxels": int(rng.integers(0, 10_000))}
+        for i in range(n)
+    ]
 
 
 def test_folds_balanced_and_deterministic():

@@ -24,11 +24,21 @@ FP_RATE_CEILING = 0.25
 
 @pytest.mark.slow
 def test_default_bundle_run_segments_the_synthetic_test_patients(synthetic_converted, tmp_path):
-    dirs = ["--ckpt_dir", str(tmp_path / "models"), "--log_dir", str(tmp_path / "logs"), "--output_dir", str(tmp_path / "eval")]
+    dirs = [
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+        "--log_dir",
+        str(tmp_path / "logs"),
+        "--output_dir",
+        str(tmp_path / "eval"),
+    ]
     run = [sys.executable, "-m", "monai.bundle", "run"]
     data = ["--dataset_dir", str(synthetic_converted)]
-    subprocess.run(run + ["training", "--config_file", str(BUNDLE / "configs" / "train.json")] + data + dirs, check=True,
-                   capture_output=True)
+    subprocess.run(
+        run + ["training", "--config_file", str(BUNDLE / "configs" / "train.json")] + data + dirs,
+        check=True,
+        capture_output=True,
+    )
     configs = repr([str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "evaluate.json")])
     subprocess.run(run + ["--config_file", configs] + data + dirs, check=True, capture_output=True)
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())

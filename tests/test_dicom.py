@@ -83,10 +83,25 @@ def test_slices_are_ordered_by_position_not_by_instance_number(tmp_path, volume)
 
 def test_sequences_are_recognised_from_series_descriptions():
     expected = {
-        "AX FLAIR": "flair", "T2 FLAIR AXIAL": "flair", "t2_tirm_tra_dark-fluid": "flair", "AX T1 FLAIR": "t1",
-        "AX T1": "t1", "T1 PRE": "t1", "sag mprage": "t1", "T1 pre gd": "t1", "AX T1 POST": "t1c", "T1+C": "t1c",
-        "AX T1 C+": "t1c", "T1 GD": "t1c", "mprage post": "t1c", "t1_se_tra_CE": "t1c", "T1 postcontrast": "t1c",
-        "AX T2": None, "DWI": None, "3-plane localizer": None, "": None,
+        "AX FLAIR": "flair",
+        "T2 FLAIR AXIAL": "flair",
+        "t2_tirm_tra_dark-fluid": "flair",
+        "AX T1 FLAIR": "t1",
+        "AX T1": "t1",
+        "T1 PRE": "t1",
+        "sag mprage": "t1",
+        "T1 pre gd": "t1",
+        "AX T1 POST": "t1c",
+        "T1+C": "t1c",
+        "AX T1 C+": "t1c",
+        "T1 GD": "t1c",
+        "mprage post": "t1c",
+        "t1_se_tra_CE": "t1c",
+        "T1 postcontrast": "t1c",
+        "AX T2": None,
+        "DWI": None,
+        "3-plane localizer": None,
+        "": None,
     }
     assert {d: recognise_sequence(d) for d in expected} == expected
 
@@ -166,8 +181,12 @@ def _compressed(files):
 
 def _two_series(files):
     study = pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
-    write_series(files[0].parent / "repeat", channel(np.ones((8, 8, 3, 3), np.float32) * 20, 1), "AX FLAIR REPEAT",
-                 study_uid=study)
+    write_series(
+        files[0].parent / "repeat",
+        channel(np.ones((8, 8, 3, 3), np.float32) * 20, 1),
+        "AX FLAIR REPEAT",
+        study_uid=study,
+    )
     return "", "holds 2 DICOM series .* several series look like flair; .*--flair DIR --t1 DIR --t1c DIR"
 
 
@@ -273,10 +292,12 @@ def check_seg(seg_path: Path, mask_path: Path, series: Path) -> None:
     image = nib.load(mask_path)
     mask = np.asarray(image.dataobj)
     to_voxel = np.linalg.inv(image.affine) @ np.diag([-1.0, -1.0, 1.0, 1.0])  # DICOM LPS mm -> mask voxel
-    sources = {str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(f, stop_before_pixels=True)
-                                                    for f in series.iterdir())}
-    slice_of = {uid: int(round((to_voxel @ [*map(float, ds.ImagePositionPatient), 1.0])[2]))
-                for uid, ds in sources.items()}
+    sources = {
+        str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(f, stop_before_pixels=True) for f in series.iterdir())
+    }
+    slice_of = {
+        uid: int(round((to_voxel @ [*map(float, ds.ImagePositionPatient), 1.0])[2])) for uid, ds in sources.items()
+    }
     assert sorted(slice_of.values()) == list(range(mask.shape[2]))  # one source slice per mask slice
 
     raw = pydicom.dcmread(seg_path)
@@ -329,8 +350,20 @@ def test_the_command_line_says_it_in_one_line(tmp_path, volume):
     """``monai-lgg predict`` on a series with a missing slice: exit code 2, one line naming the file, no output."""
     files = write_series(tmp_path / "patient", channel(volume, 1))
     files[5].unlink()
-    result = subprocess.run([CONSOLE_SCRIPT, "predict", str(tmp_path / "patient"), str(tmp_path / "out"),
-                             "--dicom_seg", "--progress", "False"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            CONSOLE_SCRIPT,
+            "predict",
+            str(tmp_path / "patient"),
+            str(tmp_path / "out"),
+            "--dicom_seg",
+            "--progress",
+            "False",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith(f"monai-lgg: error: {files[6]}: ") and "slice(s) missing" in lines[0]

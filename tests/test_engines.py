@@ -85,8 +85,11 @@ def test_load_split_and_test_list(synthetic_converted, tmp_path):
     other = tmp_path / "list.json"
     items = json.loads(datalist.read_text())
     items["training"] = [
-        {**i, "image": [str(synthetic_converted / p) for p in i["image"]],
-         "label": str(synthetic_converted / i["label"])}
+        {
+            **i,
+            "image": [str(synthetic_converted / p) for p in i["image"]],
+            "label": str(synthetic_converted / i["label"]),
+        }
         for i in items["training"][:2]
     ]
     other.write_text(json.dumps(items))
@@ -117,11 +120,21 @@ def test_bundle_model_file(tmp_path):
     (tmp_path / "configs").mkdir()
     with pytest.raises(LGGInputError, match="model.json"):
         lgg.bundle_setting(tmp_path, "learning_rate")
-    (tmp_path / "configs" / "model.json").write_text(json.dumps({
-        "network_def": {"_target_": "UNet", "spatial_dims": 2, "in_channels": "@in_channels", "out_channels": 1,
-                        "channels": [4, 8], "strides": [2]},
-        "learning_rate": 0.01,
-    }))
+    (tmp_path / "configs" / "model.json").write_text(
+        json.dumps(
+            {
+                "network_def": {
+                    "_target_": "UNet",
+                    "spatial_dims": 2,
+                    "in_channels": "@in_channels",
+                    "out_channels": 1,
+                    "channels": [4, 8],
+                    "strides": [2],
+                },
+                "learning_rate": 0.01,
+            }
+        )
+    )
     assert lgg.bundle_setting(tmp_path, "learning_rate") == 0.01 and lgg.bundle_setting(tmp_path, "epochs", 3) == 3
     net = lgg.bundle_network(tmp_path, {"channels": [2, 4]}, in_channels=5)
     assert net(torch.zeros(1, 5, 8, 8)).shape == (1, 1, 8, 8)

@@ -224,8 +224,14 @@ def test_experiment_grid_times_a_size_bound_network_at_its_trained_size(tmp_path
     network the recipe trained at its default size.
     """
     record = run_grid(
-        "tiny", str(tiny_dataset), [Cell("transunet", "dicece", "adamw")], [0], {"epochs": 1, "batch_size": 4},
-        tmp_path / "runs", PROJECT_ROOT / "bundles", "b",
+        "tiny",
+        str(tiny_dataset),
+        [Cell("transunet", "dicece", "adamw")],
+        [0],
+        {"epochs": 1, "batch_size": 4},
+        tmp_path / "runs",
+        PROJECT_ROOT / "bundles",
+        "b",
     )
     assert record["results"][0]["inference_ms_per_slice"] > 0
 

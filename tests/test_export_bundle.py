@@ -125,6 +125,7 @@ def test_export_layout_and_metadata(unet_export):
     # eval_metrics are the measured numbers the bundle's docs/eval_metrics.json names, read independently here
     spec = json.loads((BUNDLES_DIR / "unet" / "docs" / "eval_metrics.json").read_text())
     results = json.loads((BUNDLES_DIR / "unet" / spec["source"]).read_text())
+
     def at(tree, path: str):  # a '#'-path of dict keys or list entries matched by their "name"
         for key in filter(None, path.split("#")):
             tree = next(r for r in tree if r.get("name") == key) if isinstance(tree, list) else tree[key]

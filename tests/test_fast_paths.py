@@ -34,7 +34,9 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """5 synthetic patients x 6 slices of 64 x 64, converted (5 folds: 3 training patients in fold 0)."""
-    return converted_synthetic(tmp_path_factory.mktemp("fast"), num_patients=5, num_slices=6, size=64, num_folds=5, seed=3)
+    return converted_synthetic(
+        tmp_path_factory.mktemp("fast"), num_patients=5, num_slices=6, size=64, num_folds=5, seed=3
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +49,14 @@ def volumes(tiny) -> VolumeSliceDataset:
 
 def _params(aug: RandBatchAugment, n: int, size: tuple[int, int], **fixed) -> dict[str, torch.Tensor]:
     params = aug.randomize(n, size, CPU)
-    params.update({"flip": torch.zeros(n, dtype=torch.bool), "affine": torch.zeros(n, dtype=torch.bool),
-                   "shift_on": torch.zeros(n, dtype=torch.bool), "scale_on": torch.zeros(n, dtype=torch.bool)})
+    params.update(
+        {
+            "flip": torch.zeros(n, dtype=torch.bool),
+            "affine": torch.zeros(n, dtype=torch.bool),
+            "shift_on": torch.zeros(n, dtype=torch.bool),
+            "scale_on": torch.zeros(n, dtype=torch.bool),
+        }
+    )
     params.update(fixed)
     return params
 
@@ -71,16 +79,27 @@ def test_batch_augment_geometry_matches_monai():
     image = torch.rand(3, 3, h, w)
     label = (torch.rand(3, 1, h, w) > 0.7).float()
     aug = RandBatchAugment()
-    params = _params(aug, 3, (h, w), flip=torch.tensor([False, True, True]), affine=torch.tensor([True, True, False]),
-                     angle=torch.tensor([0.2, -0.25, 0.1]), zoom=torch.tensor([[1.04, 0.97], [0.96, 1.02], [1.0, 1.0]]))
+    params = _params(
+        aug,
+        3,
+        (h, w),
+        flip=torch.tensor([False, True, True]),
+        affine=torch.tensor([True, True, False]),
+        angle=torch.tensor([0.2, -0.25, 0.1]),
+        zoom=torch.tensor([[1.04, 0.97], [0.96, 1.02], [1.0, 1.0]]),
+    )
     out_image, out_label = aug.apply(image, label, params)
     for b in range(3):
         x, y = image[b], label[b]
         if params["flip"][b]:
             x, y = Flip(spatial_axis=1)(x), Flip(spatial_axis=1)(y)
         if params["affine"][b]:
-            kw = {"rotate_params": [float(params["angle"][b])], "scale_params": params["zoom"][b].tolist(),
-                  "padding_mode": "zeros", "image_only": True}
+            kw = {
+                "rotate_params": [float(params["angle"][b])],
+                "scale_params": params["zoom"][b].tolist(),
+                "padding_mode": "zeros",
+                "image_only": True,
+            }
             x, y = Affine(mode="bilinear", **kw)(x), Affine(mode="nearest", **kw)(y)
         torch.testing.assert_close(out_image[b], torch.as_tensor(x).as_tensor(), atol=1e-4, rtol=0)
         mismatch = (out_label[b] != torch.as_tensor(y).as_tensor()).float().mean()
@@ -111,8 +130,13 @@ def test_batch_augment_pad_and_crop_match_monai(size, roi=(32, 32)):
 def test_batch_augment_intensity():
     image = torch.rand(4, 3, 8, 8)
     aug = RandBatchAugment()
-    params = _params(aug, 4, (8, 8), shift_on=torch.tensor([True, False, True, False]),
-                     scale_on=torch.tensor([True, True, False, False]))
+    params = _params(
+        aug,
+        4,
+        (8, 8),
+        shift_on=torch.tensor([True, False, True, False]),
+        scale_on=torch.tensor([True, True, False, False]),
+    )
     out, _ = aug.apply(image, None, params)
     offset = torch.where(params["shift_on"], params["offset"], 0.0)[:, None, None, None]
     factor = torch.where(params["scale_on"], 1 + params["factor"], 1.0)[:, None, None, None]
@@ -152,8 +176,11 @@ def test_batch_augment_draws_follow_the_monai_distributions():
     ours = {k: v.numpy().astype(float) for k, v in p.items()}
     for key in ("flip", "affine", "shift_on", "scale_on"):
         assert abs(ours[key].mean() - monai[key].mean()) < 0.04, key  # both ~ Bernoulli(0.5): 4 sigma ~ 0.036
-    chosen = {"angle": ours["angle"][p["affine"].numpy()], "offset": ours["offset"][p["shift_on"].numpy()],
-              "factor": ours["factor"][p["scale_on"].numpy()]}
+    chosen = {
+        "angle": ours["angle"][p["affine"].numpy()],
+        "offset": ours["offset"][p["shift_on"].numpy()],
+        "factor": ours["factor"][p["scale_on"].numpy()],
+    }
     zoom = ours["zoom"][p["affine"].numpy()]
     for key, values in chosen.items():
         assert ks_2samp(values, monai[key]).pvalue > 0.001, key
@@ -275,17 +302,29 @@ def test_device_defaults():
         fast_default("turbo", "cpu")
 
 
-@pytest.mark.parametrize("options", [
-    {"augmentation": "loader", "precision": "fp32", "channels_last": False},
-    {"augmentation": "batch", "precision": "bf16", "channels_last": True},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"augmentation": "loader", "precision": "fp32", "channels_last": False},
+        {"augmentation": "batch", "precision": "bf16", "channels_last": True},
+    ],
+)
 def test_bundle_trains_with_the_options(tiny, tmp_path, options):
     """The same train.json trains with the plain and the fast options (one short epoch, no validation)."""
     workflow = ConfigWorkflow(
-        config_file=str(PROJECT_ROOT / "bundles" / "unet" / "configs" / "train.json"), workflow_type="train",
-        bundle_root=str(PROJECT_ROOT / "bundles" / "unet"), dataset_dir=str(tiny), spatial_size=[64, 64], batch_size=4,
-        epochs=1, ckpt_dir=str(tmp_path / "models"), log_dir=str(tmp_path / "logs"), output_dir=str(tmp_path / "eval"),
-        resume=False, network_args={"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}, **options,
+        config_file=str(PROJECT_ROOT / "bundles" / "unet" / "configs" / "train.json"),
+        workflow_type="train",
+        bundle_root=str(PROJECT_ROOT / "bundles" / "unet"),
+        dataset_dir=str(tiny),
+        spatial_size=[64, 64],
+        batch_size=4,
+        epochs=1,
+        ckpt_dir=str(tmp_path / "models"),
+        log_dir=str(tmp_path / "logs"),
+        output_dir=str(tmp_path / "eval"),
+        resume=False,
+        network_args={"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1},
+        **options,
     )
     workflow.initialize()
     workflow.parser["train#handlers"] = []

@@ -84,8 +84,12 @@ def broken_nifti(path: Path, kind: str) -> Path:
 
 @pytest.mark.parametrize(
     ("kind", "problem"),
-    [("nan_affine", "NaN or infinite"), ("zero_affine", "singular"), ("huge_affine", r"1e\+30 mm"),
-     ("nan_pixdim", "pixdim")],
+    [
+        ("nan_affine", "NaN or infinite"),
+        ("zero_affine", "singular"),
+        ("huge_affine", r"1e\+30 mm"),
+        ("nan_pixdim", "pixdim"),
+    ],
 )
 def test_broken_nifti_geometry_is_refused_before_segmenting(tmp_path, kind, problem, monkeypatch):
     from monai_lgg.cli import main
@@ -149,8 +153,21 @@ def test_convert_workers_exit_when_convert_is_killed(tmp_path):
 
     source = generate_synthetic_kaggle(tmp_path / "kaggle_3m", num_patients=12, num_slices=40, size=128, seed=3)
     parent = subprocess.Popen(
-        [sys.executable, "-m", "monai_lgg", "convert", str(source), str(tmp_path / "lgg"), "--workers", "2",
-         "--progress", "False"], cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "monai_lgg",
+            "convert",
+            str(source),
+            str(tmp_path / "lgg"),
+            "--workers",
+            "2",
+            "--progress",
+            "False",
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     workers: list[int] = []
     deadline = time.monotonic() + 120

@@ -397,6 +397,12 @@ def test_saved_masks_keep_the_slice_axis(tmp_path, depth):
     from monai_lgg.data.readers import AtomicNibabelWriter
 
     mask = MetaTensor(torch.ones(1, 6, 4, depth), meta={"filename_or_obj": str(tmp_path / "case.nii.gz")})
-    SaveImage(output_dir=tmp_path / "out", output_postfix="", separate_folder=False, resample=False,
-              writer=AtomicNibabelWriter, print_log=False)(mask)
+    SaveImage(
+        output_dir=tmp_path / "out",
+        output_postfix="",
+        separate_folder=False,
+        resample=False,
+        writer=AtomicNibabelWriter,
+        print_log=False,
+    )(mask)
     assert nib.load(tmp_path / "out" / "case.nii.gz").shape == (6, 4, depth)

@@ -19,8 +19,13 @@ from monai_lgg.inference.predict import predict
 
 @pytest.mark.parametrize(
     "stem, expected",
-    [("TCGA_CS_4941_19960909_0001", ("TCGA_CS_4941_19960909", 1)), ("case_12", ("case_12", None)),
-     ("a_b_0000", ("a_b", 0)), ("_0001", ("_0001", None)), ("case_00001", ("case_00001", None))],
+    [
+        ("TCGA_CS_4941_19960909_0001", ("TCGA_CS_4941_19960909", 1)),
+        ("case_12", ("case_12", None)),
+        ("a_b_0000", ("a_b", 0)),
+        ("_0001", ("_0001", None)),
+        ("case_00001", ("case_00001", None)),
+    ],
 )
 def test_split_channel(stem, expected):
     assert split_channel(stem) == expected

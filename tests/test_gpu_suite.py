@@ -54,12 +54,28 @@ def test_pack_round_trip(tiny_dataset, tmp_path):
     """Parts carried one per call and stashed, then joined: every file comes back identical (NIfTI content
     checked byte for byte), images through lossless WebP; a damaged part is refused."""
     out = tmp_path / "gpu_pack"
-    assert gpu_pack.main(["build", "--source", str(tiny_dataset), "--out", str(out), "--no_wheels",
-                          "--part_mib", "0.05", "--tree_mib", "10"]) == 0
+    assert (
+        gpu_pack.main(
+            [
+                "build",
+                "--source",
+                str(tiny_dataset),
+                "--out",
+                str(out),
+                "--no_wheels",
+                "--part_mib",
+                "0.05",
+                "--tree_mib",
+                "10",
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["parts"]) >= 2 and manifest["data"]["groups"] == 5
-    assert manifest["data"]["slices"] == sum(i["num_slices"] for i in json.loads(
-        (tiny_dataset / "datalist.json").read_text())["training"])
+    assert manifest["data"]["slices"] == sum(
+        i["num_slices"] for i in json.loads((tiny_dataset / "datalist.json").read_text())["training"]
+    )
     assert (out / "CALLS.md").read_text().count("run(command=") == len(manifest["parts"])
 
     store = tmp_path / "store"
@@ -148,12 +164,24 @@ def test_measure_respects_deadline(tiny_dataset):
     """Past its deadline the benchmark starts no run and lists each one it skipped (the suite's time budget)."""
     from benchmark import measure
 
-    record = measure(dataset_dir=str(tiny_dataset), device="cpu", spatial_size=32, batch_size=2, sections="train",
-                     variants="plain,default", bare="default", repeats=1, deadline=time.monotonic() - 1,
-                     log=lambda line: None)
+    record = measure(
+        dataset_dir=str(tiny_dataset),
+        device="cpu",
+        spatial_size=32,
+        batch_size=2,
+        sections="train",
+        variants="plain,default",
+        bare="default",
+        repeats=1,
+        deadline=time.monotonic() - 1,
+        log=lambda line: None,
+    )
     assert record["rows"] == []
-    assert record["skipped"] == ["training plain (repeat 1)", "training default (repeat 1)",
-                                 "training reference (repeat 1)"]
+    assert record["skipped"] == [
+        "training plain (repeat 1)",
+        "training default (repeat 1)",
+        "training reference (repeat 1)",
+    ]
 
 
 # --------------------------------------------------------------------------------------------- the suite
@@ -168,9 +196,22 @@ def test_gpu_suite_smoke(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked), str(PROJECT_ROOT)]), "OMP_NUM_THREADS": "2"}
     out, work = tmp_path / "out", tmp_path / "work"
     # a budget no section reaches: this test checks that every section runs, not how fast a busy CI machine is
-    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "tools" / "gpu_suite.py"), str(out), "--smoke",
-                           "--work_dir", str(work), "--budget_s", "20000"], capture_output=True, text=True, env=env,
-                          timeout=3000)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "tools" / "gpu_suite.py"),
+            str(out),
+            "--smoke",
+            "--work_dir",
+            str(work),
+            "--budget_s",
+            "20000",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=3000,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     sections = results["sections"]
@@ -194,7 +235,13 @@ def test_gpu_suite_smoke(tmp_path):
     assert accuracy["status"] == "complete" and accuracy["epochs_done"] == 2
     assert 0.0 <= accuracy["test"]["dice_mean"] <= 1.0 and accuracy["test"]["patients"] == 1
     kept = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert kept == ["accuracy/model.json", "accuracy/model.pt", "accuracy/per_patient.csv", "accuracy/summary.json",
-                    "results.json", "results.md"]
+    assert kept == [
+        "accuracy/model.json",
+        "accuracy/model.pt",
+        "accuracy/per_patient.csv",
+        "accuracy/summary.json",
+        "results.json",
+        "results.md",
+    ]
     markdown = (out / "results.md").read_text()
     assert "## 1. Training throughput" in markdown and "## 4. Accuracy recipe" in markdown

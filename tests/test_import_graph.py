@@ -32,8 +32,14 @@ LAYERS: list[tuple[str, ...]] = [
 
 STUDIES = (
     # research code: above every product layer (tests/test_studies_apart.py keeps product modules off them)
-    "monai_lgg.studies", "monai_lgg.ablation", "monai_lgg.reruns", "monai_lgg.crossval", "monai_lgg.experiments",
-    "monai_lgg.leaky_split", "monai_lgg.review_calibration", "monai_lgg.inference.sequence_study",
+    "monai_lgg.studies",
+    "monai_lgg.ablation",
+    "monai_lgg.reruns",
+    "monai_lgg.crossval",
+    "monai_lgg.experiments",
+    "monai_lgg.leaky_split",
+    "monai_lgg.review_calibration",
+    "monai_lgg.inference.sequence_study",
 )
 
 
@@ -186,8 +192,11 @@ def test_torch_free_modules_import_no_torch_module(module):
             todo.extend(graph.get(current, ()))
     modules = _modules()
     heavy = sorted(
-        m for m in reached
-        if any(line.startswith(("import torch", "from torch", "import monai\n", "from monai."))
-               for line in (modules[m].read_text() + "\n").splitlines(keepends=True))
+        m
+        for m in reached
+        if any(
+            line.startswith(("import torch", "from torch", "import monai\n", "from monai."))
+            for line in (modules[m].read_text() + "\n").splitlines(keepends=True)
+        )
     )
     assert heavy == []

@@ -23,7 +23,9 @@ def assert_round_trip(source: Path, converted: Path) -> int:
     assert not [p for p in problems if p.fatal]
     pairs = 0
     for case in cases:
-        channels = [np.asanyarray(nib.load(converted / "imagesTr" / f"{case.case_id}_{c:04d}.nii.gz").dataobj) for c in range(3)]
+        channels = [
+            np.asanyarray(nib.load(converted / "imagesTr" / f"{case.case_id}_{c:04d}.nii.gz").dataobj) for c in range(3)
+        ]
         label = np.asanyarray(nib.load(converted / "labelsTr" / f"{case.case_id}.nii.gz").dataobj)
         assert label.dtype == np.uint8 and set(np.unique(label)) <= {0, 1}
         assert label.shape[2] == len(case.slices)

@@ -150,8 +150,13 @@ def test_bundle_evaluate_config_refuses_training_split(trained, synthetic_conver
     workflow = ConfigWorkflow(
         config_file=[str(configs / "train.json"), str(configs / "evaluate.json")],
         meta_file=str(configs / "metadata.json"),
-        workflow_type="eval", bundle_root=str(PROJECT_ROOT / "bundles" / "unet"), dataset_dir=str(synthetic_converted),
-        ckpt_dir=str(checkpoint.parent), output_dir=str(tmp_path / "eval"), eval_split="train", device="cpu",
+        workflow_type="eval",
+        bundle_root=str(PROJECT_ROOT / "bundles" / "unet"),
+        dataset_dir=str(synthetic_converted),
+        ckpt_dir=str(checkpoint.parent),
+        output_dir=str(tmp_path / "eval"),
+        eval_split="train",
+        device="cpu",
     )
     workflow.initialize()
     with pytest.raises(Exception) as info:  # MONAI's parser wraps it in "Failed to evaluate ConfigExpression"

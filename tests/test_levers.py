@@ -171,9 +171,18 @@ def test_crossval_missing_sequences_reach_every_context_group(case):
 
 def _workflow(dataset: Path, tmp_path: Path, **overrides) -> ConfigWorkflow:
     workflow = ConfigWorkflow(
-        config_file=str(UNET / "configs" / "train.json"), workflow_type="train", bundle_root=str(UNET),
-        dataset_dir=str(dataset), spatial_size=[32, 32], batch_size=8, epochs=1, ckpt_dir=str(tmp_path / "models"),
-        log_dir=str(tmp_path / "logs"), output_dir=str(tmp_path / "eval"), resume=False, network_args=SMALL_NET,
+        config_file=str(UNET / "configs" / "train.json"),
+        workflow_type="train",
+        bundle_root=str(UNET),
+        dataset_dir=str(dataset),
+        spatial_size=[32, 32],
+        batch_size=8,
+        epochs=1,
+        ckpt_dir=str(tmp_path / "models"),
+        log_dir=str(tmp_path / "logs"),
+        output_dir=str(tmp_path / "eval"),
+        resume=False,
+        network_args=SMALL_NET,
         **overrides,
     )
     workflow.initialize()
@@ -230,8 +239,12 @@ def test_bundle_trains_a_lever_and_its_sidecar_drives_evaluate_and_predict(tiny_
     """python -m monai.bundle run training with a lever (the bundle's own network, which predict rebuilds), then
     evaluate.json and predict without it: the sidecar says how inputs reach the network."""
     common = {
-        "dataset_dir": str(tiny_dataset), "spatial_size": [32, 32], "batch_size": 8,
-        "ckpt_dir": str(tmp_path / "models"), "log_dir": str(tmp_path / "logs"), "output_dir": str(tmp_path / "eval"),
+        "dataset_dir": str(tiny_dataset),
+        "spatial_size": [32, 32],
+        "batch_size": 8,
+        "ckpt_dir": str(tmp_path / "models"),
+        "log_dir": str(tmp_path / "logs"),
+        "output_dir": str(tmp_path / "eval"),
     }
     args = [a for k, v in {**common, **levers}.items() for a in (f"--{k}", v if isinstance(v, str) else json.dumps(v))]
     config = UNET / "configs"
@@ -242,8 +255,10 @@ def test_bundle_trains_a_lever_and_its_sidecar_drives_evaluate_and_predict(tiny_
     assert record["network_args"] == levers.get("network_args", {})
 
     evaluate = ConfigWorkflow(  # what `monai.bundle run` does with train.json + evaluate.json, in this process
-        config_file=[str(config / "train.json"), str(config / "evaluate.json")], workflow_type="eval",
-        bundle_root=str(UNET), **common,
+        config_file=[str(config / "train.json"), str(config / "evaluate.json")],
+        workflow_type="eval",
+        bundle_root=str(UNET),
+        **common,
     )
     evaluate.initialize()
     assert evaluate.parser.get_parsed_content("context_slices") == sidecar["context_slices"]
@@ -251,12 +266,17 @@ def test_bundle_trains_a_lever_and_its_sidecar_drives_evaluate_and_predict(tiny_
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["patients"] == 1
 
     infer = ConfigWorkflow(  # inference.json (and MONAI Label, which runs it) with nothing but the checkpoint
-        config_file=str(config / "inference.json"), workflow_type="infer", bundle_root=str(UNET),
-        dataset_dir=str(tiny_dataset), ckpt_path=str(checkpoint), output_dir=str(tmp_path / "infer"),
+        config_file=str(config / "inference.json"),
+        workflow_type="infer",
+        bundle_root=str(UNET),
+        dataset_dir=str(tiny_dataset),
+        ckpt_path=str(checkpoint),
+        output_dir=str(tmp_path / "infer"),
     )
     infer.initialize()
     assert [infer.parser.get_parsed_content(k) for k in ("in_channels", "normalization")] == [
-        sidecar["in_channels"], sidecar["normalization"]
+        sidecar["in_channels"],
+        sidecar["normalization"],
     ]
     infer.run()
     assert len(list((tmp_path / "infer").glob("*.nii.gz"))) == 5
@@ -264,8 +284,18 @@ def test_bundle_trains_a_lever_and_its_sidecar_drives_evaluate_and_predict(tiny_
     network, info = load_network("unet", checkpoint, spatial_size=[32, 32])
     assert (info.context_slices, info.in_channels, info.normalization) == tuple(sidecar.values())
     test_case = load_fold(tiny_dataset / "datalist.json", fold=0, split="test")[0]
-    predict(test_case["image"][0], tmp_path / "pred", "unet", checkpoint, spatial_size=[32, 32], probabilities=True,
-            progress=False, device="cpu", precision="fp32", channels_last=False)
+    predict(
+        test_case["image"][0],
+        tmp_path / "pred",
+        "unet",
+        checkpoint,
+        spatial_size=[32, 32],
+        probabilities=True,
+        progress=False,
+        device="cpu",
+        precision="fp32",
+        channels_last=False,
+    )
     written = nib.load(tmp_path / "pred" / f"{test_case['case']}_prob.nii.gz").get_fdata()
     raw = Compose(presets.load("volume", label_key=None))({"image": test_case["image"]})["image"].as_tensor().float()
 
@@ -283,8 +313,10 @@ def test_bundle_trains_a_lever_and_its_sidecar_drives_evaluate_and_predict(tiny_
     [
         ({"channels": "$__import__('os').getcwd()"}, "an expression or reference: refused"),
         ({"act": ["@some_reference"]}, "an expression or reference: refused"),
-        ({"_target_": "subprocess.run", "args": ["true"]},
-         "'subprocess.run' as _target_, not a registered network class"),
+        (
+            {"_target_": "subprocess.run", "args": ["true"]},
+            "'subprocess.run' as _target_, not a registered network class",
+        ),
         ([16, 32], "must be a mapping"),
     ],
     ids=["expression", "reference", "foreign_target", "not_a_mapping"],

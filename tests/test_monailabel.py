@@ -213,11 +213,13 @@ def _post_infer(url: str, model: str, image: str) -> bytes:
     """POST /infer/<model>?image=<id>&output=image (a NIfTI, not the default multipart answer), params as a form field."""
     boundary = "monai-lgg-test-boundary"
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n'
         f"{json.dumps({'device': 'cpu'})}\r\n--{boundary}--\r\n"
     ).encode()
     request = urllib.request.Request(
-        f"{url}/infer/{model}?image={image}&output=image", data=body, method="POST",
+        f"{url}/infer/{model}?image={image}&output=image",
+        data=body,
+        method="POST",
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
     with urllib.request.urlopen(request, timeout=1200) as response:
@@ -251,21 +253,57 @@ def test_monailabel_server_serves_the_exported_unet(shared_lgg, tmp_path):
 
     python = [sys.executable]
     apps = tmp_path / "apps"
-    subprocess.run([*python, "-m", "monailabel.main", "apps", "--download", "--name", "monaibundle", "--output", str(apps)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [*python, "-m", "monailabel.main", "apps", "--download", "--name", "monaibundle", "--output", str(apps)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     app = apps / "monaibundle"
     prepared = subprocess.run(
-        [*python, str(PROJECT_ROOT / "tools" / "prepare_monailabel.py"), str(export.bundle), str(app), "--dataset", str(data)],
-        capture_output=True, text=True, timeout=600,
+        [
+            *python,
+            str(PROJECT_ROOT / "tools" / "prepare_monailabel.py"),
+            str(export.bundle),
+            str(app),
+            "--dataset",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert prepared.returncode == 0, prepared.stdout + prepared.stderr
     study = app / "studies" / f"{SERVED_CASE}.nii.gz"
     assert nib.load(study).shape[-1] == 3
 
     port, log = _free_port(), tmp_path / "server.log"
-    command = [*python, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(app / "studies"),
-               "--conf", "models", export.name, "--conf", "zoo_source", "ngc", "--conf", "sam2", "false",
-               "--conf", "skip_trainers", "true", "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        *python,
+        "-m",
+        "monailabel.main",
+        "start_server",
+        "--app",
+        str(app),
+        "--studies",
+        str(app / "studies"),
+        "--conf",
+        "models",
+        export.name,
+        "--conf",
+        "zoo_source",
+        "ngc",
+        "--conf",
+        "sam2",
+        "false",
+        "--conf",
+        "skip_trainers",
+        "true",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with open(log, "w") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -124,7 +124,14 @@ def test_metrics_known_answers():
     half = no_nucleus.clone()
     half[1:5, 1:3] = 0  # half the cell predicted, no nucleus in either
     handlers = {"val_mean_dice": lgg.key_metric(K)["val_mean_dice"], **lgg.additional_metrics(K, list(CELL_CLASSES))}
-    assert set(handlers) == {"val_mean_dice", "val_iou", "val_dice_cell", "val_iou_cell", "val_dice_nucleus", "val_iou_nucleus"}
+    assert set(handlers) == {
+        "val_mean_dice",
+        "val_iou",
+        "val_dice_cell",
+        "val_iou_cell",
+        "val_dice_nucleus",
+        "val_iou_nucleus",
+    }
     perfect = _run(handlers, [{"pred": _one_hot(full), "label": _one_hot(full)}])
     assert all(v == pytest.approx(1.0) for v in perfect.values()), perfect
     absent = _run(handlers, [{"pred": _one_hot(no_nucleus), "label": _one_hot(no_nucleus)}])
@@ -156,10 +163,15 @@ def test_patient_report_per_class_columns(tmp_path):
         row = next(csv.DictReader(f))
     assert float(row["dice_nucleus"]) == pytest.approx(1.0)
     cell_dice = 2 * 20 / (20 + 24)  # cell voxels: 12 per slice in the label; prediction keeps 12 + 8
-    assert float(row["dice_cell"]) == pytest.approx(cell_dice) and float(row["dice"]) == pytest.approx((cell_dice + 1) / 2)
+    assert float(row["dice_cell"]) == pytest.approx(cell_dice) and float(row["dice"]) == pytest.approx(
+        (cell_dice + 1) / 2
+    )
     assert int(row["gt_voxels"]) == 32 and int(row["pred_voxels"]) == 28
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["per_patient"]["dice_cell"]["mean"] == pytest.approx(cell_dice) and "Multi-class" in summary["empty_mask_rules"]
+    assert (
+        summary["per_patient"]["dice_cell"]["mean"] == pytest.approx(cell_dice)
+        and "Multi-class" in summary["empty_mask_rules"]
+    )
     overlay = cv2.imread(str(next((tmp_path / "overlays").glob("*.png"))))
     factor = overlay.shape[1] // 16  # two 8-px panels (ground truth | prediction), enlarged by a whole factor
     assert overlay.shape[1] == 16 * factor and overlay.shape[0] > 8 * factor  # and a caption above them
@@ -181,7 +193,9 @@ def test_loader_chain_keeps_class_values():
     chain = presets.train_slice_transforms(out_channels=K, spatial_size=(48, 48), affine_prob=1.0, rotate_degrees=30)
     out = chain({"image": torch.rand(3, 64, 64), "label": label})
     assert set(out["label"].unique().tolist()) == {0.0, 1.0, 2.0}
-    binary = presets.train_slice_transforms(affine_prob=0.0, flip_prob=0.0)({"image": torch.rand(3, 64, 64), "label": label})
+    binary = presets.train_slice_transforms(affine_prob=0.0, flip_prob=0.0)(
+        {"image": torch.rand(3, 64, 64), "label": label}
+    )
     assert set(binary["label"].unique().tolist()) == {0.0, 1.0}  # out_channels=1 keeps the binary threshold
 
 
@@ -233,8 +247,14 @@ def test_label_map_writers(tmp_path):
     write_slice_mask(tmp_path / "m.png", mask, label_map=True)
     assert np.array_equal(cv2.imread(str(tmp_path / "m.png"), cv2.IMREAD_UNCHANGED), mask)
     rows = tumour_rows(mask[..., None], (1.0, 1.0, 1.0), [1], num_classes=K)
-    assert rows[-1] == {"slice": "all", "tumour_pixels": 3, "tumour_area_mm2": 3.0, "tumour_volume_mm3": 3.0,
-                        "class1_pixels": 1, "class2_pixels": 2}
+    assert rows[-1] == {
+        "slice": "all",
+        "tumour_pixels": 3,
+        "tumour_area_mm2": 3.0,
+        "tumour_volume_mm3": 3.0,
+        "class1_pixels": 1,
+        "class2_pixels": 2,
+    }
 
 
 # ------------------------------------------------------------------------------------------ end to end
@@ -249,8 +269,14 @@ EPOCHS, DICE_FLOOR = 20, 0.80
 def test_unet_bundle_learns_three_classes(cells, tmp_path):
     bundle = PROJECT_ROOT / "bundles" / "unet"
     common = {
-        "bundle_root": str(bundle), "dataset_dir": str(cells), "out_channels": K, "spatial_size": [128, 128],
-        "batch_size": 8, "epochs": EPOCHS, "ckpt_dir": str(tmp_path / "models"), "log_dir": str(tmp_path / "logs"),
+        "bundle_root": str(bundle),
+        "dataset_dir": str(cells),
+        "out_channels": K,
+        "spatial_size": [128, 128],
+        "batch_size": 8,
+        "epochs": EPOCHS,
+        "ckpt_dir": str(tmp_path / "models"),
+        "log_dir": str(tmp_path / "logs"),
         "output_dir": str(tmp_path / "eval"),
     }
     train_json = str(bundle / "configs" / "train.json")
@@ -272,8 +298,14 @@ def test_unet_bundle_learns_three_classes(cells, tmp_path):
 
     # inference.json cannot save one-slice volumes (binary ones alike: MONAI's writer squeezes the slice axis away),
     # so the converted images are segmented with `monai-lgg predict`, which reads out_channels from the sidecar
-    written = predict(cells, tmp_path / "pred", bundle=bundle, checkpoint=tmp_path / "models" / "model.pt",
-                      spatial_size=[128, 128], progress=False)
+    written = predict(
+        cells,
+        tmp_path / "pred",
+        bundle=bundle,
+        checkpoint=tmp_path / "models" / "model.pt",
+        spatial_size=[128, 128],
+        progress=False,
+    )
     saved = nib.load(tmp_path / "pred" / "cell_001.nii.gz")
     assert len(written) == 24 and saved.get_data_dtype() == np.uint8
     assert set(np.unique(np.asanyarray(saved.dataobj))) == {0, 1, 2}

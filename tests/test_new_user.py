@@ -96,7 +96,9 @@ def test_training_writes_into_a_run_folder_and_evaluate_reads_it(micro_dataset, 
     run = bundle / "runs" / f"{micro_dataset.name}_fold0"
     train = parsed(["train.json"])
     assert [train.get_parsed_content(k) for k in ("ckpt_dir", "log_dir", "output_dir")] == [
-        str(run / "models"), str(run / "logs"), str(run / "eval")
+        str(run / "models"),
+        str(run / "logs"),
+        str(run / "eval"),
     ]
     runs, name = bundle / "runs", micro_dataset.name
     assert parsed(["train.json"], fold=2).get_parsed_content("ckpt_dir") == str(runs / f"{name}_fold2" / "models")
@@ -193,8 +195,9 @@ def test_bundle_runner_ends_a_user_error_with_one_line(tmp_path):
         f"monai-lgg: error: {empty}: contains no patient folders with .tif slices (expected the kaggle_3m layout)"
     )
     assert "Traceback" not in result.stdout + result.stderr and "ConfigExpression" not in result.stderr
-    debug = _bundle_run([UNET_CONFIGS / "train.json"], tmp_path, "--dataset_dir", str(empty), run_id="training",
-                        MONAI_LGG_DEBUG="1")
+    debug = _bundle_run(
+        [UNET_CONFIGS / "train.json"], tmp_path, "--dataset_dir", str(empty), run_id="training", MONAI_LGG_DEBUG="1"
+    )
     assert debug.returncode == 1 and "Traceback" in debug.stderr
     assert "Failed to evaluate ConfigExpression" in debug.stderr
 
@@ -207,8 +210,14 @@ def test_error_during_a_run_ends_with_one_line(micro_dataset, tmp_path):
     models.mkdir(parents=True)
     (models / "last.ckpt").write_bytes(b"not read")
     (models / "last.json").write_text(json.dumps({"fold": 2, "epoch": 1}))
-    result = _bundle_run([UNET_CONFIGS / "train.json"], tmp_path, "--dataset_dir", str(micro_dataset),
-                         *_options(epochs=1, run_dir=str(tmp_path / "run")), run_id="training")
+    result = _bundle_run(
+        [UNET_CONFIGS / "train.json"],
+        tmp_path,
+        "--dataset_dir",
+        str(micro_dataset),
+        *_options(epochs=1, run_dir=str(tmp_path / "run")),
+        run_id="training",
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith(f"monai-lgg: error: {models / 'last.ckpt'}: was trained with another fold")
@@ -294,9 +303,22 @@ def test_two_patients_are_one_best_and_one_worst():
 def _evaluation(folder: Path) -> Path:
     folder.mkdir()
     rows = [
-        {"case": "TCGA_A", "dice": 0.8, "iou": 0.67, "precision": 0.9, "recall": 0.72, "f1": 0.8, "accuracy": 0.99,
-         "hd95": 3.5, "slice_dice": 0.85, "gt_voxels": 25, "pred_voxels": 20, "slices": 6, "tumour_free_slices": 3,
-         "false_positive_slices": 0},
+        {
+            "case": "TCGA_A",
+            "dice": 0.8,
+            "iou": 0.67,
+            "precision": 0.9,
+            "recall": 0.72,
+            "f1": 0.8,
+            "accuracy": 0.99,
+            "hd95": 3.5,
+            "slice_dice": 0.85,
+            "gt_voxels": 25,
+            "pred_voxels": 20,
+            "slices": 6,
+            "tumour_free_slices": 3,
+            "false_positive_slices": 0,
+        },
     ]
     with open(folder / "per_patient.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -324,8 +346,14 @@ def test_validation_curves_that_coincide_stay_visible(monkeypatch):
     figures = []
     monkeypatch.setattr(report, "figure_png", lambda fig: figures.append(fig) or b"png")
     same = [(1, 0.2), (2, 0.4)]
-    report.training_curves_plot({"train_loss": [(1, 1.0), (2, 0.5)], "val_iou": same, "val_precision": same,
-                                 "val_mean_dice": [(1, 0.3), (2, 0.5)]})
+    report.training_curves_plot(
+        {
+            "train_loss": [(1, 1.0), (2, 0.5)],
+            "val_iou": same,
+            "val_precision": same,
+            "val_mean_dice": [(1, 0.3), (2, 0.5)],
+        }
+    )
     lines = {line.get_label(): line for ax in figures[0].axes for line in ax.get_lines()}
     iou, precision = lines["IoU"], lines["precision"]
     drawn_later = precision if precision.get_zorder() > iou.get_zorder() else iou
@@ -352,8 +380,22 @@ def test_predict_overlays_and_summary_name_their_outputs(tmp_path):
     kaggle = _kaggle(tmp_path / "k", 1)
     patient = next(p for p in kaggle.iterdir() if p.is_dir())
     out = tmp_path / "out"
-    main(["predict", str(patient), str(out), "--bundle", str(bundle), "--spatial_size", "[32,32]", "--threshold", "0",
-          "--overlays", "--progress", "False"])
+    main(
+        [
+            "predict",
+            str(patient),
+            str(out),
+            "--bundle",
+            str(bundle),
+            "--spatial_size",
+            "[32,32]",
+            "--threshold",
+            "0",
+            "--overlays",
+            "--progress",
+            "False",
+        ]
+    )
     with open(out / "tumour_summary.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
     pattern = Path(row["output"])
@@ -377,8 +419,9 @@ def test_hausdorff_deprecation_warning_does_not_repeat(tmp_path):
         "    HausdorffDistanceMetric(percentile=95)(a, b)\n"
         "    volume_scores(a[0, 0].numpy() > 0, b[0, 0].numpy() > 0)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                            env=_env(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=_env(tmp_path)
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.count("always_return_as_numpy") == 0, result.stderr[-2000:]
 
@@ -388,8 +431,13 @@ def test_evaluation_logs_the_split_it_scores(micro_dataset, tmp_path):
     """evaluate.json scores the test patients: logged as test_*, with no "new best metric" of a single evaluation."""
     bundle = _random_bundle(tmp_path / "unet")
     configs = [bundle / "configs" / "train.json", bundle / "configs" / "evaluate.json"]
-    result = _bundle_run(configs, tmp_path, "--dataset_dir", str(micro_dataset),
-                         *_options(ckpt_path=str(bundle / "models" / "model.pt"), output_dir=str(tmp_path / "eval")))
+    result = _bundle_run(
+        configs,
+        tmp_path,
+        "--dataset_dir",
+        str(micro_dataset),
+        *_options(ckpt_path=str(bundle / "models" / "model.pt"), output_dir=str(tmp_path / "eval")),
+    )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
     assert "test_mean_dice" in out and "test_iou" in out and "test patients: 1, per-patient Dice" in out

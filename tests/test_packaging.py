@@ -80,8 +80,10 @@ def imported_modules(package: Path) -> set[str]:
 def test_every_dependency_is_imported():
     """Each install_requires entry is imported by monai_lgg, or listed in NEEDED_INDIRECTLY with its reason."""
     imported = imported_modules(PROJECT_ROOT / "monai_lgg")
-    names = {req.name.lower(): IMPORT_NAMES.get(req.name.lower(), req.name.lower().replace("-", "_")) for req in
-             install_requires()}
+    names = {
+        req.name.lower(): IMPORT_NAMES.get(req.name.lower(), req.name.lower().replace("-", "_"))
+        for req in install_requires()
+    }
     unused = sorted(dist for dist, module in names.items() if module not in imported and dist not in NEEDED_INDIRECTLY)
     assert not unused, f"install_requires entries that monai_lgg never imports: {unused}"
     stale = sorted(dist for dist in NEEDED_INDIRECTLY if dist not in names or names[dist] in imported)
@@ -161,7 +163,9 @@ def test_wheel_holds_the_bundles_and_no_run_output(wheel):
     assert size_mb < WHEEL_LIMIT_MB, f"the wheel is {size_mb:.1f} MB"
     prefix = "monai_lgg/_bundles/"
     with zipfile.ZipFile(wheel) as archive:
-        entries = {info.filename[len(prefix):]: info for info in archive.infolist() if info.filename.startswith(prefix)}
+        entries = {
+            info.filename[len(prefix) :]: info for info in archive.infolist() if info.filename.startswith(prefix)
+        }
         for name, info in entries.items():
             assert not stat.S_ISLNK(info.external_attr >> 16), f"{name} is a link in the wheel"
         expected = {"unet/models/model.pt", "unet/models/model.json"}
@@ -215,8 +219,9 @@ def installed(wheel, tmp_path_factory) -> Iterator[dict[str, object]]:
     )
     work = root / "work"
     work.mkdir()
-    probe = _run([python, "-c", "import monai_lgg.engines.bundle as b; print(b.__file__); print(b.BUNDLES_DIR)"],
-                 work, env)
+    probe = _run(
+        [python, "-c", "import monai_lgg.engines.bundle as b; print(b.__file__); print(b.BUNDLES_DIR)"], work, env
+    )
     site = str(venv)
     assert all(line.startswith(site) for line in probe.stdout.split()), probe.stdout  # the wheel's, not the checkout's
     yield {"script": str(venv / "bin" / "monai-lgg"), "env": env, "work": work, "venv": venv}
@@ -225,6 +230,7 @@ def installed(wheel, tmp_path_factory) -> Iterator[dict[str, object]]:
 
 def _same_outputs(first: Path, second: Path) -> None:
     """Same files, byte for byte (masks, tumour tables)."""
+
     def outputs(root: Path) -> list[str]:  # the run's bookkeeping (lock holder, manifests) is left out
         return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and STATE_DIR not in p.parts)
 
@@ -273,8 +279,14 @@ def test_installed_wheel_segments_synthetic_data_like_the_checkout(installed):
     assert list(from_wheel.glob("*.nii.gz"))
     _same_outputs(from_wheel, from_checkout)
 
-    missing = subprocess.run([script, "predict", "kaggle_3m", "x", "--bundle", "nosuch"], capture_output=True,
-                             text=True, cwd=work, env=env, timeout=900)
+    missing = subprocess.run(
+        [script, "predict", "kaggle_3m", "x", "--bundle", "nosuch"],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=env,
+        timeout=900,
+    )
     assert missing.returncode == 2 and re.search(r"bundle not found .*: attentionunet, .*unet, .*unext", missing.stderr)
 
 
@@ -313,7 +325,9 @@ def test_installed_wheel_reads_dicom_and_writes_a_seg(installed):
     np.testing.assert_array_equal(wheel_seg.pixel_array, checkout_seg.pixel_array)
 
     def references(ds) -> list[str]:
-        return [str(g.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
-                for g in ds.PerFrameFunctionalGroupsSequence]
+        return [
+            str(g.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
+            for g in ds.PerFrameFunctionalGroupsSequence
+        ]
 
     assert references(wheel_seg) == references(checkout_seg)

@@ -31,7 +31,9 @@ def test_slicewise_normalize(method):
         assert inside.min() >= -0.05 and inside.max() <= 1.05
     # per slice: each slice equals the 2D transform of that slice alone
     for k in range(5):
-        torch.testing.assert_close(y[..., k], SliceWiseNormalizeIntensity(slice_dim=None, method=method, clip=None)(x[..., k]))
+        torch.testing.assert_close(
+            y[..., k], SliceWiseNormalizeIntensity(slice_dim=None, method=method, clip=None)(x[..., k])
+        )
     d = SliceWiseNormalizeIntensityd("image", slice_dim=-1, method=method, clip=None)({"image": x, "other": 1})
     torch.testing.assert_close(d["image"], y)
     with pytest.raises(ValueError, match="method"):
@@ -50,13 +52,19 @@ def test_volume_and_tiff_entries_agree(synthetic_kaggle, synthetic_converted):
     """Slice k of a preprocessed volume equals the preprocessed TIFF slice k (no transposes, same values)."""
     item = json.loads((synthetic_converted / "datalist.json").read_text())["training"][0]
     volume = presets.volume_transforms()(
-        {"image": [str(synthetic_converted / p) for p in item["image"]], "label": str(synthetic_converted / item["label"])}
+        {
+            "image": [str(synthetic_converted / p) for p in item["image"]],
+            "label": str(synthetic_converted / item["label"]),
+        }
     )
     case = item["case"]
     positive = int(torch.nonzero(volume["label"].reshape(-1, volume["label"].shape[-1]).amax(0))[0, 0])
     for k in (0, positive, positive + 2):
         tif = presets.slice_transforms()(
-            {"image": str(synthetic_kaggle / case / f"{case}_{k + 1}.tif"), "label": str(synthetic_kaggle / case / f"{case}_{k + 1}_mask.tif")}
+            {
+                "image": str(synthetic_kaggle / case / f"{case}_{k + 1}.tif"),
+                "label": str(synthetic_kaggle / case / f"{case}_{k + 1}_mask.tif"),
+            }
         )
         torch.testing.assert_close(tif["image"].as_tensor(), volume["image"][..., k].as_tensor())
         torch.testing.assert_close(tif["label"].as_tensor(), volume["label"][..., k].as_tensor())
@@ -87,7 +95,9 @@ def test_deterministic_slice_pipeline_without_augmentation(synthetic_converted):
 
 
 def test_kaggle_direct_entry_uses_converter_folds(synthetic_kaggle, synthetic_converted):
-    converter = {i["case"]: i["fold"] for i in json.loads((synthetic_converted / "datalist.json").read_text())["training"]}
+    converter = {
+        i["case"]: i["fold"] for i in json.loads((synthetic_converted / "datalist.json").read_text())["training"]
+    }
     direct = kaggle_slice_datalist(synthetic_kaggle)
     assert {i["case"]: i["fold"] for i in direct} == converter
     assert sum(i["positive"] for i in direct) == 76

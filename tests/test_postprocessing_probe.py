@@ -43,13 +43,15 @@ def test_probe_scores_every_rule_and_reports_an_empty_folder_in_one_line(tmp_pat
     prob[5:12, 4:12, 1:3] = 230  # misses one row of the tumour
     prob[14, 14, 0] = 200  # a false positive on a tumour-free slice
     np.savez(tmp_path / "P0.npz", label=label, prob=prob, fold=np.int64(0))
-    out = subprocess.run(TOOL + [str(tmp_path), "--json_out", str(tmp_path / "probe.json")], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        TOOL + [str(tmp_path), "--json_out", str(tmp_path / "probe.json")], capture_output=True, text=True, check=True
+    )
     rows = {r["rule"]: r for r in json.loads((tmp_path / "probe.json").read_text())}
     assert "threshold 0.4, largest" in out.stdout
     assert rows["threshold 0.5"]["fp_rate"] == 0.5 and rows["threshold 0.5, largest"]["fp_rate"] == 0.0
     assert rows["threshold 0.5, largest"]["mean"] == 2 * 112 / (112 + 128)
     bad = subprocess.run(TOOL + [str(tmp_path / "empty")], capture_output=True, text=True)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip().endswith("empty: holds no <case>.npz out-of-fold predictions "
-                                       "(crossval_report.py writes them)")
+    assert bad.stderr.strip().endswith(
+        "empty: holds no <case>.npz out-of-fold predictions (crossval_report.py writes them)"
+    )

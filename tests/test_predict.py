@@ -287,7 +287,11 @@ def test_grey_model_predicts_grey_images(tmp_path):
     from monai_lgg.io import save_checkpoint, write_json
 
     bundle = tmp_path / "unet"
-    shutil.copytree(PROJECT_ROOT / "bundles" / "unet", bundle, ignore=shutil.ignore_patterns("models", "eval", "logs", "predictions", "runs"))
+    shutil.copytree(
+        PROJECT_ROOT / "bundles" / "unet",
+        bundle,
+        ignore=shutil.ignore_patterns("models", "eval", "logs", "predictions", "runs"),
+    )
     net = bundle_network(bundle, in_channels=1, out_channels=1, spatial_size=[64, 64])
     save_checkpoint(net.state_dict(), bundle / "models" / "model.pt")
     write_json(bundle / "models" / "model.json", {"in_channels": 1, "out_channels": 1})

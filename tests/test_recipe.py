@@ -73,7 +73,11 @@ def test_box_leaving_the_image_is_zero_padded():
 def test_brain_crop_inverts_through_invertd_like_bundle_postprocessing():
     """The bundle's Invertd maps a prediction on the cropped grid back onto the input's grid with the input's meta."""
     image = MetaTensor(_head(), affine=torch.diag(torch.tensor([-1.0, -1.0, 2.0, 1.0])))
-    preprocessing = Compose([BrainCropd("image", spatial_size=(64, 64)), ])
+    preprocessing = Compose(
+        [
+            BrainCropd("image", spatial_size=(64, 64)),
+        ]
+    )
     data = preprocessing({"image": image})
     assert data["image"].shape == (3, 64, 64, 6)
     data["pred"] = MetaTensor(torch.ones(1, 64, 64, 6), meta=data["image"].meta)
@@ -230,10 +234,20 @@ def test_fold_models_ship_as_one_half_precision_ensemble(tmp_path):
         path = tmp_path / f"fold{fold}" / "model.pt"
         path.parent.mkdir()
         torch.save(net.state_dict(), path)
-        sidecar_path(path).write_text(json.dumps({
-            "fold": fold, "training_cases": [f"case{fold}"], "validation_cases": ["case9"], "geometry": "brain",
-            "spatial_size": [64, 64], "in_channels": 3, "out_channels": 1, "epoch": 3,
-        }))
+        sidecar_path(path).write_text(
+            json.dumps(
+                {
+                    "fold": fold,
+                    "training_cases": [f"case{fold}"],
+                    "validation_cases": ["case9"],
+                    "geometry": "brain",
+                    "spatial_size": [64, 64],
+                    "in_channels": 3,
+                    "out_channels": 1,
+                    "epoch": 3,
+                }
+            )
+        )
         members.append(net)
         paths.append(path)
     out = build_ensemble(paths, tmp_path / "ship" / "model.pt", record={"postprocessing": {"threshold": 0.5}})
@@ -241,7 +255,9 @@ def test_fold_models_ship_as_one_half_precision_ensemble(tmp_path):
     assert state[f"members.1.{big}"].dtype == torch.float32  # float16 would store inf and break the ensemble
     assert all(v.dtype == torch.float16 for k, v in state.items() if v.is_floating_point() and k != f"members.1.{big}")
     record = json.loads(sidecar_path(out).read_text())
-    assert record["members"] == 2 and record["training_cases"] == ["case0", "case1"] and record["spatial_size"] == [64, 64]
+    assert (
+        record["members"] == 2 and record["training_cases"] == ["case0", "case1"] and record["spatial_size"] == [64, 64]
+    )
     assert trained_members(out) == 2
     network, info = load_network(bundle, out)
     assert isinstance(network, ProbabilityEnsemble) and info.geometry == "brain" and info.spatial_size == (64, 64)
@@ -284,6 +300,7 @@ def test_weights_with_inf_or_nan_are_refused_naming_the_file(tmp_path):
 def test_onecycle_resumes_exactly_and_extends_along_the_new_cycle():
     """Same epochs: the resumed schedule replays the uninterrupted one; more epochs: it continues (torch's own
     OneCycleLR keeps the checkpoint's length and fails past its last step)."""
+
     def run(epochs: int, state: dict | None = None, steps: int = 6) -> tuple[list[float], dict]:
         opt = torch.optim.AdamW(torch.nn.Linear(2, 1).parameters(), lr=1e-3)
         sched = make_scheduler(opt, "onecycle", max_epochs=epochs, steps_per_epoch=3)
@@ -306,7 +323,12 @@ def test_onecycle_resumes_exactly_and_extends_along_the_new_cycle():
 
 def test_paired_difference_of_two_cross_validations():
     """Pairs by patient (order and extra patients do not matter) and counts better/worse, ties neither."""
-    ours = [{"case": "a", "dice": 0.9}, {"case": "b", "dice": 0.5}, {"case": "c", "dice": 0.7}, {"case": "x", "dice": 0.1}]
+    ours = [
+        {"case": "a", "dice": 0.9},
+        {"case": "b", "dice": 0.5},
+        {"case": "c", "dice": 0.7},
+        {"case": "x", "dice": 0.1},
+    ]
     theirs = [{"case": "c", "dice": 0.7}, {"case": "b", "dice": 0.6}, {"case": "a", "dice": 0.6}]
     paired = paired_difference(ours, theirs)
     assert paired["patients"] == 3 and (paired["better"], paired["worse"]) == (1, 1)
@@ -323,10 +345,21 @@ def test_ensemble_of_two_cross_validations_averages_each_fold(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     for fold, case in ((0, "p0"), (1, "p1")):
-        np.savez(a / f"{case}.npz", prob=np.full(label.shape, 200, np.uint8), prob_notta=np.full(label.shape, 10, np.uint8),
-                 label=label, fold=np.array(fold), replaced=np.array(""))
-        np.savez(b / f"{case}.npz", prob=np.full(label.shape, 101, np.uint8), label=label, fold=np.array(fold),
-                 replaced=np.array(""))
+        np.savez(
+            a / f"{case}.npz",
+            prob=np.full(label.shape, 200, np.uint8),
+            prob_notta=np.full(label.shape, 10, np.uint8),
+            label=label,
+            fold=np.array(fold),
+            replaced=np.array(""),
+        )
+        np.savez(
+            b / f"{case}.npz",
+            prob=np.full(label.shape, 101, np.uint8),
+            label=label,
+            fold=np.array(fold),
+            replaced=np.array(""),
+        )
     out = average_out_of_fold([a, b], tmp_path / "ab")
     with np.load(out / "p0.npz") as data:
         assert set(data.files) == {"prob", "label", "fold", "replaced"}  # prob_notta: only one member has it
@@ -357,7 +390,10 @@ def test_crossval_report_rejects_bad_options_in_one_line(tmp_path, option, messa
     from pathlib import Path
 
     tool = Path(__file__).resolve().parents[1] / "tools" / "crossval_report.py"
-    run = subprocess.run([sys.executable, str(tool), str(tmp_path), "datalist.json", str(tmp_path / "out"), *option],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, str(tool), str(tmp_path), "datalist.json", str(tmp_path / "out"), *option],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode != 0 and message in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "out").exists()

@@ -47,8 +47,15 @@ def hub_repo(tmp_path) -> tuple[Path, Path]:
 
 
 def _hub_record(repo: Path) -> dict:
-    return {"network_args": {"_target_": "monai.networks.nets.unet.torch.hub.load", "repo_or_dir": str(repo),
-                             "source": "local", "trust_repo": True, "model": "x"}}
+    return {
+        "network_args": {
+            "_target_": "monai.networks.nets.unet.torch.hub.load",
+            "repo_or_dir": str(repo),
+            "source": "local",
+            "trust_repo": True,
+            "model": "x",
+        }
+    }
 
 
 def test_hub_payload_is_live(hub_repo):
@@ -77,7 +84,10 @@ def test_predict_with_a_hostile_record_refuses_in_one_line(tmp_path, hub_repo):
     tifffile.imwrite(image, np.zeros((64, 64, 3), np.uint8))
     done = subprocess.run(
         [CONSOLE_SCRIPT, "predict", str(image), str(tmp_path / "out"), "--checkpoint", str(checkpoint)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert done.returncode != 0
     assert not marker.exists(), "hubconf.py ran"
@@ -90,8 +100,16 @@ def test_predict_with_a_hostile_record_refuses_in_one_line(tmp_path, hub_repo):
 def test_download_url_through_a_network_module_writes_nothing(tmp_path):
     source, target = tmp_path / "attacker.txt", tmp_path / "written.txt"
     source.write_text("chosen by the attacker")
-    checkpoint = _record(tmp_path, {"network_args": {
-        "_target_": "monai.networks.nets.hovernet.download_url", "url": source.as_uri(), "filepath": str(target)}})
+    checkpoint = _record(
+        tmp_path,
+        {
+            "network_args": {
+                "_target_": "monai.networks.nets.hovernet.download_url",
+                "url": source.as_uri(),
+                "filepath": str(target),
+            }
+        },
+    )
     with pytest.raises(LGGInputError, match="not a registered network"):
         load_network("unet", checkpoint)
     assert not target.exists()
@@ -117,8 +135,24 @@ def test_download_url_through_a_network_module_writes_nothing(tmp_path):
         [16, 32],
         "UNet",
     ],
-    ids=["globals", "bare_globals", "builtins", "list_target", "null_target", "expr_target", "expression",
-         "reference", "nested_target", "debug_mode", "requires", "macro", "id_separator", "dunder", "list", "string"],
+    ids=[
+        "globals",
+        "bare_globals",
+        "builtins",
+        "list_target",
+        "null_target",
+        "expr_target",
+        "expression",
+        "reference",
+        "nested_target",
+        "debug_mode",
+        "requires",
+        "macro",
+        "id_separator",
+        "dunder",
+        "list",
+        "string",
+    ],
 )
 def test_records_that_are_not_plain_data_are_refused_in_one_line(tmp_path, network_args):
     checkpoint = _record(tmp_path, {"network_args": network_args})
@@ -152,8 +186,19 @@ def _dotted_paths(count: int, seed: int = 0) -> list[str]:
             path, obj = f"{path}.{name}", value
         paths.append(path)
     for name in list(NETWORKS):
-        paths += [name.lower(), name.upper(), f"{name}.", f".{name}", f" {name}", f"{name}.__init__",
-                  f"{name}.__init__.__globals__", f"torch.{name}", f"${name}", f"@{name}", name.replace(".", "/")]
+        paths += [
+            name.lower(),
+            name.upper(),
+            f"{name}.",
+            f".{name}",
+            f" {name}",
+            f"{name}.__init__",
+            f"{name}.__init__.__globals__",
+            f"torch.{name}",
+            f"${name}",
+            f"@{name}",
+            name.replace(".", "/"),
+        ]
     return paths
 
 

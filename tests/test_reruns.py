@@ -17,11 +17,21 @@ CASES = [f"P{i}" for i in range(6)]
 
 
 def _record(dice: list[float], raw_shift: float = -0.01) -> dict:
-    rows = [{"case": c, "fold": i % 3, "dice": d, "dice_raw": d + raw_shift}
-            for i, (c, d) in enumerate(zip(CASES, dice, strict=True))]
-    summary = {"mean": sum(dice) / len(dice), "ci_low": 0.0, "ci_high": 1.0, "median": sorted(dice)[3],
-               "min": min(dice), "below_0.5": sum(d < 0.5 for d in dice), "fp_slices": 2, "empty_slices": 100,
-               "fp_rate": 0.02}
+    rows = [
+        {"case": c, "fold": i % 3, "dice": d, "dice_raw": d + raw_shift}
+        for i, (c, d) in enumerate(zip(CASES, dice, strict=True))
+    ]
+    summary = {
+        "mean": sum(dice) / len(dice),
+        "ci_low": 0.0,
+        "ci_high": 1.0,
+        "median": sorted(dice)[3],
+        "min": min(dice),
+        "below_0.5": sum(d < 0.5 for d in dice),
+        "fp_slices": 2,
+        "empty_slices": 100,
+        "fp_rate": 0.02,
+    }
     return {"per_patient": rows, "lofo": summary, "raw": {**summary, "mean": summary["mean"] + raw_shift}}
 
 
@@ -34,8 +44,12 @@ def spec(tmp_path):
     }
     for name, dice in values.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(_record(dice)))
-    return {"title": "t", "runs": [{"label": n, "recipe": n[0], "results": f"{n}.json"} for n in values],
-            "compare": [["a", "b"]], "notes": ["a note"]}
+    return {
+        "title": "t",
+        "runs": [{"label": n, "recipe": n[0], "results": f"{n}.json"} for n in values],
+        "compare": [["a", "b"]],
+        "notes": ["a note"],
+    }
 
 
 def test_spread_and_comparison_are_paired_per_patient(spec, tmp_path):
@@ -64,8 +78,11 @@ def test_a_run_of_fewer_folds_is_compared_on_its_own_patients(spec, tmp_path):
     record = _record([0.9, 0.2, 0.9, 0.2, 0.9, 0.2])
     record["per_patient"] = [r for r in record["per_patient"] if r["fold"] != 1]  # P1 and P4 not scored
     (tmp_path / "c1.json").write_text(json.dumps(record))
-    spec = {**spec, "runs": [*spec["runs"], {"label": "c1", "recipe": "c", "results": "c1.json"}],
-            "compare": [["c", "b"]]}
+    spec = {
+        **spec,
+        "runs": [*spec["runs"], {"label": "c1", "recipe": "c", "results": "c1.json"}],
+        "compare": [["c", "b"]],
+    }
     result = compare_reruns(spec, tmp_path)
     (comparison,) = result["comparisons"]
     b1 = [0.7, 0.8, 0.5, 0.65]  # P0, P2, P3, P5
@@ -91,8 +108,9 @@ def test_tail_follows_the_lowest_patients_of_the_complete_runs(spec, tmp_path):
         record = _record([0.8] * 6)
         record["per_patient"] = [r for r in record["per_patient"] if r["fold"] == fold]
         (tmp_path / f"{name}.json").write_text(json.dumps(record))
-    partial = compare_reruns({"runs": [{"label": n, "recipe": n, "results": f"{n}.json"} for n in ("p1", "p2")]},
-                             tmp_path)
+    partial = compare_reruns(
+        {"runs": [{"label": n, "recipe": n, "results": f"{n}.json"} for n in ("p1", "p2")]}, tmp_path
+    )
     assert partial["tail"] is None and "Where the mean is lost" not in render_reruns(partial)
     with pytest.raises(LGGInputError, match="tail must be a whole number"):
         compare_reruns({**spec, "tail": "six"}, tmp_path)

@@ -92,7 +92,10 @@ def test_threshold_maximises_youden_and_is_estimated_out_of_fold():
     # overlapping classes: 0.35 misses one positive, 0.15 adds a false positive; J is higher at 0.35
     assert choose_threshold(np.array([0.1, 0.2, 0.3, 0.4, 0.5]), np.array([False, True, False, True, True])) == 0.35
     assert confusion(np.array([0.1, 0.5, np.inf]), np.array([True, False, True]), 0.3) == {
-        "tp": 1, "fp": 1, "fn": 1, "tn": 0
+        "tp": 1,
+        "fp": 1,
+        "fn": 1,
+        "tn": 0,
     }
     low, high = wilson(7, 8)
     assert 0.4 < low < 0.6 and 0.97 < high <= 1.0
@@ -141,13 +144,30 @@ def test_predict_writes_needs_review_for_the_shipped_ensemble_only(tiny_dataset,
     assert "flagged needs_review" in capsys.readouterr().out
     # another mask rule or other weights: the calibration does not apply, so no review columns
     main(["predict", str(tiny_dataset), str(tmp_path / "rule"), *common, "--threshold", "0.6"])
-    main(["predict", str(tiny_dataset), str(tmp_path / "ckpt"), *common, "--checkpoint",
-          str(review_bundle / "models" / "model.pt")])
+    main(
+        [
+            "predict",
+            str(tiny_dataset),
+            str(tmp_path / "ckpt"),
+            *common,
+            "--checkpoint",
+            str(review_bundle / "models" / "model.pt"),
+        ]
+    )
     for name in ("rule", "ckpt"):
         assert "needs_review" not in _summary(tmp_path / name)[0]
     # the masks are those of a run without the review (its member probabilities keep the mean bit for bit)
-    main(["predict", str(tiny_dataset), str(tmp_path / "plain"), *common, "--checkpoint",
-          str(review_bundle / "models" / "model.pt"), "--probabilities"])
+    main(
+        [
+            "predict",
+            str(tiny_dataset),
+            str(tmp_path / "plain"),
+            *common,
+            "--checkpoint",
+            str(review_bundle / "models" / "model.pt"),
+            "--probabilities",
+        ]
+    )
     main(["predict", str(tiny_dataset), str(tmp_path / "probs"), *common, "--probabilities"])
     plain = sorted((tmp_path / "plain").rglob("*.nii.gz"))
     assert plain and all(
@@ -161,8 +181,9 @@ def test_shipped_review_threshold_is_the_calibrated_one():
     assert record["review"]["threshold"] == calibrated["threshold"]
     assert record["review"]["dice_below"] == calibrated["dice_below"]
     assert load_network("unet")[1].review_threshold == calibrated["threshold"]
-    assert calibrate(list(csv.DictReader(open(RESULTS / "per_patient.csv", newline=""))))["threshold"] == (
-        calibrated["threshold"]
+    assert (
+        calibrate(list(csv.DictReader(open(RESULTS / "per_patient.csv", newline=""))))["threshold"]
+        == (calibrated["threshold"])
     )
 
 
@@ -186,8 +207,16 @@ def test_benchmark_times_the_review_score_of_an_ensemble():
 
     ensemble = ProbabilityEnsemble(_members(2)).eval()
     rows = time_inference(
-        ensemble, (16, 16), "cpu", num_slices=3, size=24, repeats=1, variants=[("fp32", False)], tta=[True],
-        review=(False, True), geometry="brain",
+        ensemble,
+        (16, 16),
+        "cpu",
+        num_slices=3,
+        size=24,
+        repeats=1,
+        variants=[("fp32", False)],
+        tta=[True],
+        review=(False, True),
+        geometry="brain",
     )
     assert [r["review"] for r in rows] == [False, True]
     assert "| yes |" in format_table(rows).splitlines()[-1]

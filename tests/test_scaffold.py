@@ -51,8 +51,20 @@ def test_new_bundle_refuses_in_one_line(tmp_path):
 
 def test_cli_new_bundle(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "monai_lgg", "new_bundle", "cellnet", "--network", "AttentionUnet",
-         "--directory", str(tmp_path)], capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "monai_lgg",
+            "new_bundle",
+            "cellnet",
+            "--network",
+            "AttentionUnet",
+            "--directory",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert f"made {tmp_path / 'cellnet'}" in result.stdout

@@ -40,8 +40,15 @@ def poisoned(tmp_path) -> tuple[Path, Path]:
     net = torch.nn.Linear(3, 1)
     path = tmp_path / "models" / "model.pt"
     path.parent.mkdir()
-    torch.save({"model": net.state_dict(), "network": net.state_dict(), "trainer": {"epoch_length": 1, "iteration": 1},
-                "extra": Payload(marker)}, path)
+    torch.save(
+        {
+            "model": net.state_dict(),
+            "network": net.state_dict(),
+            "trainer": {"epoch_length": 1, "iteration": 1},
+            "extra": Payload(marker),
+        },
+        path,
+    )
     return path, marker
 
 
@@ -90,9 +97,13 @@ def test_bundle_inference_checkpoint_loader_refuses_pickled_payload(poisoned):
 def _torch_load_calls(path: Path) -> list[ast.Call]:
     tree = ast.parse(path.read_text(), filename=str(path))
     return [
-        node for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load"
-        and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "load"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "torch"
     ]
 
 

@@ -200,8 +200,18 @@ def test_flags_flair_alone_and_flair_with_t1(synthetic, tmp_path, capsys):
     nib.save(nib.Nifti1Image(stacked, flair.affine, flair.header), tmp_path / "copies.nii.gz")
     predict(tmp_path / "copies.nii.gz", tmp_path / "copies", progress=False)
     assert np.array_equal(_mask(tmp_path / "alone" / f"{case}.nii.gz"), _mask(tmp_path / "copies" / "copies.nii.gz"))
-    main(["predict", "--t1", str(files["t1"]), "--flair", str(files["flair"]), str(tmp_path / "two"),
-          "--progress", "False"])
+    main(
+        [
+            "predict",
+            "--t1",
+            str(files["t1"]),
+            "--flair",
+            str(files["flair"]),
+            str(tmp_path / "two"),
+            "--progress",
+            "False",
+        ]
+    )
     assert [r["sequences"] for r in _table(tmp_path / "two" / "tumour_summary.csv")] == ["t1+flair"]
     assert {r["sequences"] for r in _table(tmp_path / "two" / f"{case}_tumour.csv")} == {"t1+flair"}
 
@@ -298,8 +308,9 @@ def _restored(image: nib.Nifti1Image, spacing=(0.8, 0.8, 1.0)) -> nib.Nifti1Imag
     affine[:3, 3] = low
     new_shape = tuple(int(n) for n in np.floor((high - low) / np.array(spacing)) + 1)
     to_source = np.linalg.inv(image.affine) @ affine
-    data = affine_transform(np.asarray(image.dataobj, np.float32), to_source[:3, :3], to_source[:3, 3], new_shape,
-                            order=1, mode="nearest")
+    data = affine_transform(
+        np.asarray(image.dataobj, np.float32), to_source[:3, :3], to_source[:3, 3], new_shape, order=1, mode="nearest"
+    )
     return nib.Nifti1Image(data, affine)
 
 
@@ -316,10 +327,34 @@ def real(shared_lgg, tmp_path_factory) -> dict:
     files = _split(channels, root / "scans", PATIENT)
     nib.save(_restored(nib.load(files["t1"])), root / "t1_ras_0.8mm.nii.gz")
     predict(root / "lgg" / "imagesTr", root / "native", progress=False)
-    main(["predict", "--flair", str(files["flair"]), "--t1", str(files["t1"]), "--t1c", str(files["t1c"]),
-          str(root / "split"), "--progress", "False"])
-    main(["predict", "--flair", str(files["flair"]), "--t1", str(root / "t1_ras_0.8mm.nii.gz"), "--t1c",
-          str(files["t1c"]), str(root / "resampled"), "--progress", "False"])
+    main(
+        [
+            "predict",
+            "--flair",
+            str(files["flair"]),
+            "--t1",
+            str(files["t1"]),
+            "--t1c",
+            str(files["t1c"]),
+            str(root / "split"),
+            "--progress",
+            "False",
+        ]
+    )
+    main(
+        [
+            "predict",
+            "--flair",
+            str(files["flair"]),
+            "--t1",
+            str(root / "t1_ras_0.8mm.nii.gz"),
+            "--t1c",
+            str(files["t1c"]),
+            str(root / "resampled"),
+            "--progress",
+            "False",
+        ]
+    )
     main(["predict", "--flair", str(files["flair"]), str(root / "alone"), "--progress", "False"])
     native = _mask(root / "native" / f"{PATIENT}.nii.gz")
     assert native.sum() > 1000  # the patient's tumour is found, so the comparisons below mean something

@@ -84,7 +84,10 @@ def test_the_check_sees_every_form_of_import(tmp_path):
         (package / file).write_text(text)
     found = product_imports_of_studies(package)
     assert sorted({line.split(" imports ")[0] for line in found}) == [
-        "monai_lgg.inference.relative", "monai_lgg.lazy", "monai_lgg.named", "monai_lgg.top",
+        "monai_lgg.inference.relative",
+        "monai_lgg.lazy",
+        "monai_lgg.named",
+        "monai_lgg.top",
     ], found
 
 

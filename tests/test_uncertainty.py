@@ -298,9 +298,7 @@ def test_report_tool_collects_out_of_fold_and_refuses_leaks(tiny_dataset, tmp_pa
         path = cell / f"fold{fold}" / "models" / "model.pt"
         save_checkpoint(net.state_dict(), path)
         training = [item["case"] for item in load_fold(datalist, fold, "train")]
-        write_json(
-            sidecar_path(path), {"geometry": "brain", "spatial_size": [64, 64], "training_cases": training}
-        )
+        write_json(sidecar_path(path), {"geometry": "brain", "spatial_size": [64, 64], "training_cases": training})
     rows = tool.collect(cell, tiny_dataset, folds=(0, 1))
     expected = [item["case"] for fold in (0, 1) for item in load_fold(datalist, fold, "test")]
     assert [r["case"] for r in rows] == expected and all(r["passes"] == 2 for r in rows)

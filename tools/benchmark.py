@@ -68,8 +68,14 @@ from benchmark_convert import measure as measure_conversion  # noqa: E402
 PROJECT = Path(__file__).resolve().parents[1]
 # The MONAI per-sample chain cannot draw area-weighted batches (that needs the slice bank), so "plain" and the
 # variants built on it sample uniformly; "default" is the bundle exactly as configured.
-PLAIN = {"augmentation": "loader", "precision": "fp32", "channels_last": False, "compile": False, "num_workers": 0,
-         "sampling": "uniform"}
+PLAIN = {
+    "augmentation": "loader",
+    "precision": "fp32",
+    "channels_last": False,
+    "compile": False,
+    "num_workers": 0,
+    "sampling": "uniform",
+}
 BATCH = {"augmentation": "batch"}
 VARIANTS: dict[str, dict[str, Any]] = {
     "plain": {},
@@ -81,8 +87,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "batch+bf16+channels_last": {**BATCH, "precision": "bf16", "channels_last": True},
     "batch+bf16+compile": {**BATCH, "precision": "bf16", "compile": True},
     "batch+bf16+channels_last+compile": {**BATCH, "precision": "bf16", "channels_last": True, "compile": True},
-    "batch+bf16+channels_last+cudnn_benchmark": {**BATCH, "precision": "bf16", "channels_last": True,
-                                                 "cudnn_benchmark": True},
+    "batch+bf16+channels_last+cudnn_benchmark": {
+        **BATCH,
+        "precision": "bf16",
+        "channels_last": True,
+        "cudnn_benchmark": True,
+    },
 }
 # Settings the benchmark applies itself (not train.json keys), to measure what such an option would give: the
 # bundles call MONAI's set_determinism(seed), which pins cuDNN to deterministic algorithms without autotuning.
@@ -106,9 +116,14 @@ def machine(device: torch.device) -> dict[str, Any]:
 
     info = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version(),
-        "device": str(device), "load_average": [round(x, 2) for x in os.getloadavg()],
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
     }
     if device.type == "cuda":
@@ -150,8 +165,12 @@ class Window:
 
 
 def _rate(window: dict[str, float], slices: int, **extra: Any) -> dict[str, Any]:
-    return {"slices_per_s": slices / window["seconds"], "cpu_ms_per_slice": 1000 * window["cpu_seconds"] / slices,
-            "other_load": window["other_load"], **extra}
+    return {
+        "slices_per_s": slices / window["seconds"],
+        "cpu_ms_per_slice": 1000 * window["cpu_seconds"] / slices,
+        "other_load": window["other_load"],
+        **extra,
+    }
 
 
 def _rss_bytes() -> int:
@@ -283,7 +302,7 @@ class IterationClock:
 
     def summary(self, batch_size: int) -> dict[str, float]:
         steps = len(self.fetch) - self.warmup
-        data_share = sum(self.fetch[self.warmup:]) / self.result["seconds"]
+        data_share = sum(self.fetch[self.warmup :]) / self.result["seconds"]
         return _rate(self.result, batch_size * steps, data_share=data_share, first_iteration_s=self.first, steps=steps)
 
 
@@ -298,8 +317,14 @@ def cudnn_flags(deterministic: bool, benchmark: bool) -> Iterable[None]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
 
 
-def run_trainer(parser: ConfigParser, device: torch.device, budget: StepBudget, batch_size: int, seed: int,
-                cudnn_benchmark: bool = False) -> dict:
+def run_trainer(
+    parser: ConfigParser,
+    device: torch.device,
+    budget: StepBudget,
+    batch_size: int,
+    seed: int,
+    cudnn_benchmark: bool = False,
+) -> dict:
     """Build ``train#trainer`` from the parser and time it for the iterations ``budget`` allows.
 
     Epochs are the loader's own (a run of more iterations than one epoch holds crosses epoch boundaries, as
@@ -376,8 +401,9 @@ class ReferenceDataset(torch.utils.data.Dataset):
         size = image.shape[0]
         s = np.random.uniform(1.0 - self.scale, 1.0 + self.scale)
         image = rescale(image, (s, s), channel_axis=-1, preserve_range=True, mode="constant", anti_aliasing=False)
-        mask = rescale(mask, (s, s), order=0, channel_axis=-1, preserve_range=True, mode="constant",
-                       anti_aliasing=False)
+        mask = rescale(
+            mask, (s, s), order=0, channel_axis=-1, preserve_range=True, mode="constant", anti_aliasing=False
+        )
         if s < 1.0:
             diff = (size - image.shape[0]) / 2.0
             pad = ((int(np.floor(diff)), int(np.ceil(diff))),) * 2 + ((0, 0),)
@@ -395,8 +421,10 @@ class ReferenceDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         v, z = self.index[i]
         image, mask = self._augment(self.volumes[v][0][z], self.volumes[v][1][z])
-        return (torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32)),
-                torch.from_numpy(mask.transpose(2, 0, 1).astype(np.float32)))
+        return (
+            torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32)),
+            torch.from_numpy(mask.transpose(2, 0, 1).astype(np.float32)),
+        )
 
 
 def _worker_init(worker_id: int) -> None:
@@ -404,14 +432,26 @@ def _worker_init(worker_id: int) -> None:
 
 
 def reference_loader(dataset: ReferenceDataset, batch_size: int, num_workers: int) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                                       num_workers=num_workers, worker_init_fn=_worker_init)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=num_workers,
+        worker_init_fn=_worker_init,
+    )
 
 
-
-
-def run_reference(network: torch.nn.Module, loss: Callable, lr: float, weight_decay: float, loader: Iterable,
-                  device: torch.device, budget: StepBudget, batch_size: int) -> dict:
+def run_reference(
+    network: torch.nn.Module,
+    loss: Callable,
+    lr: float,
+    weight_decay: float,
+    loader: Iterable,
+    device: torch.device,
+    budget: StepBudget,
+    batch_size: int,
+) -> dict:
     """The plain training loop (fp32, ``loss.item()`` every step as in the authors' code), timed like ours.
 
     The loader is iterated epoch after epoch (its workers start again each epoch, as in the authors' loop)
@@ -448,34 +488,70 @@ def run_reference(network: torch.nn.Module, loss: Callable, lr: float, weight_de
                 break
         measured = window.stop()
     steps = step - budget.warmup
-    result.update(_rate(measured, batch_size * steps, data_share=sum(fetch[budget.warmup:]) / measured["seconds"],
-                        steps=steps, loss=losses[-1]))
+    result.update(
+        _rate(
+            measured,
+            batch_size * steps,
+            data_share=sum(fetch[budget.warmup :]) / measured["seconds"],
+            steps=steps,
+            loss=losses[-1],
+        )
+    )
     return result
 
 
 # ----------------------------------------------------------------------------------------------- inference
-def run_inference(network: torch.nn.Module, spatial_size: int, device: torch.device, repeats: int,
-                  in_channels: int = 3, out_channels: int = 1, num_slices: int = 40,
-                  batch_sizes: Iterable[int] = (8,), tta: Iterable[bool] = (False,)) -> list[dict]:
+def run_inference(
+    network: torch.nn.Module,
+    spatial_size: int,
+    device: torch.device,
+    repeats: int,
+    in_channels: int = 3,
+    out_channels: int = 1,
+    num_slices: int = 40,
+    batch_sizes: Iterable[int] = (8,),
+    tta: Iterable[bool] = (False,),
+) -> list[dict]:
     """Latency of the bundle's network (random weights) through the ``monai-lgg predict`` path, as table rows.
 
     The timer is :func:`monai_lgg.inference.benchmark.time_inference` (the one behind ``monai-lgg
     benchmark``): per slice (batch of 1) and per ``num_slices`` volume, fp32 and bf16 + channels-last.
     """
-    timed = time_inference(network.eval(), [spatial_size] * 2, device, num_slices=num_slices, size=spatial_size,
-                           in_channels=in_channels, out_channels=out_channels, repeats=repeats,
-                           batch_sizes=list(batch_sizes), tta=list(tta))
+    timed = time_inference(
+        network.eval(),
+        [spatial_size] * 2,
+        device,
+        num_slices=num_slices,
+        size=spatial_size,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        repeats=repeats,
+        batch_sizes=list(batch_sizes),
+        tta=list(tta),
+    )
     rows = []
     for t in timed:
         label = f"{t['precision']}{' + channels_last' if t['channels_last'] else ''}{' + TTA' if t['tta'] else ''}"
         common = {"measure": "inference", "timing": t}
-        rows.append({**common, "variant": f"per slice (batch 1), {label}", "value": t["slice_ms"], "unit": "ms/slice",
-                     "notes": f"median of {repeats}, best {t['slice_ms_best']:.3g} ms; "
-                              f"{1000 / t['slice_ms']:.1f} slices/s"})
-        rows.append({**common, "variant": f"per volume ({num_slices} slices, batch {t['batch_size']}), {label}",
-                     "value": t["volume_ms"], "unit": "ms/volume",
-                     "notes": f"median of {repeats}, best {t['volume_ms_best']:.3g} ms; "
-                              f"{1000 * num_slices / t['volume_ms']:.1f} slices/s"})
+        rows.append(
+            {
+                **common,
+                "variant": f"per slice (batch 1), {label}",
+                "value": t["slice_ms"],
+                "unit": "ms/slice",
+                "notes": f"median of {repeats}, best {t['slice_ms_best']:.3g} ms; {1000 / t['slice_ms']:.1f} slices/s",
+            }
+        )
+        rows.append(
+            {
+                **common,
+                "variant": f"per volume ({num_slices} slices, batch {t['batch_size']}), {label}",
+                "value": t["volume_ms"],
+                "unit": "ms/volume",
+                "notes": f"median of {repeats}, best {t['volume_ms_best']:.3g} ms; "
+                f"{1000 * num_slices / t['volume_ms']:.1f} slices/s",
+            }
+        )
     return rows
 
 
@@ -487,8 +563,19 @@ def _fmt(value: Any) -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    columns = ["measure", "variant", "value", "unit", "x_reference", "x_plain", "data_share", "cpu_ms_per_slice",
-               "other_load", "peak_mem_gib", "notes"]
+    columns = [
+        "measure",
+        "variant",
+        "value",
+        "unit",
+        "x_reference",
+        "x_plain",
+        "data_share",
+        "cpu_ms_per_slice",
+        "other_load",
+        "peak_mem_gib",
+        "notes",
+    ]
     cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     print(" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
@@ -501,9 +588,16 @@ def summary_row(measure: str, name: str, runs: list[dict], unit: str = "slices/s
     """One table row from repeated runs: the best run (least disturbed by other jobs), with the median in the notes."""
     best = max(runs, key=lambda r: r["slices_per_s"])
     values = [r["slices_per_s"] for r in runs]
-    row = {"measure": measure, "variant": name, "value": best["slices_per_s"], "unit": unit, "runs": runs,
-           "median": statistics.median(values), "cpu_ms_per_slice": best["cpu_ms_per_slice"],
-           "other_load": best["other_load"]}
+    row = {
+        "measure": measure,
+        "variant": name,
+        "value": best["slices_per_s"],
+        "unit": unit,
+        "runs": runs,
+        "median": statistics.median(values),
+        "cpu_ms_per_slice": best["cpu_ms_per_slice"],
+        "other_load": best["other_load"],
+    }
     if "data_share" in best:
         row["data_share"] = f"{100 * best['data_share']:.1f}%"
     if "peak_mem_gib" in best:
@@ -513,8 +607,6 @@ def summary_row(measure: str, name: str, runs: list[dict], unit: str = "slices/s
     if first > 0:
         row["notes"] += f"; first iteration {first:.1f} s"
     return row
-
-
 
 
 def measure(
@@ -598,10 +690,19 @@ def measure(
     if dataset_dir == "auto":
         data = str(SHARED) if (SHARED / "data.csv").is_file() else "synthetic"
     info = machine(dev)
-    log(f"{info['date']}  {info['cpu']} x{info['cpu_count']}  {info.get('gpu', '')}  torch {info['torch']}  "
-        f"monai {info['monai']}  load {info['load_average']}")
-    common = {"dataset_dir": data, "device": str(dev), "spatial_size": [spatial_size] * 2, "fold": fold, "seed": seed,
-              "train#handlers": [], "network_args": dict(network_args or {})}
+    log(
+        f"{info['date']}  {info['cpu']} x{info['cpu_count']}  {info.get('gpu', '')}  torch {info['torch']}  "
+        f"monai {info['monai']}  load {info['load_average']}"
+    )
+    common = {
+        "dataset_dir": data,
+        "device": str(dev),
+        "spatial_size": [spatial_size] * 2,
+        "fold": fold,
+        "seed": seed,
+        "train#handlers": [],
+        "network_args": dict(network_args or {}),
+    }
     if batch_size is not None:
         common["batch_size"] = batch_size
     base = bundle_parser("train.json", bundle, common, PLAIN)
@@ -710,8 +811,10 @@ def measure(
         row["notes"] += "; augmentation included" + ("; CPU time excludes the worker" if "workers 1" in label else "")
         pipeline_rows.append(row)
     if ref_dataset is not None and time_left("data pipeline reference"):
-        results = [time_loader(reference_loader(ref_dataset, batch_size, ref_workers), dev, 2, pipeline_batches)
-                   for _ in range(2)]
+        results = [
+            time_loader(reference_loader(ref_dataset, batch_size, ref_workers), dev, 2, pipeline_batches)
+            for _ in range(2)
+        ]
         row = summary_row("data pipeline", f"reference (skimage), workers {ref_workers}", results)
         row["notes"] += "; augmentation included"
         pipeline_rows.append(row)
@@ -723,10 +826,15 @@ def measure(
     if "inference" in parts and time_left("inference"):
         log("  inference ...")
         network = base.get_parsed_content("network_def", instantiate=True, lazy=False)
-        rows += run_inference(network, spatial_size, dev, inference_repeats,
-                              in_channels=int(base.get_parsed_content("in_channels")),
-                              out_channels=int(base.get_parsed_content("out_channels")),
-                              batch_sizes=inference_batch_sizes)
+        rows += run_inference(
+            network,
+            spatial_size,
+            dev,
+            inference_repeats,
+            in_channels=int(base.get_parsed_content("in_channels")),
+            out_channels=int(base.get_parsed_content("out_channels")),
+            batch_sizes=inference_batch_sizes,
+        )
 
     # ---- conversion
     if "convert" in parts and convert_repeats and data == str(SHARED) and time_left("conversion"):
@@ -734,16 +842,33 @@ def measure(
         _, conv = measure_conversion(str(SHARED), None, convert_repeats)
         for c in conv:
             notes = f"{c['pairs_per_s']} pairs/s; est. 3929 pairs {c['est_3929_pairs_s']} s"
-            rows.append({"measure": "convert Kaggle->NIfTI", "variant": f"{c['patients']} patients, {c['pairs']} pairs",
-                         "value": c["seconds"], "unit": "s", "notes": notes})
+            rows.append(
+                {
+                    "measure": "convert Kaggle->NIfTI",
+                    "variant": f"{c['patients']} patients, {c['pairs']} pairs",
+                    "value": c["seconds"],
+                    "unit": "s",
+                    "notes": notes,
+                }
+            )
 
     info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     if dev.type != "cuda":
         info["cuda"] = "not measured: no GPU in this run (TFLOP/s vs GPU peak, CUDA memory and bf16 on GPU need one)"
-    return {"machine": info, "bundle": bundle, "batch_size": batch_size, "spatial_size": spatial_size,
-            "network_args": dict(network_args or {}), "dataset": data, "training_slices_per_epoch": len(dataset),
-            "step_gflop": step_flops / 1e9, "peak_bf16_tflops": peak, "reference_workers": ref_workers,
-            "rows": rows, "skipped": skipped}
+    return {
+        "machine": info,
+        "bundle": bundle,
+        "batch_size": batch_size,
+        "spatial_size": spatial_size,
+        "network_args": dict(network_args or {}),
+        "dataset": data,
+        "training_slices_per_epoch": len(dataset),
+        "step_gflop": step_flops / 1e9,
+        "peak_bf16_tflops": peak,
+        "reference_workers": ref_workers,
+        "rows": rows,
+        "skipped": skipped,
+    }
 
 
 def main(
@@ -771,17 +896,43 @@ def main(
     sections: str | tuple = "train,pipeline,inference,convert",
 ) -> None:
     """Run the benchmark, print one table and write the record to ``json_out`` (arguments: :func:`measure`)."""
-    record = measure(bundle, device, batch_size, spatial_size, warmup, steps, min_steps, max_seconds, repeats, variants,
-                     bare, as_flag(reference, "reference"), reference_workers, pipeline_batches, inference_repeats, (8,), convert_repeats,
-                     network_args, dataset_dir, fold, seed, sections,
-                     log=lambda line: print(line, flush=True))
+    record = measure(
+        bundle,
+        device,
+        batch_size,
+        spatial_size,
+        warmup,
+        steps,
+        min_steps,
+        max_seconds,
+        repeats,
+        variants,
+        bare,
+        as_flag(reference, "reference"),
+        reference_workers,
+        pipeline_batches,
+        inference_repeats,
+        (8,),
+        convert_repeats,
+        network_args,
+        dataset_dir,
+        fold,
+        seed,
+        sections,
+        log=lambda line: print(line, flush=True),
+    )
     record["machine"]["command"] = " ".join(["python", "tools/benchmark.py", *sys.argv[1:]])
     print()
     print_table(record["rows"])
-    flops = (f"one training step = {record['step_gflop']:.1f} GFLOP (fwd+bwd, batch {record['batch_size']}); "
-             if record["step_gflop"] else "")
-    print(f"\nload average start {record['machine']['load_average']} end {record['machine']['load_average_end']}; "
-          f"{flops}other_load = busy cores used by other processes during the best run")
+    flops = (
+        f"one training step = {record['step_gflop']:.1f} GFLOP (fwd+bwd, batch {record['batch_size']}); "
+        if record["step_gflop"]
+        else ""
+    )
+    print(
+        f"\nload average start {record['machine']['load_average']} end {record['machine']['load_average_end']}; "
+        f"{flops}other_load = busy cores used by other processes during the best run"
+    )
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(record, indent=2, default=str))

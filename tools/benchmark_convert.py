@@ -40,8 +40,16 @@ def measure(source: str | None = None, workers: int | None = None, repeats: int 
             result = convert_kaggle(source, Path(tmp) / "out", num_workers=workers, progress=False)
             seconds = time.perf_counter() - start
             pairs = result.report["slices"]
-            rows.append({"run": r, "patients": result.report["patients"], "pairs": pairs, "seconds": round(seconds, 2),
-                         "pairs_per_s": round(pairs / seconds, 1), "est_3929_pairs_s": round(FULL_SET_PAIRS * seconds / pairs, 1)})
+            rows.append(
+                {
+                    "run": r,
+                    "patients": result.report["patients"],
+                    "pairs": pairs,
+                    "seconds": round(seconds, 2),
+                    "pairs_per_s": round(pairs / seconds, 1),
+                    "est_3929_pairs_s": round(FULL_SET_PAIRS * seconds / pairs, 1),
+                }
+            )
     return source, rows
 
 
@@ -50,7 +58,9 @@ def run(source: str | None = None, workers: int | None = None, repeats: int = 2,
     print(f"source: {source}  cpus: {os.cpu_count()}  workers: {workers or 'auto'}")
     print(f"{'run':>3} {'patients':>8} {'pairs':>6} {'seconds':>8} {'pairs/s':>8} {'est. 3929 pairs (s)':>20}")
     for row in rows:
-        print(f"{row['run']:>3} {row['patients']:>8} {row['pairs']:>6} {row['seconds']:>8} {row['pairs_per_s']:>8} {row['est_3929_pairs_s']:>20}")
+        print(
+            f"{row['run']:>3} {row['patients']:>8} {row['pairs']:>6} {row['seconds']:>8} {row['pairs_per_s']:>8} {row['est_3929_pairs_s']:>20}"
+        )
     if json_out:
         Path(json_out).write_text(json.dumps(rows, indent=2))
 

@@ -86,7 +86,9 @@ def travelling_tree_bytes(root: Path = PROJECT) -> int:
     """Bytes of what a device command sends besides carried paths: tracked and untracked-not-ignored files."""
     out = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=root, capture_output=True, check=True,
+        cwd=root,
+        capture_output=True,
+        check=True,
     ).stdout
     total = 0
     for name in {n for n in out.decode().split("\0") if n}:
@@ -129,10 +131,24 @@ def gather_wheels(target: Path, wheels_from: Path | None = None) -> list[dict]:
             shutil.copy2(wheel, target / wheel.name)
     else:
         platforms = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "any"]
-        command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                   "--python-version", "3.12", "--implementation", "cp", "-d", str(target), *pins]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            "-d",
+            str(target),
+            *pins,
+        ]
         for platform in platforms:
-            command[command.index("-d"):command.index("-d")] = ["--platform", platform]
+            command[command.index("-d") : command.index("-d")] = ["--platform", platform]
         subprocess.run(command, check=True)
     found = sorted(target.glob("*.whl"))
     records = []
@@ -205,8 +221,9 @@ def encode_group(root: str, files: Sequence[str]) -> tuple[dict, bytes, bytes] |
             return None
         volumes.append(volume)
         headers.append(raw[:offset])
-        records.append({"path": name, "offset": offset, "shape": list(volume.shape),
-                        "sha256": hashlib.sha256(raw).hexdigest()})
+        records.append(
+            {"path": name, "offset": offset, "shape": list(volume.shape), "sha256": hashlib.sha256(raw).hexdigest()}
+        )
     rows, columns, depth = volumes[0].shape
     blank = np.zeros((rows, columns), np.uint8)
     slices, sizes = [], []
@@ -385,9 +402,11 @@ def build(args: argparse.Namespace) -> None:
         tmp_calls.write_text(calls_markdown(manifest["calls"], manifest))
     worst = max(tree + p["bytes"] + (wheel_bytes if i == len(parts) - 1 else 0) for i, p in enumerate(parts))
     part_list = ", ".join(f"{p['bytes'] / MIB:.1f}" for p in parts)
-    print(f"{stats['groups']} cases ({stats['slices']} slices) as WebP, {stats['verbatim_files']} files verbatim: "
-          f"{total / MIB:.1f} MiB in {len(parts)} part(s) of {part_list} MiB; "
-          f"wheels {wheel_bytes / MIB:.1f} MiB; tree {tree / MIB:.1f} MiB; largest call {worst / MIB:.1f} MiB of 64")
+    print(
+        f"{stats['groups']} cases ({stats['slices']} slices) as WebP, {stats['verbatim_files']} files verbatim: "
+        f"{total / MIB:.1f} MiB in {len(parts)} part(s) of {part_list} MiB; "
+        f"wheels {wheel_bytes / MIB:.1f} MiB; tree {tree / MIB:.1f} MiB; largest call {worst / MIB:.1f} MiB of 64"
+    )
     if worst > CALL_LIMIT:
         print("gpu_pack: warning: a call would exceed 64 MiB; rebuild with a smaller --part_mib", file=sys.stderr)
     print((out / "CALLS.md").read_text())
@@ -423,8 +442,11 @@ def stash(pack: Path, store: Path) -> dict:
                 shutil.copy2(carried, store / "wheels" / wheel["name"])
     present = [p["name"] for p in manifest["parts"] if (store / "parts" / p["name"]).is_file()]
     missing = [p["name"] for p in manifest["parts"] if p["name"] not in present]
-    print(f"store {store}: {len(present)} of {len(manifest['parts'])} data parts"
-          + (f" (missing: {', '.join(missing)})" if missing else " (complete)"), flush=True)
+    print(
+        f"store {store}: {len(present)} of {len(manifest['parts'])} data parts"
+        + (f" (missing: {', '.join(missing)})" if missing else " (complete)"),
+        flush=True,
+    )
     return {"manifest": manifest, "missing": missing}
 
 
@@ -439,15 +461,30 @@ def install_wheels(manifest: dict, store: Path) -> bool:
         if not wheels or not all(w.is_file() for w in wheels):
             print(f"gpu_pack: error: wheels missing in {store / 'wheels'} (carry gpu_pack/wheels)", file=sys.stderr)
             return False
-        command = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                   "--no-cache-dir", "--upgrade", "--target", str(site), *map(str, wheels)]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--no-deps",
+            "--no-compile",
+            "--no-cache-dir",
+            "--upgrade",
+            "--target",
+            str(site),
+            *map(str, wheels),
+        ]
         if subprocess.run(command).returncode != 0:
             return False
         write_json(marker, names)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(PROJECT)])}
-    check = ("import importlib.metadata as m, monai, ignite, nibabel, fire, monai_lgg.engines; "
-             "names = ('monai', 'pytorch-ignite', 'nibabel', 'fire'); "
-             "print('imports ok:', ', '.join(f'{n} {m.version(n)}' for n in names))")
+    check = (
+        "import importlib.metadata as m, monai, ignite, nibabel, fire, monai_lgg.engines; "
+        "names = ('monai', 'pytorch-ignite', 'nibabel', 'fire'); "
+        "print('imports ok:', ', '.join(f'{n} {m.version(n)}' for n in names))"
+    )
     return subprocess.run([sys.executable, "-c", check], env=env).returncode == 0
 
 
@@ -531,8 +568,11 @@ def install(pack: Path, store: Path, workers: int) -> int:
         print("gpu_pack: error: the wheels could not be installed; the suite cannot run", file=sys.stderr)
         return 1
     if state["missing"]:
-        print(f"gpu_pack: warning: data incomplete ({len(state['missing'])} part(s) missing): the suite will use "
-              "synthetic data and skip the accuracy run", file=sys.stderr)
+        print(
+            f"gpu_pack: warning: data incomplete ({len(state['missing'])} part(s) missing): the suite will use "
+            "synthetic data and skip the accuracy run",
+            file=sys.stderr,
+        )
     else:
         unpack_data(state["manifest"], store, workers)
     print(f"export PYTHONPATH={PROJECT}{os.pathsep}{store / 'site'}")
@@ -553,8 +593,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--workers", type=int, default=2, help="encoding processes")
     b.add_argument("--wheels_from", default=None, help="copy the wheels from this folder instead of pip download")
     b.add_argument("--no_wheels", action="store_true", help="data only")
-    for name, text in (("stash", "machine: move carried parts into the store"),
-                       ("install", "machine: stash, install wheels, join and unpack the data")):
+    for name, text in (
+        ("stash", "machine: move carried parts into the store"),
+        ("install", "machine: stash, install wheels, join and unpack the data"),
+    ):
         c = commands.add_parser(name, help=text)
         c.add_argument("pack", help="the carried pack folder (gpu_pack)")
         c.add_argument("--store", default=None, help="default: $MONAI_LGG_GPU_STORE or ~/monai_lgg_gpu")

@@ -67,23 +67,44 @@ PROFILES: dict[str, dict[str, Any]] = {
     "gpu": {
         # 7.5 minutes: with the pack's install (~40 s) and an evaluation that may overrun its reserve, the
         # device command stays inside its 10-minute limit
-        "budget_s": 450, "spatial_size": 256, "batch_size": 64, "warmup": 5, "steps": 100, "min_steps": 5,
-        "max_seconds": 2.0, "repeats": 1, "reference_workers": 4,  # the authors' train.py default (--workers 4)
-        "variants": ["plain", "batch+bf16", "default"], "bare": ["default"],
+        "budget_s": 450,
+        "spatial_size": 256,
+        "batch_size": 64,
+        "warmup": 5,
+        "steps": 100,
+        "min_steps": 5,
+        "max_seconds": 2.0,
+        "repeats": 1,
+        "reference_workers": 4,  # the authors' train.py default (--workers 4)
+        "variants": ["plain", "batch+bf16", "default"],
+        "bare": ["default"],
         "best_candidates": ["batch+bf16+channels_last+cudnn_benchmark", "batch+bf16+channels_last+compile"],
         "inference": {"num_slices": 40, "size": 256, "repeats": 20, "batch_sizes": (8, 40), "tta": (False, True)},
-        "cuda_tests_timeout_s": 150, "eval_reserve_s": 75, "epochs": 100, "train_overrides": {},
+        "cuda_tests_timeout_s": 150,
+        "eval_reserve_s": 75,
+        "epochs": 100,
+        "train_overrides": {},
         "synthetic": {"num_patients": 40, "num_slices": 40, "size": 256},
     },
     "smoke": {
         # a generous budget: smoke mode checks that every section runs, also on a busy CI machine
-        "budget_s": 900, "spatial_size": 64, "batch_size": 4, "warmup": 1, "steps": 3, "min_steps": 1,
-        "max_seconds": 0.5, "repeats": 1, "reference_workers": 0,
-        "variants": ["plain", "batch+bf16", "default"], "bare": ["default"],
+        "budget_s": 900,
+        "spatial_size": 64,
+        "batch_size": 4,
+        "warmup": 1,
+        "steps": 3,
+        "min_steps": 1,
+        "max_seconds": 0.5,
+        "repeats": 1,
+        "reference_workers": 0,
+        "variants": ["plain", "batch+bf16", "default"],
+        "bare": ["default"],
         "best_candidates": ["batch+channels_last"],  # no compile on CPU: a cold compile alone takes about a minute
         # the shipped model is a 5-network ensemble: TTA would double the slowest part of the smoke run
         "inference": {"num_slices": 4, "size": 64, "repeats": 1, "batch_sizes": (4,), "tta": (False,)},
-        "cuda_tests_timeout_s": 600, "eval_reserve_s": 45, "epochs": 2,
+        "cuda_tests_timeout_s": 600,
+        "eval_reserve_s": 45,
+        "epochs": 2,
         "train_overrides": {"spatial_size": [64, 64], "batch_size": 4, "val_interval": 1},
         "synthetic": {"num_patients": 5, "num_slices": 8, "size": 64},
     },
@@ -141,25 +162,39 @@ def render_markdown(data: dict) -> str:
         "",
     ]
     if c.get("matmul_tflops"):
-        lines += [f"Measured bf16 matrix product (8192³): **{c['matmul_tflops']:.0f} TFLOP/s** "
-                  f"(datasheet bf16 peak {c.get('peak_bf16_tflops')}).", ""]
+        lines += [
+            f"Measured bf16 matrix product (8192³): **{c['matmul_tflops']:.0f} TFLOP/s** "
+            f"(datasheet bf16 peak {c.get('peak_bf16_tflops')}).",
+            "",
+        ]
     sections = data["sections"]
     if "throughput" in sections:
         t = sections["throughput"]
         lines += ["## 1. Training throughput", "", t.get("note") or f"**{t.get('status')}**", ""]
         for net in t.get("networks", []):
-            lines += [f"### {net['label']} ({_f(net.get('step_gflop'))} GFLOP per step of {net.get('batch_size')}, "
-                      f"{net.get('spatial_size')}², {net.get('training_slices_per_epoch')} slices per epoch)", "",
-                      "| row | slices/s | × reference | × plain | TFLOP/s | % datasheet peak | % measured peak | "
-                      "peak GiB | data fetch share | data pipeline cost | first iteration s |",
-                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            lines += [
+                f"### {net['label']} ({_f(net.get('step_gflop'))} GFLOP per step of {net.get('batch_size')}, "
+                f"{net.get('spatial_size')}², {net.get('training_slices_per_epoch')} slices per epoch)",
+                "",
+                "| row | slices/s | × reference | × plain | TFLOP/s | % datasheet peak | % measured peak | "
+                "peak GiB | data fetch share | data pipeline cost | first iteration s |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            ]
             for r in net.get("rows", []):
                 cost = r.get("data_pipeline_cost_pct")
-                cells = [("**best**: " if r.get("best") else "") + r["label"], _f(r["value"], 4),
-                         _f(r.get("x_reference")), _f(r.get("x_plain")), _f(r.get("tflops")),
-                         _f(r.get("pct_datasheet_peak")), _f(r.get("pct_measured_peak")), _f(r.get("peak_mem_gib")),
-                         r.get("data_share") or "", "" if cost is None else f"{cost:+.1f}%",
-                         _f(r.get("first_iteration_s"))]
+                cells = [
+                    ("**best**: " if r.get("best") else "") + r["label"],
+                    _f(r["value"], 4),
+                    _f(r.get("x_reference")),
+                    _f(r.get("x_plain")),
+                    _f(r.get("tflops")),
+                    _f(r.get("pct_datasheet_peak")),
+                    _f(r.get("pct_measured_peak")),
+                    _f(r.get("peak_mem_gib")),
+                    r.get("data_share") or "",
+                    "" if cost is None else f"{cost:+.1f}%",
+                    _f(r.get("first_iteration_s")),
+                ]
                 lines.append("| " + " | ".join(cells) + " |")
             if net.get("skipped"):
                 lines.append(f"\nSkipped (time budget): {', '.join(net['skipped'])}")
@@ -186,8 +221,17 @@ def render_markdown(data: dict) -> str:
     if "accuracy" in sections:
         a = sections["accuracy"]
         lines += ["## 4. Accuracy recipe", "", f"Status: **{a.get('status')}**. {a.get('note', '')}", ""]
-        for key in ("command", "epochs_done", "epochs", "train_seconds", "seconds_per_epoch", "last_metrics",
-                    "validation_metrics", "test", "left_in_work_dir"):
+        for key in (
+            "command",
+            "epochs_done",
+            "epochs",
+            "train_seconds",
+            "seconds_per_epoch",
+            "last_metrics",
+            "validation_metrics",
+            "test",
+            "left_in_work_dir",
+        ):
             if a.get(key) not in (None, [], {}):
                 lines.append(f"- {key}: `{json.dumps(a[key]) if not isinstance(a[key], str) else a[key]}`")
         lines.append("")
@@ -200,10 +244,12 @@ def render_markdown(data: dict) -> str:
 # --------------------------------------------------------------------------------------------- context
 def _commit() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT, capture_output=True, text=True,
-                              timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=PROJECT, capture_output=True, text=True,
-                               timeout=30)
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=PROJECT, capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown (no git)"
     if head.returncode != 0:
@@ -216,16 +262,28 @@ def context(mode: str, device: torch.device, budget: float, data: str) -> dict:
     import monai
 
     info = {
-        "mode": mode, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda, "monai": monai.__version__,
-        "python": platform.python_version(), "cpu_count": os.cpu_count(), "commit": _commit(), "budget_s": budget,
-        "data": data, "command": " ".join(["python", "tools/gpu_suite.py", *sys.argv[1:]]),
+        "mode": mode,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": str(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "monai": monai.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "commit": _commit(),
+        "budget_s": budget,
+        "data": data,
+        "command": " ".join(["python", "tools/gpu_suite.py", *sys.argv[1:]]),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         try:
-            info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                            capture_output=True, text=True, timeout=20).stdout.strip()
+            info["driver"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             pass
     return info
@@ -269,8 +327,9 @@ def prepare_data(requested: str, smoke: bool, work: Path, profile: dict) -> tupl
     if not (target / "datalist.json").is_file():
         s = profile["synthetic"]
         log(f"generating synthetic data ({s['num_patients']} patients x ~{s['num_slices']} slices, {s['size']}²) ...")
-        kaggle = generate_synthetic_kaggle(work / "synthetic" / "kaggle_3m", s["num_patients"], s["num_slices"],
-                                           s["size"], seed=1)
+        kaggle = generate_synthetic_kaggle(
+            work / "synthetic" / "kaggle_3m", s["num_patients"], s["num_slices"], s["size"], seed=1
+        )
         result = convert_kaggle(kaggle, target, num_folds=5, progress=False, num_workers=min(4, os.cpu_count() or 1))
         if not result.ok:
             raise RuntimeError(f"synthetic conversion failed: {result.report['errors'][:1]}")
@@ -279,10 +338,27 @@ def prepare_data(requested: str, smoke: bool, work: Path, profile: dict) -> tupl
 
 # --------------------------------------------------------------------------------------------- 1. throughput
 def _row_entry(row: dict, peak: float | None, measured: float | None) -> dict:
-    entry = {k: row.get(k) for k in ("name", "value", "x_reference", "x_plain", "tflops", "peak_mem_gib", "data_share",
-                                     "median", "cpu_ms_per_slice", "other_load", "notes")}
-    entry["label"] = {"reference": "reference loop (authors' style)", "plain": "plain MONAI path",
-                      "default": f"bundle defaults {row.get('options')}"}.get(row["name"], row["name"])
+    entry = {
+        k: row.get(k)
+        for k in (
+            "name",
+            "value",
+            "x_reference",
+            "x_plain",
+            "tflops",
+            "peak_mem_gib",
+            "data_share",
+            "median",
+            "cpu_ms_per_slice",
+            "other_load",
+            "notes",
+        )
+    }
+    entry["label"] = {
+        "reference": "reference loop (authors' style)",
+        "plain": "plain MONAI path",
+        "default": f"bundle defaults {row.get('options')}",
+    }.get(row["name"], row["name"])
     entry["options"] = row.get("options")
     if peak:
         entry["pct_datasheet_peak"] = 100 * row["tflops"] / peak
@@ -299,22 +375,35 @@ def run_throughput(results: Results, profile: dict, device: torch.device, data: 
     from benchmark import measure
 
     p = profile
-    common = {"bundle": BUNDLE, "device": str(device), "batch_size": p["batch_size"], "spatial_size": p["spatial_size"],
-              "warmup": p["warmup"], "steps": p["steps"], "min_steps": p["min_steps"], "max_seconds": p["max_seconds"],
-              "repeats": p["repeats"], "reference_workers": p["reference_workers"], "dataset_dir": data,
-              "sections": "train", "log": log}
+    common = {
+        "bundle": BUNDLE,
+        "device": str(device),
+        "batch_size": p["batch_size"],
+        "spatial_size": p["spatial_size"],
+        "warmup": p["warmup"],
+        "steps": p["steps"],
+        "min_steps": p["min_steps"],
+        "max_seconds": p["max_seconds"],
+        "repeats": p["repeats"],
+        "reference_workers": p["reference_workers"],
+        "dataset_dir": data,
+        "sections": "train",
+        "log": log,
+    }
     cache: dict = {}
     networks = [("UNet bundle (model.json)", {}), ("UNet(32..512)", BIG_UNET)]
     entries: list[dict] = []
     peak = results.data["context"].get("peak_bf16_tflops")
     measured = results.data["context"].get("matmul_tflops")
-    note = (f"Batch {p['batch_size']}, {p['spatial_size']}², fold 0 training split; each run times {p['warmup']} "
-            f"warm-up steps then up to {p['steps']} steps (at least {p['min_steps']}, stopping after "
-            f"{p['max_seconds']} s), best of {p['repeats']}. Reference: the dataset authors' loop (per-sample "
-            f"scikit-image augmentation, fp32, {p['reference_workers']} DataLoader workers"
-            f"{' as their train.py' if p['reference_workers'] == 4 else ''}). "
-            "Data fetch share: host time waiting for the next batch / step time; data pipeline cost: "
-            "full step vs the same step on one fixed batch.")
+    note = (
+        f"Batch {p['batch_size']}, {p['spatial_size']}², fold 0 training split; each run times {p['warmup']} "
+        f"warm-up steps then up to {p['steps']} steps (at least {p['min_steps']}, stopping after "
+        f"{p['max_seconds']} s), best of {p['repeats']}. Reference: the dataset authors' loop (per-sample "
+        f"scikit-image augmentation, fp32, {p['reference_workers']} DataLoader workers"
+        f"{' as their train.py' if p['reference_workers'] == 4 else ''}). "
+        "Data fetch share: host time waiting for the next batch / step time; data pipeline cost: "
+        "full step vs the same step on one fixed batch."
+    )
     section = results.section("throughput", note=note, networks=entries, goals=[])
 
     def record(label: str, args: dict, rec: dict) -> None:
@@ -322,8 +411,20 @@ def run_throughput(results: Results, profile: dict, device: torch.device, data: 
         if entry is None:
             entry = {"label": label, "network_args": args, "rows": [], "skipped": []}
             entries.append(entry)
-        entry.update({k: rec[k] for k in ("batch_size", "spatial_size", "step_gflop", "training_slices_per_epoch",
-                                           "dataset", "reference_workers") if rec.get(k)})
+        entry.update(
+            {
+                k: rec[k]
+                for k in (
+                    "batch_size",
+                    "spatial_size",
+                    "step_gflop",
+                    "training_slices_per_epoch",
+                    "dataset",
+                    "reference_workers",
+                )
+                if rec.get(k)
+            }
+        )
         base = {r["name"]: r for r in entry["rows"]}
         for row in rec["rows"]:
             new = _row_entry(row, peak, measured)
@@ -368,12 +469,16 @@ def throughput_goals(entries: Sequence[dict]) -> list[str]:
         if best is None:
             continue
         speed_met = best["value"] >= GOALS["train_slices_per_s"]
-        goals.append(f"UNet(32..512) training, best ({best['label']}): {_f(best['value'], 4)} slices/s — goal ≥ "
-                     f"{GOALS['train_slices_per_s']:.0f}: {'met' if speed_met else 'NOT met'}")
+        goals.append(
+            f"UNet(32..512) training, best ({best['label']}): {_f(best['value'], 4)} slices/s — goal ≥ "
+            f"{GOALS['train_slices_per_s']:.0f}: {'met' if speed_met else 'NOT met'}"
+        )
         if best.get("x_reference"):
             ratio_met = best["x_reference"] >= GOALS["x_reference"]
-            goals.append(f"UNet(32..512) best / reference loop: {best['x_reference']:.1f}× — goal ≥ "
-                         f"{GOALS['x_reference']:.0f}×: {'met' if ratio_met else 'NOT met'}")
+            goals.append(
+                f"UNet(32..512) best / reference loop: {best['x_reference']:.1f}× — goal ≥ "
+                f"{GOALS['x_reference']:.0f}×: {'met' if ratio_met else 'NOT met'}"
+            )
     return goals
 
 
@@ -391,56 +496,96 @@ def run_inference(results: Results, profile: dict, device: torch.device) -> None
         weights = f"the shipped weights ({root.name}/models/model.pt, {type(network).__name__})"
     except Exception as err:  # weights missing or not matching a changed model.json: speed does not need them
         info = bundle_info(root)
-        network = bundle_network(root, in_channels=info.in_channels, out_channels=info.out_channels,
-                                 spatial_size=list(info.spatial_size)).to(device).eval()
+        network = (
+            bundle_network(
+                root, in_channels=info.in_channels, out_channels=info.out_channels, spatial_size=list(info.spatial_size)
+            )
+            .to(device)
+            .eval()
+        )
         weights = f"random weights ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
     params = sum(q.numel() for q in network.parameters())
     # the predict path of a Kaggle patient: 256² slices through the bundle's geometry and post-processing
-    rows = time_inference(network, info.spatial_size, device, num_slices=p["num_slices"], size=size,
-                          in_channels=info.in_channels, out_channels=info.out_channels, repeats=p["repeats"],
-                          batch_sizes=p["batch_sizes"], tta=p["tta"], geometry=info.geometry,
-                          min_component_fraction=info.min_component_fraction)
+    rows = time_inference(
+        network,
+        info.spatial_size,
+        device,
+        num_slices=p["num_slices"],
+        size=size,
+        in_channels=info.in_channels,
+        out_channels=info.out_channels,
+        repeats=p["repeats"],
+        batch_sizes=p["batch_sizes"],
+        tta=p["tta"],
+        geometry=info.geometry,
+        min_component_fraction=info.min_component_fraction,
+    )
     for row in rows:
         row["network"] = "UNet bundle"
     results.section("inference", rows=rows, table=format_table(rows))
     big = bundle_network(root, network_args=BIG_UNET, in_channels=3, out_channels=1, spatial_size=[size, size])
-    big_rows = time_inference(big.to(device).eval(), [size, size], device, num_slices=p["num_slices"], size=size,
-                              repeats=p["repeats"], batch_sizes=[max(p["batch_sizes"])], tta=[False])
+    big_rows = time_inference(
+        big.to(device).eval(),
+        [size, size],
+        device,
+        num_slices=p["num_slices"],
+        size=size,
+        repeats=p["repeats"],
+        batch_sizes=[max(p["batch_sizes"])],
+        tta=[False],
+    )
     for row in big_rows:
         row["network"] = "UNet(32..512)"
         row["device"] += ", UNet(32..512) random weights"
     rows += big_rows
-    note = (f"`monai-lgg predict`'s Predictor on a synthetic {p['num_slices']}-slice {size}² volume: the UNet bundle "
-            f"with {weights}, {params / 1e6:.1f} M parameters, its geometry `{info.geometry}` (network input "
-            f"{info.spatial_size[0]}x{info.spatial_size[1]}) and post-processing; `predict` uses TTA "
-            f"{'on' if info.tta else 'off'} by default. UNet(32..512) (random weights) in one {size}² window per "
-            f"slice. {p['repeats']} timed runs after one warm-up: median (best). Probabilities and masks come back "
-            "to the CPU; reading and writing files are not included.")
+    note = (
+        f"`monai-lgg predict`'s Predictor on a synthetic {p['num_slices']}-slice {size}² volume: the UNet bundle "
+        f"with {weights}, {params / 1e6:.1f} M parameters, its geometry `{info.geometry}` (network input "
+        f"{info.spatial_size[0]}x{info.spatial_size[1]}) and post-processing; `predict` uses TTA "
+        f"{'on' if info.tta else 'off'} by default. UNet(32..512) (random weights) in one {size}² window per "
+        f"slice. {p['repeats']} timed runs after one warm-up: median (best). Probabilities and masks come back "
+        "to the CPU; reading and writing files are not included."
+    )
     ours = [r for r in rows if r["network"] == "UNet bundle"]
     goals = []
-    for label, candidates in (("without TTA", [r for r in ours if not r["tta"]]),
-                              ("as `predict` runs it (its TTA setting)", [r for r in ours if r["tta"] == info.tta])):
+    for label, candidates in (
+        ("without TTA", [r for r in ours if not r["tta"]]),
+        ("as `predict` runs it (its TTA setting)", [r for r in ours if r["tta"] == info.tta]),
+    ):
         best = min(candidates, key=lambda r: r["volume_ms"], default=None)
         if best is not None:
             met = "met" if best["volume_ms"] <= GOALS["volume_ms"] else "NOT met"
-            goals.append(f"Fastest {p['num_slices']}-slice volume {label}: {best['volume_ms']:.1f} ms "
-                         f"({best['precision']}, channels_last {best['channels_last']}, batch {best['batch_size']}) "
-                         f"— goal ≤ {GOALS['volume_ms']:.0f} ms: {met}")
+            goals.append(
+                f"Fastest {p['num_slices']}-slice volume {label}: {best['volume_ms']:.1f} ms "
+                f"({best['precision']}, channels_last {best['channels_last']}, batch {best['batch_size']}) "
+                f"— goal ≤ {GOALS['volume_ms']:.0f} ms: {met}"
+            )
     results.section("inference", rows=rows, table=format_table(rows), note=note, goals=goals)
 
 
 # --------------------------------------------------------------------------------------------- 3. CUDA tests
 def run_cuda_tests(results: Results, timeout: float) -> None:
-    command = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider",
-               "--continue-on-collection-errors", "tests"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-m",
+        "cuda",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--continue-on-collection-errors",
+        "tests",
+    ]
     shown = "python -m pytest -m cuda -q tests"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}
     try:
         done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=max(10.0, timeout), env=env)
     except subprocess.TimeoutExpired as err:
         out = (err.stdout or b"").decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
-        results.section("cuda_tests", command=shown, status="timed out", summary=f"after {timeout:.0f} s",
-                        output_tail=out[-3000:])
+        results.section(
+            "cuda_tests", command=shown, status="timed out", summary=f"after {timeout:.0f} s", output_tail=out[-3000:]
+        )
         return
     output = done.stdout + done.stderr
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|deselected|errors?|xfailed)", output)}
@@ -460,16 +605,33 @@ def run_cuda_tests(results: Results, timeout: float) -> None:
     summary = ", ".join(f"{v} {k}" for k, v in counts.items()) or "no summary line"
     if uncollected:
         summary += f"; not importable here, so not searched for CUDA tests: {', '.join(uncollected)}"
-    results.section("cuda_tests", command=shown, status=status, summary=summary, counts=counts,
-                    uncollected=uncollected, output_tail=output[-3000:])
+    results.section(
+        "cuda_tests",
+        command=shown,
+        status=status,
+        summary=summary,
+        counts=counts,
+        uncollected=uncollected,
+        output_tail=output[-3000:],
+    )
 
 
 # --------------------------------------------------------------------------------------------- 4. accuracy
 def _bundle_command(configs: Sequence[Path], overrides_file: Path) -> list[str]:
     configs_dir = PROJECT / "bundles" / BUNDLE / "configs"
     files = [str(c) for c in configs] + [str(overrides_file)]
-    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(files),
-            "--meta_file", str(configs_dir / "metadata.json"), "--logging_file", str(configs_dir / "logging.conf")]
+    return [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        repr(files),
+        "--meta_file",
+        str(configs_dir / "metadata.json"),
+        "--logging_file",
+        str(configs_dir / "logging.conf"),
+    ]
 
 
 def _read_json(path: Path) -> dict:
@@ -511,22 +673,44 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def run_accuracy(results: Results, output: Path, work: Path, data: str, epochs: int, fold: int,
-                 overrides: dict, deadline: float, eval_reserve: float) -> None:
+def run_accuracy(
+    results: Results,
+    output: Path,
+    work: Path,
+    data: str,
+    epochs: int,
+    fold: int,
+    overrides: dict,
+    deadline: float,
+    eval_reserve: float,
+) -> None:
     folder = work / "accuracy"
     models, logs, evaluation = folder / "models", folder / "logs", folder / "eval"
     for path in (models, logs, evaluation):
         path.mkdir(parents=True, exist_ok=True)
-    keys = {"dataset_dir": data, "fold": fold, "epochs": epochs, "ckpt_dir": str(models), "log_dir": str(logs),
-            "output_dir": str(evaluation), **overrides}
+    keys = {
+        "dataset_dir": data,
+        "fold": fold,
+        "epochs": epochs,
+        "ckpt_dir": str(models),
+        "log_dir": str(logs),
+        "output_dir": str(evaluation),
+        **overrides,
+    }
     overrides_file = folder / "overrides.json"
     write_json(overrides_file, keys)
     configs = PROJECT / "bundles" / BUNDLE / "configs"
     train = _bundle_command([configs / "train.json"], overrides_file)
     shown = f"python -m monai.bundle run --config_file \"['bundles/{BUNDLE}/configs/train.json', overrides.json]\""
-    section = results.section("accuracy", status="training", command=shown, overrides=keys, epochs=epochs,
-                              note=f"fold {fold}: trained on its training patients, selected on its validation "
-                                   "patients, scored on its test patients (per-patient 3D Dice).")
+    section = results.section(
+        "accuracy",
+        status="training",
+        command=shown,
+        overrides=keys,
+        epochs=epochs,
+        note=f"fold {fold}: trained on its training patients, selected on its validation "
+        "patients, scored on its test patients (per-patient 3D Dice).",
+    )
     started = time.monotonic()
     done_before = int(_read_json(models / "last.json").get("epoch", 0))
 
@@ -534,8 +718,12 @@ def run_accuracy(results: Results, output: Path, work: Path, data: str, epochs: 
         last = _read_json(models / "last.json")
         if last.get("epoch") and last["epoch"] != section.get("epochs_done"):
             seconds = time.monotonic() - started
-            section.update(epochs_done=last["epoch"], train_seconds=round(seconds, 1),
-                           last_metrics=last.get("metrics"), validation_metrics=last.get("validation_metrics"))
+            section.update(
+                epochs_done=last["epoch"],
+                train_seconds=round(seconds, 1),
+                last_metrics=last.get("metrics"),
+                validation_metrics=last.get("validation_metrics"),
+            )
             if last["epoch"] > done_before:
                 section["seconds_per_epoch"] = round(seconds / (last["epoch"] - done_before), 2)
             results.save()
@@ -544,17 +732,22 @@ def run_accuracy(results: Results, output: Path, work: Path, data: str, epochs: 
         log(f"accuracy: training already complete ({done_before} epochs in {models})")
         code = 0
     else:
-        log(f"accuracy: training {epochs} epochs (resuming from epoch {done_before}) until "
-            f"{deadline - eval_reserve - START:.0f} s")
+        log(
+            f"accuracy: training {epochs} epochs (resuming from epoch {done_before}) until "
+            f"{deadline - eval_reserve - START:.0f} s"
+        )
         code = _run_until(train, deadline - eval_reserve, folder / "train.log", progress)
     progress()
     last = _read_json(models / "last.json")
     finished = code == 0  # the run ended by itself: all epochs, or early stopping if the recipe asks for it
     if not finished:
         why = "stopped at the time budget" if code is None else f"training exited with {code}"
-        results.section("accuracy", status=f"incomplete: {why}, epoch {last.get('epoch', 0)} of {epochs}",
-                        note=section["note"] + " Run the same command again (same --work_dir) to resume it.",
-                        log_tail=_tail(folder / "train.log"))
+        results.section(
+            "accuracy",
+            status=f"incomplete: {why}, epoch {last.get('epoch', 0)} of {epochs}",
+            note=section["note"] + " Run the same command again (same --work_dir) to resume it.",
+            log_tail=_tail(folder / "train.log"),
+        )
         return
     log("accuracy: evaluating on the test fold")
     results.section("accuracy", status="evaluating")
@@ -565,38 +758,56 @@ def run_accuracy(results: Results, output: Path, work: Path, data: str, epochs: 
         results.section("accuracy", status=f"evaluation failed (exit {code})", log_tail=_tail(folder / "evaluate.log"))
         return
     dice = summary.get("per_patient", {}).get("dice", {})
-    test = {"patients": summary.get("patients"), "dice_mean": dice.get("mean"), "dice_median": dice.get("median"),
-            "dice_ci": [dice.get("ci_low"), dice.get("ci_high")],
-            "false_positive_rate": summary.get("false_positive_rate")}
+    test = {
+        "patients": summary.get("patients"),
+        "dice_mean": dice.get("mean"),
+        "dice_median": dice.get("median"),
+        "dice_ci": [dice.get("ci_low"), dice.get("ci_high")],
+        "false_positive_rate": summary.get("false_positive_rate"),
+    }
     kept = output / "accuracy"
     kept.mkdir(exist_ok=True)
-    kept_files = {"summary.json": evaluation / "summary.json", "per_patient.csv": evaluation / "per_patient.csv",
-                  "model.pt": models / "model.pt", "model.json": models / "model.json"}
+    kept_files = {
+        "summary.json": evaluation / "summary.json",
+        "per_patient.csv": evaluation / "per_patient.csv",
+        "model.pt": models / "model.pt",
+        "model.json": models / "model.json",
+    }
     left = []
     for name, source in kept_files.items():
         if source.is_file() and source.stat().st_size <= RETURN_FILE_LIMIT:
             shutil.copy2(source, kept / name)
         elif source.is_file():
             left.append(f"{source} ({source.stat().st_size / 2**20:.1f} MiB: over the device tool's 16 MiB per file)")
-    results.section("accuracy", status="complete", test=test, kept=sorted(p.name for p in kept.iterdir()),
-                    left_in_work_dir=left)
+    results.section(
+        "accuracy", status="complete", test=test, kept=sorted(p.name for p in kept.iterdir()), left_in_work_dir=left
+    )
 
 
 # --------------------------------------------------------------------------------------------- main
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("output", help="folder for results.md, results.json and accuracy/ (keep it small: the device "
-                                       "tool brings back at most 8 files)")
+    parser.add_argument(
+        "output",
+        help="folder for results.md, results.json and accuracy/ (keep it small: the device "
+        "tool brings back at most 8 files)",
+    )
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny sizes: the same code path in < 3 minutes")
-    parser.add_argument("--data", default="auto", help="converted data set (auto: ~/monai_lgg_gpu/lgg, else the "
-                                                       "shared Kaggle copy, else synthetic)")
+    parser.add_argument(
+        "--data",
+        default="auto",
+        help="converted data set (auto: ~/monai_lgg_gpu/lgg, else the shared Kaggle copy, else synthetic)",
+    )
     parser.add_argument("--work_dir", default=None, help="checkpoints, logs, synthetic data (default OUTPUT/work)")
     parser.add_argument("--budget_s", type=float, default=None, help="wall-clock budget (default 450; smoke 900)")
     parser.add_argument("--sections", default="throughput,inference,cuda_tests,accuracy")
     parser.add_argument("--epochs", type=int, default=None, help="accuracy training epochs (default 100; smoke 2)")
     parser.add_argument("--fold", type=int, default=0)
-    parser.add_argument("--train_overrides", default=None,
-                        help="more train.json keys for the accuracy run, a Python dict: \"{'batch_size': 32}\"")
+    parser.add_argument(
+        "--train_overrides",
+        default=None,
+        help="more train.json keys for the accuracy run, a Python dict: \"{'batch_size': 32}\"",
+    )
     return parser.parse_args(argv)
 
 
@@ -638,10 +849,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps: list[tuple[str, Callable[[], None]]] = [
         ("throughput", lambda: run_throughput(results, profile, device, data, deadlines)),
         ("inference", lambda: run_inference(results, profile, device)),
-        ("cuda_tests", lambda: run_cuda_tests(results, min(profile["cuda_tests_timeout_s"],
-                                                           deadlines["cuda_tests"] + 60 - elapsed()))),
-        ("accuracy", lambda: run_accuracy(results, output, work, data, args.epochs or profile["epochs"], args.fold,
-                                          overrides, START + deadlines["accuracy"], profile["eval_reserve_s"])),
+        (
+            "cuda_tests",
+            lambda: run_cuda_tests(
+                results, min(profile["cuda_tests_timeout_s"], deadlines["cuda_tests"] + 60 - elapsed())
+            ),
+        ),
+        (
+            "accuracy",
+            lambda: run_accuracy(
+                results,
+                output,
+                work,
+                data,
+                args.epochs or profile["epochs"],
+                args.fold,
+                overrides,
+                START + deadlines["accuracy"],
+                profile["eval_reserve_s"],
+            ),
+        ),
     ]
     failed = []
     for name, step in steps:

@@ -38,6 +38,8 @@ def bundle_root(default: str = ".") -> str:
 
 
 MODEL_FILE = "model.json"
+
+
 def _model_config(bundle_root: str | os.PathLike) -> dict:
     path = Path(bundle_root) / "configs" / MODEL_FILE
     if not path.is_file():

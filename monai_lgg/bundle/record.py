@@ -152,8 +152,9 @@ class TrainedRecord:
         if canonical is None:
             known = ", ".join(sorted({name for name in NETWORKS if "." not in name}))
             raise LGGInputError(
-                self.path, f"network_args names {str(target)[:80]!r} as _target_, not a registered network "
-                f"class: refused (a sidecar is data; it may only choose one of {known})"
+                self.path,
+                f"network_args names {str(target)[:80]!r} as _target_, not a registered network "
+                f"class: refused (a sidecar is data; it may only choose one of {known})",
             )
         return {"_target_": canonical, **args}
 
@@ -182,24 +183,37 @@ def _plain_json(value: object, sidecar: Path, where: str) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not (isinstance(key, str) and key.isidentifier() and not key.startswith("_")):
-                raise LGGInputError(sidecar, f"network_args{where} has the key {str(key)[:40]!r}, not an argument "
-                                    "name: refused (a trained-model record is data; only network_args._target_ may "
-                                    "name a registered network)")
+                raise LGGInputError(
+                    sidecar,
+                    f"network_args{where} has the key {str(key)[:40]!r}, not an argument "
+                    "name: refused (a trained-model record is data; only network_args._target_ may "
+                    "name a registered network)",
+                )
             _plain_json(item, sidecar, f"{where}.{key}")
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _plain_json(item, sidecar, f"{where}[{index}]")
     elif isinstance(value, str):
         if value.startswith(_CONFIG_SYNTAX):
-            raise LGGInputError(sidecar, f"network_args{where} holds {value[:40]!r}, an expression or reference: "
-                                "refused (a sidecar is data, not code; pass it with --network_args if you trust it)")
+            raise LGGInputError(
+                sidecar,
+                f"network_args{where} holds {value[:40]!r}, an expression or reference: "
+                "refused (a sidecar is data, not code; pass it with --network_args if you trust it)",
+            )
     elif not (value is None or isinstance(value, (bool, int, float))):
         raise LGGInputError(sidecar, f"network_args{where} holds a {type(value).__name__}, not a JSON value")
 
 
 _TYPED = (
-    "in_channels", "out_channels", "geometry", "normalization", "context_slices", "spatial_size", "review_threshold",
-    "threshold", "min_component_fraction",
+    "in_channels",
+    "out_channels",
+    "geometry",
+    "normalization",
+    "context_slices",
+    "spatial_size",
+    "review_threshold",
+    "threshold",
+    "min_component_fraction",
 )
 
 

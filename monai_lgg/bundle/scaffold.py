@@ -89,13 +89,17 @@ def new_bundle(
                 shutil.copyfile(config, tmp / "configs" / config.name)
         if (source / "LICENSE").is_file():
             shutil.copyfile(source / "LICENSE", tmp / "LICENSE")
-        write_json(tmp / "configs" / MODEL_FILE, {
-            "_comment": f"What this bundle adds to the shared workflow configs (made from the {template} bundle).",
-            "network_def": network_def,
-        })
+        write_json(
+            tmp / "configs" / MODEL_FILE,
+            {
+                "_comment": f"What this bundle adds to the shared workflow configs (made from the {template} bundle).",
+                "network_def": network_def,
+            },
+        )
         metadata = json.loads((source / "configs" / "metadata.json").read_text())
         metadata.update(
-            version="0.1.0", changelog={"0.1.0": f"first version, made by monai-lgg new_bundle from {template}"},
+            version="0.1.0",
+            changelog={"0.1.0": f"first version, made by monai-lgg new_bundle from {template}"},
             name=f"{name} (monai-lgg bundle)",
         )
         write_json(tmp / "configs" / "metadata.json", metadata)

@@ -22,8 +22,19 @@ from pathlib import Path
 from monai_lgg.errors import LGGInputError
 
 __all__ = [
-    "BUNDLES_DIR", "MAX_BUNDLE_BYTES", "MAX_BUNDLE_FILES", "bundle_names", "installed_bundle", "output_root",
-    "resolve_bundle", "GEOMETRIES", "NORMALIZATIONS", "image_channels", "THRESHOLD", "DEFAULTS", "BundleInfo",
+    "BUNDLES_DIR",
+    "MAX_BUNDLE_BYTES",
+    "MAX_BUNDLE_FILES",
+    "bundle_names",
+    "installed_bundle",
+    "output_root",
+    "resolve_bundle",
+    "GEOMETRIES",
+    "NORMALIZATIONS",
+    "image_channels",
+    "THRESHOLD",
+    "DEFAULTS",
+    "BundleInfo",
     "bundle_info",
 ]
 
@@ -133,8 +144,9 @@ def _extract_zip_once(path: Path, mtime_ns: int, size: int) -> Path:
             if declared > MAX_BUNDLE_BYTES or len(archive.infolist()) > MAX_BUNDLE_FILES:
                 limit = f"{MAX_BUNDLE_BYTES / 2**20:.0f} MiB, {MAX_BUNDLE_FILES} files"
                 raise LGGInputError(
-                    path, f"unpacks to {declared / 2**20:.0f} MiB in {len(archive.infolist())} files, more than a "
-                    f"bundle may ({limit}): refused before unpacking"
+                    path,
+                    f"unpacks to {declared / 2**20:.0f} MiB in {len(archive.infolist())} files, more than a "
+                    f"bundle may ({limit}): refused before unpacking",
                 )
             for member in archive.namelist():
                 resolved = (target / member).resolve()
@@ -246,8 +258,15 @@ def bundle_info(root: Path, spatial_size: Sequence[int] | None = None) -> Bundle
     if metadata.is_file():
         name = json.loads(metadata.read_text()).get("name", name)
     return BundleInfo(
-        root, name, size, _optional_float(settings["threshold"]), int(settings["in_channels"]),
-        int(settings["out_channels"]), str(settings["geometry"]), bool(settings["tta"]),
+        root,
+        name,
+        size,
+        _optional_float(settings["threshold"]),
+        int(settings["in_channels"]),
+        int(settings["out_channels"]),
+        str(settings["geometry"]),
+        bool(settings["tta"]),
         _optional_float(settings["min_component_fraction"]),
-        int(settings["context_slices"]), settings["normalization"],
+        int(settings["context_slices"]),
+        settings["normalization"],
     )

@@ -47,7 +47,9 @@ def fit_num_folds(num_cases: int, num_folds: int, noun: str = "cases") -> tuple[
     )
 
 
-def assign_folds(cases: Sequence[dict], num_folds: int = 5, seed: int = 0, burden_key: str = "tumour_voxels") -> dict[str, int]:
+def assign_folds(
+    cases: Sequence[dict], num_folds: int = 5, seed: int = 0, burden_key: str = "tumour_voxels"
+) -> dict[str, int]:
     """Assign each case to one of ``num_folds`` folds, stratified by institution and tumour burden.
 
     Within each institution the cases are sorted by ``burden_key`` and cut into consecutive blocks of
@@ -67,7 +69,9 @@ def assign_folds(cases: Sequence[dict], num_folds: int = 5, seed: int = 0, burde
     if num_folds < 1:
         raise LGGInputError(None, f"num_folds must be >= 1, got {num_folds}")
     if len(cases) < num_folds:
-        raise LGGInputError(None, f"{len(cases)} patients cannot fill {num_folds} folds (choose num_folds <= {len(cases)})")
+        raise LGGInputError(
+            None, f"{len(cases)} patients cannot fill {num_folds} folds (choose num_folds <= {len(cases)})"
+        )
     rng = np.random.default_rng(seed)
     by_institution: dict[str, list[dict]] = defaultdict(list)
     for case in sorted(cases, key=lambda c: c["case"]):
@@ -113,7 +117,9 @@ def split_fold(datalist: Sequence[dict], fold: int, num_folds: int) -> dict[str,
     return split
 
 
-def load_fold(datalist_file: str | Path, fold: int = 0, split: str = "train", base_dir: str | Path | None = None) -> list[dict]:
+def load_fold(
+    datalist_file: str | Path, fold: int = 0, split: str = "train", base_dir: str | Path | None = None
+) -> list[dict]:
     """Items of one split (``train``, ``validation``, ``test`` or ``all``) of a converted data set.
 
     Paths are made absolute against ``base_dir`` (default: the datalist's folder). This is the entry
@@ -122,7 +128,9 @@ def load_fold(datalist_file: str | Path, fold: int = 0, split: str = "train", ba
     datalist_file = Path(datalist_file)
     if not datalist_file.is_file():
         raise LGGInputError(datalist_file, "datalist not found (convert the data first: monai-lgg convert)")
-    items = load_decathlon_datalist(str(datalist_file), is_segmentation=True, data_list_key="training", base_dir=base_dir)
+    items = load_decathlon_datalist(
+        str(datalist_file), is_segmentation=True, data_list_key="training", base_dir=base_dir
+    )
     if split == "all":
         return items
     num_folds = max(int(item["fold"]) for item in items) + 1

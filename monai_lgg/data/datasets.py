@@ -91,7 +91,11 @@ class VolumeSliceDataset(torch.utils.data.Dataset):
         # copy_cache=False: items are sliced and copied per access, never modified in place.
         with reraise_input_errors():  # a bad volume raises its DataProblem, not MONAI's RuntimeError
             self.volumes = CacheDataset(
-                data, volume_transform, cache_rate=1.0, num_workers=cache_num_workers, progress=progress,
+                data,
+                volume_transform,
+                cache_rate=1.0,
+                num_workers=cache_num_workers,
+                progress=progress,
                 copy_cache=False,
             )
         self.slices: list[tuple[int, int]] = []
@@ -160,8 +164,15 @@ def kaggle_slice_datalist(source: str | Path, num_folds: int = 5, seed: int = 0,
             continue
         flags = label.reshape(-1, label.shape[2]).any(axis=0)
         for s, positive in zip(case.slices, flags.tolist(), strict=True):
-            items.append({"image": str(s.image), "label": str(s.mask), "case": case.case_id, "slice": s.number - 1,
-                          "positive": positive})
+            items.append(
+                {
+                    "image": str(s.image),
+                    "label": str(s.mask),
+                    "case": case.case_id,
+                    "slice": s.number - 1,
+                    "positive": positive,
+                }
+            )
         burdens.append({"case": case.case_id, "institution": case.institution, "tumour_voxels": int(label.sum())})
     _report_bad(root, problems, bad, skip_bad)
     folds = assign_folds(burdens, num_folds=num_folds, seed=seed)

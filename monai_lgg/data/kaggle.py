@@ -130,7 +130,9 @@ def find_kaggle_root(source: str | Path) -> tuple[Path, list[DataProblem]]:
     if not candidates:
         raise LGGInputError(source, "contains no patient folders with .tif slices (expected the kaggle_3m layout)")
     root = candidates[0]  # the shallowest copy; the zip's nested second copy is reported, never read
-    warnings = [DataProblem(c, f"duplicate copy of the data set ignored (using {root})", fatal=False) for c in candidates[1:]]
+    warnings = [
+        DataProblem(c, f"duplicate copy of the data set ignored (using {root})", fatal=False) for c in candidates[1:]
+    ]
     return root, warnings
 
 
@@ -206,7 +208,9 @@ def _binary_mask(path: Path, mask: np.ndarray, image_shape: tuple[int, ...], bin
     values = np.unique(mask)
     if not np.isin(values, (0, 255)).all():
         if not binarize:
-            raise DataProblem(path, f"mask values {values.tolist()[:8]} are not in {{0, 255}} (use binarize to threshold at 128)")
+            raise DataProblem(
+                path, f"mask values {values.tolist()[:8]} are not in {{0, 255}} (use binarize to threshold at 128)"
+            )
         return (mask >= 128).astype(np.uint8)
     return (mask == 255).astype(np.uint8)
 
@@ -403,17 +407,42 @@ def convert_kaggle(
     skipped = sorted(bad_folders)
     summaries: list[dict] = []
     try:
-        report = _convert_into(output, root, convertible, skipped, summaries, problems, clinical, spacing,
-                               num_folds, seed, skip_bad, binarize, num_workers, progress)
+        report = _convert_into(
+            output,
+            root,
+            convertible,
+            skipped,
+            summaries,
+            problems,
+            clinical,
+            spacing,
+            num_folds,
+            seed,
+            skip_bad,
+            binarize,
+            num_workers,
+            progress,
+        )
     except _Abort as abort:
         return ConversionResult(None, abort.report)
     return ConversionResult(output, report)
 
 
 def _convert_into(
-    output: Path, root: Path, convertible: list[KaggleCase], skipped: list[str], summaries: list[dict],
-    problems: list[DataProblem], clinical: dict, spacing: Sequence[float], num_folds: int, seed: int,
-    skip_bad: bool, binarize: bool, num_workers: int | None, progress: bool,
+    output: Path,
+    root: Path,
+    convertible: list[KaggleCase],
+    skipped: list[str],
+    summaries: list[dict],
+    problems: list[DataProblem],
+    clinical: dict,
+    spacing: Sequence[float],
+    num_folds: int,
+    seed: int,
+    skip_bad: bool,
+    binarize: bool,
+    num_workers: int | None,
+    progress: bool,
 ) -> dict:
     from monai_lgg.data.datalist import assign_folds, fit_num_folds  # local: datalist imports this module
 
@@ -539,7 +568,13 @@ def conversion_report(
 
 
 def _write_metadata(
-    out: Path, summaries: list[dict], folds: dict[str, int], num_folds: int, seed: int, spacing: Sequence[float], report: dict
+    out: Path,
+    summaries: list[dict],
+    folds: dict[str, int],
+    num_folds: int,
+    seed: int,
+    spacing: Sequence[float],
+    report: dict,
 ) -> None:
     summaries = sorted(summaries, key=lambda s: s["case"])
     dataset = {

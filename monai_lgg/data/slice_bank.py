@@ -213,6 +213,10 @@ def batch_loader(
         sampler = AreaWeightedSampler(areas, num_samples=len(bank))
     workers = num_workers if bank.device.type == "cpu" else 0
     return torch.utils.data.DataLoader(
-        bank, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,
-        num_workers=workers, collate_fn=_identity,
+        bank,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=_identity,
     )

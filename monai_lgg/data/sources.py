@@ -16,7 +16,12 @@ from monai_lgg.data.datalist import check_disjoint, load_fold
 from monai_lgg.errors import LGGInputError
 
 __all__ = [
-    "SYNTHETIC", "cache_root", "prepare_dataset", "default_geometry", "load_split", "inference_items",
+    "SYNTHETIC",
+    "cache_root",
+    "prepare_dataset",
+    "default_geometry",
+    "load_split",
+    "inference_items",
 ]
 
 SYNTHETIC = "synthetic"

@@ -58,14 +58,21 @@ def make_synthetic_case(
         scale = np.sqrt(max(1e-3, 1.0 - ((z[k] - 0.45) / 0.6) ** 2))  # head narrows towards both ends
         r = np.sqrt(((rows - centre[0]) / (axes[0] * scale)) ** 2 + ((cols - centre[1]) / (axes[1] * scale)) ** 2)
         brain, skull = r < 0.9, (r >= 0.9) & (r < 1.0)
-        ventricle = (np.abs(cols - centre[1]) < 0.04 * scale) & (np.abs(rows - centre[0]) < 0.12 * scale) & (z[k] > 0.35)
+        ventricle = (
+            (np.abs(cols - centre[1]) < 0.04 * scale) & (np.abs(rows - centre[0]) < 0.12 * scale) & (z[k] > 0.35)
+        )
         base = np.where(brain, 1.0, 0.0) + 0.15 * texture[k] * brain
         image[k, ..., 0] = 95 * base + 160 * skull
         image[k, ..., 1] = 85 * base - 50 * (ventricle & brain) + 120 * skull
         image[k, ..., 2] = 100 * base + 170 * skull
         if lesion:
             d = ((z[k] - lesion_centre[0]) / lesion_axes[0]) ** 2
-            lesion_k = (((cols - lesion_centre[1]) / lesion_axes[1]) ** 2 + ((rows - lesion_centre[2]) / lesion_axes[2]) ** 2 + d < 1) & brain
+            lesion_k = (
+                ((cols - lesion_centre[1]) / lesion_axes[1]) ** 2
+                + ((rows - lesion_centre[2]) / lesion_axes[2]) ** 2
+                + d
+                < 1
+            ) & brain
             mask[k] = lesion_k * 255
             image[k, ..., 1] += 95 * lesion_k  # FLAIR abnormality
             image[k, ..., 0] -= 15 * lesion_k
@@ -102,7 +109,13 @@ def generate_synthetic_kaggle(
             for k in range(slices):
                 tifffile.imwrite(folder / f"{case_id}_{k + 1}.tif", image[k], photometric="rgb")
                 tifffile.imwrite(folder / f"{case_id}_{k + 1}_mask.tif", mask[k])
-            rows.append({"Patient": "_".join(case_id.split("_")[:3]), "histological_type": 1 + index % 3, "gender": 1 + index % 2})
+            rows.append(
+                {
+                    "Patient": "_".join(case_id.split("_")[:3]),
+                    "histological_type": 1 + index % 3,
+                    "gender": 1 + index % 2,
+                }
+            )
         with open(tmp / "data.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()

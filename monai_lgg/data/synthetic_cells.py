@@ -173,8 +173,15 @@ def synthetic_cells_dataset(
     output = Path(output)
     folders = generate_synthetic_cells(output / "folders", num_images, size, seed, channels)
     result = convert_folders(
-        folders, output / "converted", mask_mode="labels", class_names=list(CELL_CLASSES), num_folds=num_folds,
-        seed=seed, name="synthetic-cells", overwrite=True, progress=False,
+        folders,
+        output / "converted",
+        mask_mode="labels",
+        class_names=list(CELL_CLASSES),
+        num_folds=num_folds,
+        seed=seed,
+        name="synthetic-cells",
+        overwrite=True,
+        progress=False,
     )
     if result.output is None:
         first = result.report["errors"][0]

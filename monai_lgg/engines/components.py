@@ -29,8 +29,18 @@ from monai_lgg.metrics import SliceDiceMetric
 from monai_lgg.transforms.components import RemoveSmallComponentsd
 
 __all__ = [
-    "LOSSES", "MULTICLASS_LOSSES", "make_loss", "make_optimizer", "make_scheduler", "postprocessing", "inference_postprocessing",
-    "case_name_formatter", "class_names", "class_key", "key_metric", "additional_metrics",
+    "LOSSES",
+    "MULTICLASS_LOSSES",
+    "make_loss",
+    "make_optimizer",
+    "make_scheduler",
+    "postprocessing",
+    "inference_postprocessing",
+    "case_name_formatter",
+    "class_names",
+    "class_key",
+    "key_metric",
+    "additional_metrics",
 ]
 
 
@@ -105,14 +115,18 @@ def make_loss(
             kind = "binary (out_channels=1)" if out_channels == 1 else f"multi-class (out_channels={out_channels})"
             other = {"bce": "ce", "ce": "bce"}.get(key, "dicece")
             raise ValueError(f"loss {name!r} has no {kind} form; use {other!r} (or another of {', '.join(table)})")
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(sorted(set(LOSSES) | set(MULTICLASS_LOSSES)))}")
+        raise ValueError(
+            f"unknown loss {name!r}; choose one of {', '.join(sorted(set(LOSSES) | set(MULTICLASS_LOSSES)))}"
+        )
     if class_weights is None:
         loss = table[key]()
     else:
         if out_channels == 1:
             raise ValueError("class_weights need out_channels > 1 (a multi-class model); a binary loss takes none")
         if len(class_weights) != out_channels or any(float(w) < 0 for w in class_weights):
-            raise ValueError(f"class_weights must be {out_channels} non-negative numbers (background first), got {list(class_weights)}")
+            raise ValueError(
+                f"class_weights must be {out_channels} non-negative numbers (background first), got {list(class_weights)}"
+            )
         if key not in _WEIGHTED:
             raise ValueError(f"loss {name!r} takes no class_weights; use one of {', '.join(_WEIGHTED)}")
         loss = table[key](weight=torch.as_tensor([float(w) for w in class_weights]))
@@ -190,8 +204,14 @@ def make_scheduler(
             warmup = warmup_epochs / max_epochs if warmup_epochs else 0.1
             peaks = [group["lr"] for group in optimizer.param_groups]
             scheduler = ExtendableOneCycleLR(
-                optimizer, max_lr=peaks, total_steps=total, pct_start=min(max(warmup, 0.01), 0.5),
-                anneal_strategy="cos", cycle_momentum=False, div_factor=25.0, final_div_factor=1e4,
+                optimizer,
+                max_lr=peaks,
+                total_steps=total,
+                pct_start=min(max(warmup, 0.01), 0.5),
+                anneal_strategy="cos",
+                cycle_momentum=False,
+                div_factor=25.0,
+                final_div_factor=1e4,
             )
         else:
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total) ** 0.9)
@@ -231,8 +251,14 @@ def postprocessing(
         if invert is not None:
             # the image too, so reports draw overlays on the input's grid (zero outside the brain box)
             chain.append(
-                Invertd([pred_key, image_key], transform=invert, orig_keys=[image_key, image_key], nearest_interp=False,
-                        to_tensor=True, allow_missing_keys=True)
+                Invertd(
+                    [pred_key, image_key],
+                    transform=invert,
+                    orig_keys=[image_key, image_key],
+                    nearest_interp=False,
+                    to_tensor=True,
+                    allow_missing_keys=True,
+                )
             )
         chain.append(AsDiscreted(pred_key, threshold=threshold))
         if min_component_fraction > 0:
@@ -269,8 +295,15 @@ def inference_postprocessing(
             reorientation to the model's frame (``volume_transforms(reorient=True)``) and the ``brain`` crop.
     """
     save = SaveImaged(
-        pred_key, output_dir=output_dir, output_postfix="", output_ext=".nii.gz", output_dtype=np.uint8,
-        resample=False, separate_folder=False, output_name_formatter=case_name_formatter, print_log=False,
+        pred_key,
+        output_dir=output_dir,
+        output_postfix="",
+        output_ext=".nii.gz",
+        output_dtype=np.uint8,
+        resample=False,
+        separate_folder=False,
+        output_name_formatter=case_name_formatter,
+        print_log=False,
         writer=AtomicNibabelWriter,  # a kill mid-write never leaves a truncated prediction
     )
     if out_channels == 1:
@@ -278,15 +311,19 @@ def inference_postprocessing(
             threshold, pred_key, invert=invert, image_key=image_key, min_component_fraction=min_component_fraction
         )
     else:  # the class scores go back onto the input's grid first (zero outside a brain box: background wins there)
-        back = [] if invert is None else [
-            Invertd(pred_key, transform=invert, orig_keys=image_key, nearest_interp=False, to_tensor=True)
-        ]
+        back = (
+            []
+            if invert is None
+            else [Invertd(pred_key, transform=invert, orig_keys=image_key, nearest_interp=False, to_tensor=True)]
+        )
         masks = Compose([*back, AsDiscreted(pred_key, argmax=True)])
     # uint8 before saving: MONAI Label drops SaveImaged and writes the mask as it is (else a float32 label map)
     return Compose(list(masks.transforms) + [CastToTyped(pred_key, dtype=np.uint8), save])
 
 
-def class_names(out_channels: int = 1, names: Sequence[str] | None = None, datalist: str | Path | None = None) -> list[str]:
+def class_names(
+    out_channels: int = 1, names: Sequence[str] | None = None, datalist: str | Path | None = None
+) -> list[str]:
     """Names of the classes ``0 .. K-1`` (two for a binary model: background and foreground).
 
     Args:
@@ -350,7 +387,11 @@ def key_metric(out_channels: int = 1) -> dict[str, IgniteMetricHandler]:
     patients; a class absent from a patient's label and prediction scores 1 there.
     """
     include_background = out_channels == 1  # binary: the single channel is the foreground
-    return {"val_mean_dice": _handler(DiceMetric(include_background=include_background, reduction="mean", ignore_empty=False))}
+    return {
+        "val_mean_dice": _handler(
+            DiceMetric(include_background=include_background, reduction="mean", ignore_empty=False)
+        )
+    }
 
 
 def additional_metrics(
@@ -370,7 +411,9 @@ def additional_metrics(
         return per_class
     metrics: dict = {
         "val_iou": MeanIoUHandler(include_background=True, output_transform=from_engine(["pred", "label"])),
-        "val_hd95": HausdorffDistance(include_background=True, percentile=95, output_transform=from_engine(["pred", "label"])),
+        "val_hd95": HausdorffDistance(
+            include_background=True, percentile=95, output_transform=from_engine(["pred", "label"])
+        ),
         "val_slice_dice": _handler(SliceDiceMetric(empty_score=1.0)),
     }
     for name in ("precision", "recall", "f1 score", "accuracy"):

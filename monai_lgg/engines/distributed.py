@@ -102,8 +102,9 @@ def patient_sampler(
     rank = _rank() if rank is None else int(rank)
     if patients < ranks:
         raise LGGInputError(
-            None, f"the {split} split has {patients} patient(s), fewer than the {ranks} processes: "
-            f"start torchrun with --nproc_per_node {max(patients, 1)} or fewer"
+            None,
+            f"the {split} split has {patients} patient(s), fewer than the {ranks} processes: "
+            f"start torchrun with --nproc_per_node {max(patients, 1)} or fewer",
         )
     sampler = DistributedSampler(dataset, even_divisible=False, num_replicas=ranks, rank=rank, shuffle=False)
     logger.info(f"rank {rank} of {ranks} scores {len(sampler)} of the {patients} {split} patients")

@@ -71,12 +71,19 @@ logger = logging.getLogger(__name__)
 
 def is_main_process() -> bool:
     """True outside distributed runs and on rank 0."""
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+    return (
+        not (torch.distributed.is_available() and torch.distributed.is_initialized())
+        or torch.distributed.get_rank() == 0
+    )
 
 
 def unwrap(network: torch.nn.Module) -> torch.nn.Module:
     """The module inside DistributedDataParallel / DataParallel, so state dicts have no ``module.`` prefix."""
-    return network.module if isinstance(network, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)) else network
+    return (
+        network.module
+        if isinstance(network, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel))
+        else network
+    )
 
 
 REFUSED_PICKLE = (
@@ -176,7 +183,11 @@ class EpochSeed:
 
 def _rng_state() -> dict:
     """RNG states as tensors and plain types, so they load with ``weights_only=True``."""
-    state = {"torch": torch.get_rng_state(), "numpy": list(np.random.get_state()[1:]), "python": repr(random.getstate())}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": list(np.random.get_state()[1:]),
+        "python": repr(random.getstate()),
+    }
     state["numpy"][0] = torch.as_tensor(state["numpy"][0])
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -277,8 +288,9 @@ class ResumeFromCheckpoint:
         changed = [key for key in known if previous[key] != self.record[key]]
         if changed:
             raise LGGInputError(
-                self.path, f"was trained with another {', '.join(changed)} than this run: delete it (or its folder) "
-                "or pass --resume false to start over"
+                self.path,
+                f"was trained with another {', '.join(changed)} than this run: delete it (or its folder) "
+                "or pass --resume false to start over",
             )
 
     def __call__(self, engine: Engine) -> None:
@@ -457,7 +469,9 @@ class ProgressBarHandler:
         from ignite.handlers import ProgressBar
 
         if is_main_process():
-            ProgressBar(persist=False).attach(engine, output_transform=lambda out: {"loss": from_engine(["loss"], first=True)(out)})
+            ProgressBar(persist=False).attach(
+                engine, output_transform=lambda out: {"loss": from_engine(["loss"], first=True)(out)}
+            )
 
 
 class EpochLoss:
@@ -588,7 +602,9 @@ def val_handlers(
     """
     handlers: list = []
     if as_flag(save_best, "save_best"):
-        handlers.append(BestModelSaver(Path(ckpt_dir) / "model.pt", network, record=record, resume=as_flag(resume, "resume")))
+        handlers.append(
+            BestModelSaver(Path(ckpt_dir) / "model.pt", network, record=record, resume=as_flag(resume, "resume"))
+        )
     if is_main_process():
         handlers += [
             QuietStatsHandler(iteration_log=False),
@@ -599,4 +615,9 @@ def val_handlers(
 
 def provenance(fold: int, train: Sequence[dict], validation: Sequence[dict], **extra: Any) -> dict:
     """The sidecar record: which patients trained the model and which selected it."""
-    return {"fold": fold, "training_cases": sorted(i["case"] for i in train), "validation_cases": sorted(i["case"] for i in validation), **extra}
+    return {
+        "fold": fold,
+        "training_cases": sorted(i["case"] for i in train),
+        "validation_cases": sorted(i["case"] for i in validation),
+        **extra,
+    }

@@ -154,8 +154,9 @@ def check_equal_sizes(dataset: VolumeSliceDataset) -> None:
             first = (size, name)
         elif size != first[0]:
             raise LGGInputError(
-                name, f"slice size {size} differs from {first[0]} of {first[1]}: augmentation 'batch' stacks all "
-                "training slices in one tensor; pass --augmentation loader to train on images of different sizes"
+                name,
+                f"slice size {size} differs from {first[0]} of {first[1]}: augmentation 'batch' stacks all "
+                "training slices in one tensor; pass --augmentation loader to train on images of different sizes",
             )
 
 
@@ -201,12 +202,24 @@ def train_loader(
         if sampler is None and sampling == "area":
             sampler = AreaWeightedSampler(dataset.tumour_areas())
         return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,
-            num_workers=num_workers, pin_memory=torch.device(device).type == "cuda",
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle if sampler is None else False,
+            sampler=sampler,
+            num_workers=num_workers,
+            pin_memory=torch.device(device).type == "cuda",
         )
     check_equal_sizes(dataset)
     augment = RandBatchAugment(spatial_size=spatial_size, **augment_args)
     return batch_loader(
-        dataset, batch_size, device, shuffle=shuffle, sampler=sampler, num_workers=num_workers, augment=augment,
-        out_channels=out_channels, sampling=sampling, normalization=normalization,
+        dataset,
+        batch_size,
+        device,
+        shuffle=shuffle,
+        sampler=sampler,
+        num_workers=num_workers,
+        augment=augment,
+        out_channels=out_channels,
+        sampling=sampling,
+        normalization=normalization,
     )

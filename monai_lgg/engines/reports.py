@@ -38,17 +38,35 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CSV_COLUMNS = ("case", "dice", "iou", "precision", "recall", "f1", "accuracy", "hd95", "slice_dice", "gt_voxels",
-               "pred_voxels", "slices", "tumour_free_slices", "false_positive_slices")
-EMPTY_RULES = ("3D scores per patient over all its slices. Empty ground truth and empty prediction score 1 (Dice, IoU, "
-               "precision, recall, F1) and HD95 0; empty ground truth with any predicted voxel scores 0; HD95 with "
-               "exactly one empty mask is NaN and excluded (counted in n_nan). Per-slice Dice pools every slice of "
-               "every patient, empty-vs-empty slices scoring 1 and tumour-free slices with any prediction 0.")
-MULTICLASS_RULES = ("Multi-class: every score is computed per foreground class (class c against not c) with the rules "
-                    "above, a class absent from both masks of a patient scoring 1 (HD95 0), then averaged over the "
-                    "foreground classes (HD95 over the classes where it is defined); dice_<class> and iou_<class> give "
-                    "each class. Voxel counts, tumour-free and false-positive slices use the union of the foreground "
-                    "classes.")
+CSV_COLUMNS = (
+    "case",
+    "dice",
+    "iou",
+    "precision",
+    "recall",
+    "f1",
+    "accuracy",
+    "hd95",
+    "slice_dice",
+    "gt_voxels",
+    "pred_voxels",
+    "slices",
+    "tumour_free_slices",
+    "false_positive_slices",
+)
+EMPTY_RULES = (
+    "3D scores per patient over all its slices. Empty ground truth and empty prediction score 1 (Dice, IoU, "
+    "precision, recall, F1) and HD95 0; empty ground truth with any predicted voxel scores 0; HD95 with "
+    "exactly one empty mask is NaN and excluded (counted in n_nan). Per-slice Dice pools every slice of "
+    "every patient, empty-vs-empty slices scoring 1 and tumour-free slices with any prediction 0."
+)
+MULTICLASS_RULES = (
+    "Multi-class: every score is computed per foreground class (class c against not c) with the rules "
+    "above, a class absent from both masks of a patient scoring 1 (HD95 0), then averaged over the "
+    "foreground classes (HD95 over the classes where it is defined); dice_<class> and iou_<class> give "
+    "each class. Voxel counts, tumour-free and false-positive slices use the union of the foreground "
+    "classes."
+)
 # BGR colours of classes 1, 2, ... in overlays (cycled): red, green, blue, yellow, magenta, cyan.
 CLASS_COLOURS = ((0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255), (255, 255, 0))
 # Binary overlays: ground truth green, prediction red, both (blended) yellow.
@@ -85,8 +103,9 @@ def check_no_leakage(checkpoint: str | Path, items: Sequence[dict], allow_overla
     overlap = sorted(used & {item["case"] for item in items})
     if overlap and not allow_overlap:
         raise LGGInputError(
-            checkpoint, f"was trained or selected on {len(overlap)} of the evaluated patients ({', '.join(overlap[:5])}"
-            f"{', ...' if len(overlap) > 5 else ''}): evaluate on its test fold instead"
+            checkpoint,
+            f"was trained or selected on {len(overlap)} of the evaluated patients ({', '.join(overlap[:5])}"
+            f"{', ...' if len(overlap) > 5 else ''}): evaluate on its test fold instead",
         )
     if overlap:
         logger.warning(f"{checkpoint}: evaluating on {len(overlap)} patients it was trained or selected on")
@@ -195,16 +214,20 @@ def overlay_picture(
         present = set(np.unique(pred).astype(int)) | (set(np.unique(label).astype(int)) if label is not None else set())
         classes = sorted(c for c in present if c > 0) or [1]
         legend = [
-            (class_names[c] if class_names is not None and c < len(class_names) else f"class {c}",
-             CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)])
+            (
+                class_names[c] if class_names is not None and c < len(class_names) else f"class {c}",
+                CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)],
+            )
             for c in classes
         ]
         notes = [*notes, "left: ground truth, right: prediction"] if label is not None else list(notes)
     else:
         body = overlay(image, label, pred)
-        legend = [("ground truth", TRUTH), ("prediction", PREDICTION), ("both", BOTH)] if label is not None else [
-            ("predicted tumour", PREDICTION)
-        ]
+        legend = (
+            [("ground truth", TRUTH), ("prediction", PREDICTION), ("both", BOTH)]
+            if label is not None
+            else [("predicted tumour", PREDICTION)]
+        )
     factor = max(1, math.ceil(MIN_PICTURE_WIDTH / body.shape[1]))
     if factor > 1:
         body = cv2.resize(body, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
@@ -282,8 +305,16 @@ def _colour_bar(width: int, label: str) -> np.ndarray:
         cv2.line(band, (x, 20), (x, 24), (240, 240, 240), 1)
         tick = f"{value:g}"
         size = cv2.getTextSize(tick, FONT, small, 1)[0][0]
-        cv2.putText(band, tick, (min(max(x - size // 2, left), width - size - 2), 36), FONT, small, (240, 240, 240), 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            band,
+            tick,
+            (min(max(x - size // 2, left), width - size - 2), 36),
+            FONT,
+            small,
+            (240, 240, 240),
+            1,
+            cv2.LINE_AA,
+        )
     return band
 
 
@@ -419,11 +450,17 @@ class PatientReport:
             flags = list(zip(pred_any.tolist(), gt_any.tolist(), strict=True))
             self.slice_fp += flags
             self.row_slices.append((self.slice_dice[first_slice:], flags))
-            self.rows.append({
-                "case": case, **row,
-                "gt_voxels": int(fg_label.sum()), "pred_voxels": int(fg_pred.sum()), "slices": int(fg_label.shape[-1]),
-                "tumour_free_slices": int((~gt_any).sum()), "false_positive_slices": int((pred_any & ~gt_any).sum()),
-            })
+            self.rows.append(
+                {
+                    "case": case,
+                    **row,
+                    "gt_voxels": int(fg_label.sum()),
+                    "pred_voxels": int(fg_pred.sum()),
+                    "slices": int(fg_label.shape[-1]),
+                    "tumour_free_slices": int((~gt_any).sum()),
+                    "false_positive_slices": int((pred_any & ~gt_any).sum()),
+                }
+            )
             if self.overlays:
                 image = torch.as_tensor(item["image"]).detach().cpu()
                 channel = min(self.image_channel, image.shape[0] - 1)  # grey (1-channel) images have no FLAIR channel
@@ -466,8 +503,13 @@ class PatientReport:
         depth = label.shape[-1]
         for k, reason in overlay_slices(label, pred, self.overlays):
             picture = overlay_picture(
-                image[..., k], label[..., k], pred[..., k], f"{case}  slice {k + 1} of {depth}",
-                _slice_notes(label[..., k], pred[..., k], reason), multiclass=multiclass, class_names=self.class_names,
+                image[..., k],
+                label[..., k],
+                pred[..., k],
+                f"{case}  slice {k + 1} of {depth}",
+                _slice_notes(label[..., k], pred[..., k], reason),
+                multiclass=multiclass,
+                class_names=self.class_names,
             )
             with atomic_path(safe_child(self.output_dir / "overlays", f"{case}_{k + 1:03d}.png")) as tmp:
                 cv2.imwrite(str(tmp), picture)
@@ -607,7 +649,10 @@ def evaluation_handlers(
         *([EvaluationMetrics(metrics, split)] if metrics else []),
         *([QuietStatsHandler(iteration_log=False)] if is_main_process() else []),
         PatientReport(
-            output_dir, overlays=overlays, info={"checkpoint": str(checkpoint), **(info or {})},
-            class_names=class_names, cases=[str(item["case"]) for item in items if "case" in item],
+            output_dir,
+            overlays=overlays,
+            info={"checkpoint": str(checkpoint), **(info or {})},
+            class_names=class_names,
+            cases=[str(item["case"]) for item in items if "case" in item],
         ),
     ]

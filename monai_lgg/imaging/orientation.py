@@ -27,8 +27,14 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 from monai_lgg.errors import LGGInputError
 
 __all__ = [
-    "kaggle_affine", "MODEL_AXCODES", "MAX_OBLIQUE_DEGREES", "MAX_INPLANE_RATIO", "Reorientation", "plan_reorientation",
+    "kaggle_affine",
+    "MODEL_AXCODES",
+    "MAX_OBLIQUE_DEGREES",
+    "MAX_INPLANE_RATIO",
+    "Reorientation",
+    "plan_reorientation",
 ]
+
 
 def kaggle_affine(shape: Sequence[int], spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
     """Affine for a volume indexed ``[row, column, slice]`` (see the module docstring), centred on 0.
@@ -125,17 +131,19 @@ def plan_reorientation(path: str | Path, affine: np.ndarray, shape: tuple[int, .
     angle = float(np.degrees(np.arccos(min(1.0, abs(normal[2]) / np.linalg.norm(normal)))))
     if angle > MAX_OBLIQUE_DEGREES:
         raise LGGInputError(
-            path, f"slices are oblique: their normal is {angle:.0f} degrees from the superior axis (at most "
-            f"{MAX_OBLIQUE_DEGREES:.0f} are segmented as axial); resample the volume to axial slices first"
+            path,
+            f"slices are oblique: their normal is {angle:.0f} degrees from the superior axis (at most "
+            f"{MAX_OBLIQUE_DEGREES:.0f} are segmented as axial); resample the volume to axial slices first",
         )
     ratio = max(zooms[in_plane]) / min(zooms[in_plane])
     if ratio > MAX_INPLANE_RATIO:
         sizes = " x ".join(f"{zooms[k]:.2g}" for k in in_plane)
         thick = "RAS"[axes[in_plane[int(np.argmax(zooms[in_plane]))]]]
         raise LGGInputError(
-            path, f"is not an axial acquisition: its axial-plane voxels are {sizes} mm (ratio {ratio:.1f} > "
+            path,
+            f"is not an axial acquisition: its axial-plane voxels are {sizes} mm (ratio {ratio:.1f} > "
             f"{MAX_INPLANE_RATIO:g}; the thick slices run along {'R-L' if thick == 'R' else 'A-P'}, a "
-            f"{'sagittal' if thick == 'R' else 'coronal'} acquisition); resample the volume to axial slices first"
+            f"{'sagittal' if thick == 'R' else 'coronal'} acquisition); resample the volume to axial slices first",
         )
     model_affine = affine @ inv_ornt_aff(to_model, shape3)
     return Reorientation(stored, shape3, model_affine)  # type: ignore[arg-type]

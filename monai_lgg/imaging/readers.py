@@ -34,7 +34,6 @@ from monai_lgg.io import atomic_path, existing_file
 __all__ = ["SliceImageReader", "NiftiVolumeReader", "AtomicNibabelWriter", "read_slice_image", "check_finite"]
 
 
-
 def check_finite(path: str | Path, array: np.ndarray) -> None:
     """Raise a :class:`DataProblem` naming ``path`` when a floating-point ``array`` holds NaN or infinity."""
     if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():

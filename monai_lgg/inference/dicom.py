@@ -78,8 +78,9 @@ def _require_versions() -> None:
 
     if Version(pydicom.__version__) < Version("3") or Version(highdicom.__version__) < Version("0.23"):
         raise LGGInputError(
-            None, f"DICOM input needs pydicom 3 and highdicom 0.23 or newer (installed: pydicom {pydicom.__version__}, "
-            f"highdicom {highdicom.__version__}); pip install -U pydicom highdicom"
+            None,
+            f"DICOM input needs pydicom 3 and highdicom 0.23 or newer (installed: pydicom {pydicom.__version__}, "
+            f"highdicom {highdicom.__version__}); pip install -U pydicom highdicom",
         )
 
 
@@ -252,21 +253,31 @@ def read_series_files(files: Sequence[Path], source: Path) -> DicomSeries:
         if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
             raise LGGInputError(path, f"has {ds.SamplesPerPixel} samples per pixel; an MR series is grey (1)")
         if (int(ds.Rows), int(ds.Columns)) != size:
-            raise LGGInputError(path, f"is {ds.Rows} x {ds.Columns} pixels, the series' first slice "
-                                f"({first_path.name}) {size[0]} x {size[1]}")
+            raise LGGInputError(
+                path,
+                f"is {ds.Rows} x {ds.Columns} pixels, the series' first slice "
+                f"({first_path.name}) {size[0]} x {size[1]}",
+            )
         other = _vector(path, ds, "ImageOrientationPatient", 6)
         if np.abs(other - orientation).max() > TOLERANCE:
-            raise LGGInputError(path, f"ImageOrientationPatient {_list(other)} differs from the series' first slice "
-                                f"({first_path.name}: {_list(orientation)})")
+            raise LGGInputError(
+                path,
+                f"ImageOrientationPatient {_list(other)} differs from the series' first slice "
+                f"({first_path.name}: {_list(orientation)})",
+            )
         pixel = _vector(path, ds, "PixelSpacing", 2)
         if np.abs(pixel - spacing).max() > TOLERANCE * spacing.max():
-            raise LGGInputError(path, f"PixelSpacing {_list(pixel)} differs from the series' first slice "
-                                f"({first_path.name}: {_list(spacing)})")
+            raise LGGInputError(
+                path,
+                f"PixelSpacing {_list(pixel)} differs from the series' first slice "
+                f"({first_path.name}: {_list(spacing)})",
+            )
     row_dir, col_dir = orientation[:3], orientation[3:]
     normal = np.cross(row_dir, col_dir)
     if abs(np.linalg.norm(normal) - 1) > 0.01 or abs(row_dir @ col_dir) > 0.01:
-        raise LGGInputError(first_path, f"ImageOrientationPatient {_list(orientation)} is not two orthogonal unit "
-                            "directions")
+        raise LGGInputError(
+            first_path, f"ImageOrientationPatient {_list(orientation)} is not two orthogonal unit directions"
+        )
     positions = {p: _vector(p, ds, "ImagePositionPatient", 3) for p, ds in headers}
     headers.sort(key=lambda item: (float(positions[item[0]] @ normal), str(item[0])))
     along = np.array([positions[p] @ normal for p, _ in headers])
@@ -308,22 +319,24 @@ def _check_steps(headers: list[tuple[Path, object]], along: np.ndarray) -> None:
     steps = np.diff(along)
     for k, step in enumerate(steps):
         if step < 1e-3:
-            raise LGGInputError(headers[k + 1][0], f"has the same slice position ({along[k]:.3f} mm along the slice "
-                                f"normal) as {headers[k][0].name}: duplicate slice")
+            raise LGGInputError(
+                headers[k + 1][0],
+                f"has the same slice position ({along[k]:.3f} mm along the slice "
+                f"normal) as {headers[k][0].name}: duplicate slice",
+            )
     usual = float(np.median(steps))
     for k, step in enumerate(steps):
         if abs(step - usual) > STEP_TOLERANCE * usual:
             missing = round(step / usual) - 1
-            problem = (f"about {missing} slice(s) missing" if missing >= 1 else "slices unevenly spaced")
+            problem = f"about {missing} slice(s) missing" if missing >= 1 else "slices unevenly spaced"
             raise LGGInputError(
-                headers[k + 1][0], f"is {step:.2f} mm from the previous slice ({headers[k][0].name}) where the "
-                f"series' step is {usual:.2f} mm: {problem} (its neighbours would be segmented as adjacent slices)"
+                headers[k + 1][0],
+                f"is {step:.2f} mm from the previous slice ({headers[k][0].name}) where the "
+                f"series' step is {usual:.2f} mm: {problem} (its neighbours would be segmented as adjacent slices)",
             )
 
 
-def write_seg(
-    path: Path, mask: np.ndarray, series: DicomSeries, algorithm: tuple[str, str] | None = None
-) -> None:
+def write_seg(path: Path, mask: np.ndarray, series: DicomSeries, algorithm: tuple[str, str] | None = None) -> None:
     """Write ``mask`` as a binary DICOM Segmentation of ``series``, through a temporary name then renamed.
 
     Args:

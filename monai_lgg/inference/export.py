@@ -136,7 +136,11 @@ def _export_checked(
 
 
 def export_torchscript(
-    network: torch.nn.Module, path: Path, example: torch.Tensor, check: torch.Tensor, atol: float,
+    network: torch.nn.Module,
+    path: Path,
+    example: torch.Tensor,
+    check: torch.Tensor,
+    atol: float,
     threshold: float = THRESHOLD,
 ) -> float:
     """Script (or trace) the network into ``path`` if its probabilities match within ``atol``; returns max |diff|."""

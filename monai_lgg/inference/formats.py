@@ -85,6 +85,7 @@ __all__ = [
     "find_cases",
 ]
 
+
 class InputFormat:
     """One input form. Subclasses set :attr:`name` and :attr:`form` and implement finding and writing.
 
@@ -368,8 +369,9 @@ class SequenceFiles(NiftiVolume):
                 continue
             if sequence is None:
                 raise LGGInputError(
-                    path, "does not follow the sequence naming of this folder (<case>_flair.nii.gz, <case>_t1.nii.gz, "
-                    "<case>_t1c.nii.gz); rename it or move it out"
+                    path,
+                    "does not follow the sequence naming of this folder (<case>_flair.nii.gz, <case>_t1.nii.gz, "
+                    "<case>_t1c.nii.gz); rename it or move it out",
                 )
             if sequence in groups.setdefault(case, {}):
                 raise LGGInputError(path, f"a second {sequence} file of case {case} ({groups[case][sequence].name})")
@@ -378,8 +380,8 @@ class SequenceFiles(NiftiVolume):
         for case, files in sorted(groups.items()):
             if "flair" not in files:
                 raise LGGInputError(
-                    next(iter(files.values())), f"no {case}_flair.nii.gz beside it: FLAIR is required (pre- and "
-                    "post-contrast T1 are optional)"
+                    next(iter(files.values())),
+                    f"no {case}_flair.nii.gz beside it: FLAIR is required (pre- and post-contrast T1 are optional)",
                 )
             cases.append(self._case(case, files))
         return cases
@@ -405,8 +407,11 @@ class SequenceFiles(NiftiVolume):
             raise LGGInputError(None, f"unknown sequence(s) {', '.join(unknown)}: expected {', '.join(SEQUENCES)}")
         if "flair" not in given:
             flags = ", ".join(f"--{k}" for k in given)
-            raise LGGInputError(None, f"{flags or 'no sequence'} given without --flair: FLAIR is required (pre- and "
-                                "post-contrast T1 are optional)")
+            raise LGGInputError(
+                None,
+                f"{flags or 'no sequence'} given without --flair: FLAIR is required (pre- and "
+                "post-contrast T1 are optional)",
+            )
         for path in given.values():
             if not path.exists():
                 raise LGGInputError(path, "does not exist")
@@ -421,8 +426,9 @@ class SequenceFiles(NiftiVolume):
         flair = Path(files["flair"])
         if in_channels != len(SEQUENCES):
             raise LGGInputError(
-                flair, f"the model takes {in_channels} channel(s); separate sequence files make the "
-                f"{len(SEQUENCES)} of the LGG models (pre-contrast, FLAIR, post-contrast)"
+                flair,
+                f"the model takes {in_channels} channel(s); separate sequence files make the "
+                f"{len(SEQUENCES)} of the LGG models (pre-contrast, FLAIR, post-contrast)",
             )
         images = {name: read_sequence(Path(path)) for name, path in files.items()}
         assembled, real = assemble_sequences(images, flair)
@@ -432,6 +438,7 @@ class SequenceFiles(NiftiVolume):
 
     def table_columns(self, case: Case, reference) -> dict[str, str]:
         return {"sequences": "+".join(getattr(reference, "sequences", ()))}
+
 
 _T1 = re.compile(r"\bt1|mprage|mp rage|spgr|bravo|\btfe\b|\bvibe\b")
 _POST = re.compile(r"post|\+ ?c\b|\bc ?\+|\bgd|gad|contrast|\bce\b|enhanc")
@@ -568,8 +575,9 @@ class DicomSeries(NiftiVolume):
             uid, description = next(iter(descriptions.items()))
             if recognise_sequence(description) in ("t1", "t1c"):
                 raise LGGInputError(
-                    folder, f"holds one series, {description!r}, which is a T1 series, not FLAIR (the model needs "
-                    f"FLAIR); give the study's FLAIR series (or the series with {SEQUENCE_FLAGS})"
+                    folder,
+                    f"holds one series, {description!r}, which is a T1 series, not FLAIR (the model needs "
+                    f"FLAIR); give the study's FLAIR series (or the series with {SEQUENCE_FLAGS})",
                 )
             return {"flair": uid}
         found: dict[str, list[str]] = {}
@@ -579,11 +587,15 @@ class DicomSeries(NiftiVolume):
                 found.setdefault(sequence, []).append(uid)
         doubled = {name: uids for name, uids in found.items() if len(uids) > 1}
         if "flair" not in found or doubled:
-            problem = (f"several series look like {', '.join(sorted(doubled))}" if doubled
-                       else "none of its series is recognised as FLAIR")
+            problem = (
+                f"several series look like {', '.join(sorted(doubled))}"
+                if doubled
+                else "none of its series is recognised as FLAIR"
+            )
             raise LGGInputError(
-                folder, f"holds {len(groups)} DICOM series ({describe(groups)}) and {problem}; give the series "
-                f"folders one by one with {SEQUENCE_FLAGS} (docs/inputs.md)"
+                folder,
+                f"holds {len(groups)} DICOM series ({describe(groups)}) and {problem}; give the series "
+                f"folders one by one with {SEQUENCE_FLAGS} (docs/inputs.md)",
             )
         return {name: uids[0] for name, uids in found.items()}
 
@@ -609,6 +621,7 @@ def _assemble(images: dict, source: Path):
     from monai_lgg.inference.sequences import assemble_sequences
 
     return assemble_sequences(images, source)
+
 
 FORMATS: list[InputFormat] = [SequenceFiles(), NiftiChannels(), NiftiVolume(), DicomSeries(), SliceImages()]
 """The input forms, in the order a file or folder is offered to them (the first that claims a file, or finds cases

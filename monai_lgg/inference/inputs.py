@@ -100,8 +100,9 @@ def input_error(path: str | Path, err: BaseException, what: str) -> LGGInputErro
 def _check_channels(path: Path, image: torch.Tensor, in_channels: int) -> None:
     if image.shape[0] != in_channels:
         raise LGGInputError(
-            path, f"has {image.shape[0]} channel(s), the model needs {in_channels}"
-            + (" (pre-contrast, FLAIR, post-contrast)" if in_channels == 3 else "")
+            path,
+            f"has {image.shape[0]} channel(s), the model needs {in_channels}"
+            + (" (pre-contrast, FLAIR, post-contrast)" if in_channels == 3 else ""),
         )
 
 
@@ -123,8 +124,9 @@ def check_slices(case: Case) -> None:
         missing = sorted(set(range(min(numbers), max(numbers) + 1)) - set(numbers))
         if missing:
             raise LGGInputError(
-                case.files[0].parent, f"{case.name}: gap in slice numbers: missing {_ranges(missing)} (its "
-                "neighbours would be segmented as adjacent slices)"
+                case.files[0].parent,
+                f"{case.name}: gap in slice numbers: missing {_ranges(missing)} (its "
+                "neighbours would be segmented as adjacent slices)",
             )
     tiffs = [f for f in case.files if _suffix(f) in TIFF_SUFFIXES]
     first = None
@@ -132,8 +134,9 @@ def check_slices(case: Case) -> None:
         _, dtype = read_tiff_header(path)
         first = first or (path, dtype)
         if dtype != first[1]:
-            raise LGGInputError(path, f"pixel type is {dtype}, the case's other slices are {first[1]} "
-                                f"(e.g. {first[0].name})")
+            raise LGGInputError(
+                path, f"pixel type is {dtype}, the case's other slices are {first[1]} (e.g. {first[0].name})"
+            )
 
 
 def check_nifti_geometry(path: Path, image: nib.Nifti1Image) -> None:
@@ -153,8 +156,9 @@ def check_nifti_geometry(path: Path, image: nib.Nifti1Image) -> None:
         largest = np.abs(affine).max()
         raise LGGInputError(path, f"header affine holds values up to {largest:.3g} mm: not a real geometry")
     if abs(np.linalg.det(affine[:3, :3])) < 1e-6:
-        raise LGGInputError(path, "header affine is singular (zero or degenerate axes): the volume has no usable "
-                            "geometry")
+        raise LGGInputError(
+            path, "header affine is singular (zero or degenerate axes): the volume has no usable geometry"
+        )
 
 
 def _load_slices(case: Case, in_channels: int, transform: Callable) -> torch.Tensor:

@@ -41,6 +41,7 @@ __all__ = [
     "trained_channels",
 ]
 
+
 def load_state_dict(network: torch.nn.Module, checkpoint: str | Path) -> torch.nn.Module:
     """Load a checkpoint into ``network`` with ``weights_only=True``.
 
@@ -65,8 +66,15 @@ def load_state_dict(network: torch.nn.Module, checkpoint: str | Path) -> torch.n
                 state = state[key]
                 break
     # weights with inf/NaN load without complaint and silently give empty or garbage masks
-    broken = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
-              and not bool(torch.isfinite(v).all())] if isinstance(state, dict) else []
+    broken = (
+        [
+            k
+            for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+        ]
+        if isinstance(state, dict)
+        else []
+    )
     if broken:
         raise LGGInputError(
             checkpoint, f"holds non-finite values (inf/NaN) in {len(broken)} tensor(s), e.g. {broken[0]}"
@@ -153,7 +161,10 @@ def load_network(
         network = load_torchscript(checkpoint)
     else:
         network = bundle_network(
-            root, network_args, in_channels=info.in_channels, out_channels=info.out_channels,
+            root,
+            network_args,
+            in_channels=info.in_channels,
+            out_channels=info.out_channels,
             spatial_size=list(info.spatial_size),
             members=trained_members(checkpoint),  # the shipped UNet: its 5 fold models as one ensemble module
         )
@@ -189,8 +200,8 @@ def load_members(
             member, member_info = load_network(entry, None, spatial_size, device)
             if _inputs(member_info) != _inputs(info):
                 raise LGGInputError(
-                    entry, "has other input/output channels or input preprocessing than the first bundle: "
-                    "cannot be ensembled"
+                    entry,
+                    "has other input/output channels or input preprocessing than the first bundle: cannot be ensembled",
                 )
             members.append(member)
     return members, info

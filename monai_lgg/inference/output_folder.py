@@ -138,8 +138,9 @@ class OutputFolder:
         shutil.rmtree(self.staging, ignore_errors=True)
         if exc_type is not None and not self.part and not any((self.state / "cases").glob("*.json")):
             # a whole run refused before any case was written: leave the folder as it was
-            shutil.rmtree(self.root if self.created else self.state if self.state_created else self.staging,
-                          ignore_errors=True)
+            shutil.rmtree(
+                self.root if self.created else self.state if self.state_created else self.staging, ignore_errors=True
+            )
         self._release()
 
     def _lock(self, path: Path, shared: bool) -> None:

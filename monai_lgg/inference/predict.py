@@ -65,8 +65,9 @@ class PredictFailures(LGGInputError):
     def __init__(self, output: Path, rows: list[dict], failures: list[dict], total: int) -> None:
         first = failures[0]
         super().__init__(
-            output / FAILED_CSV, f"{len(failures)} of {total} case(s) failed (first: {first['file']}: "
-            f"{first['problem']}); the other cases were written"
+            output / FAILED_CSV,
+            f"{len(failures)} of {total} case(s) failed (first: {first['file']}: "
+            f"{first['problem']}); the other cases were written",
         )
         self.rows, self.failures = rows, failures
 
@@ -125,7 +126,8 @@ def _write_case(
             area = f"predicted tumour: {pixels} px = {pixels * pixel_mm2:.1f} mm2" if pixels else "no tumour predicted"
             write_overlay(
                 stage.path(case.out_dir / "overlays" / fmt.overlay_name(case, labels[k])),
-                image[channel, ..., k].numpy(), mask[..., k],
+                image[channel, ..., k].numpy(),
+                mask[..., k],
                 label_map=multiclass,
                 title=fmt.overlay_title(case, labels[k], position),
                 notes=[area],
@@ -177,15 +179,20 @@ def _write_uncertainty(
         f"case mean entropy: {bits(case_row['entropy_tumour'])} bits in the tumour, "
         f"{bits(case_row['entropy_border'])} within {BORDER_WIDTH} px of its border",
         f"mutual information over {uncertainty.passes} passes: {bits(case_row['mutual_info_tumour'])} tumour, "
-        f"{bits(case_row['mutual_info_border'])} border" if information is not None
+        f"{bits(case_row['mutual_info_border'])} border"
+        if information is not None
         else "1 pass (one network, no TTA): no mutual information",
     ]
     channel = min(FLAIR, image.shape[0] - 1)
     position = f"slice {k + 1} of {mask.shape[-1]}"
     title = fmt.overlay_title(case, labels[k], position)
     write_uncertainty_overlay(
-        stage.path(case.out_dir / "overlays" / f"{case.name}_uncertainty.png"), image[channel, ..., k].numpy(),
-        mask[..., k], entropy_map[..., k], title, notes,
+        stage.path(case.out_dir / "overlays" / f"{case.name}_uncertainty.png"),
+        image[channel, ..., k].numpy(),
+        mask[..., k],
+        entropy_map[..., k],
+        title,
+        notes,
     )
     return rows
 
@@ -312,29 +319,39 @@ def predict(
         if channels_last is None:
             channels_last = precision == "bf16"
         networks, info = load_members(bundle, checkpoint, ensemble, spatial_size, torch_device) if todo else ([], None)
-        predictor = None if info is None else Predictor(
-            networks,
-            info.spatial_size,
-            torch_device,
-            batch_size,
-            overlap,
-            info.tta if tta is None else bool(tta),
-            info.threshold if threshold is None else threshold,
-            largest_component,
-            precision,
-            channels_last,
-            out_channels=info.out_channels,
-            geometry=info.geometry,
-            # brain geometry: raw inputs, cropped then normalised by the predictor; patch: normalised on loading
-            normalization=info.normalization if info.geometry == "brain" else "none",
-            context_slices=info.context_slices,
-            min_component_fraction=(
-                info.min_component_fraction if min_component_fraction is None else min_component_fraction
-            ),
+        predictor = (
+            None
+            if info is None
+            else Predictor(
+                networks,
+                info.spatial_size,
+                torch_device,
+                batch_size,
+                overlap,
+                info.tta if tta is None else bool(tta),
+                info.threshold if threshold is None else threshold,
+                largest_component,
+                precision,
+                channels_last,
+                out_channels=info.out_channels,
+                geometry=info.geometry,
+                # brain geometry: raw inputs, cropped then normalised by the predictor; patch: normalised on loading
+                normalization=info.normalization if info.geometry == "brain" else "none",
+                context_slices=info.context_slices,
+                min_component_fraction=(
+                    info.min_component_fraction if min_component_fraction is None else min_component_fraction
+                ),
+            )
         )
-        review = None if info is None else _review_threshold(
-            info, networks, checkpoint is None and not ensemble,
-            (threshold, tta, min_component_fraction, largest_component) == (None, None, None, False),
+        review = (
+            None
+            if info is None
+            else _review_threshold(
+                info,
+                networks,
+                checkpoint is None and not ensemble,
+                (threshold, tta, min_component_fraction, largest_component) == (None, None, None, False),
+            )
         )
         failures: list[dict] = []
         with tqdm(
@@ -344,7 +361,15 @@ def predict(
                 try:
                     with folder.case(_case_id(case)) as stage:
                         stage.row = _predict_case(
-                            stage, case, predictor, info, spacing, probabilities, overlays, uncertainty, review,
+                            stage,
+                            case,
+                            predictor,
+                            info,
+                            spacing,
+                            probabilities,
+                            overlays,
+                            uncertainty,
+                            review,
                             dicom_seg,
                         )
                     done[_case_id(case)] = stage.row
@@ -380,8 +405,9 @@ def _check_dicom_seg(source: str | Path, cases: Sequence[Case]) -> None:
     for case in cases:
         if not hasattr(format_of(case), "seg_files"):
             raise LGGInputError(
-                case.files[0], f"--dicom_seg writes DICOM Segmentations of DICOM series, and this input is "
-                f"{format_of(case).name}; give a folder of DICOM files, or leave --dicom_seg out"
+                case.files[0],
+                f"--dicom_seg writes DICOM Segmentations of DICOM series, and this input is "
+                f"{format_of(case).name}; give a folder of DICOM files, or leave --dicom_seg out",
             )
 
 
@@ -509,8 +535,18 @@ def _predict_case(
             members = predictor.member_probabilities(image)[1]
         cells = review_cells(review_score(members, predictor.mask), review)
     row = _write_case(
-        stage, case, image, reference, probability, mask, _spacing(case, reference, spacing), probabilities,
-        overlays, info.out_channels, spread, _seg_algorithm(info) if dicom_seg else None,
+        stage,
+        case,
+        image,
+        reference,
+        probability,
+        mask,
+        _spacing(case, reference, spacing),
+        probabilities,
+        overlays,
+        info.out_channels,
+        spread,
+        _seg_algorithm(info) if dicom_seg else None,
     )
     return {**row, **cells}
 

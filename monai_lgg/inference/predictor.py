@@ -297,7 +297,9 @@ class Predictor:
         first in ``probability``, gone in the mask); then the optional largest-component filter."""
         mask = self.discrete(probability[None] if self.out_channels == 1 else probability)
         if self.min_component_fraction > 0 and self.out_channels == 1:
-            mask = torch.as_tensor(remove_small_components(convert_to_tensor(mask, track_meta=False).numpy(), self.min_component_fraction))
+            mask = torch.as_tensor(
+                remove_small_components(convert_to_tensor(mask, track_meta=False).numpy(), self.min_component_fraction)
+            )
         if self.largest is not None:
             mask = self.largest(mask)
         return convert_to_tensor(mask, track_meta=False)[0].to(torch.uint8)

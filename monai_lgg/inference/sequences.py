@@ -109,15 +109,13 @@ def _resample(image: nib.Nifti1Image, reference: nib.Nifti1Image, path: str | Pa
     )
     if not covered.any():
         raise LGGInputError(
-            path, "does not overlap the FLAIR volume anywhere in world space (another patient, or a wrong header "
-            "affine?)"
+            path,
+            "does not overlap the FLAIR volume anywhere in world space (another patient, or a wrong header affine?)",
         )
     return affine_transform(source, to_source[:3, :3], to_source[:3, 3], shape, order=1, mode="constant", cval=0.0)
 
 
-def assemble_sequences(
-    images: dict[str, nib.Nifti1Image], source: Path
-) -> tuple[nib.Nifti1Image, tuple[str, ...]]:
+def assemble_sequences(images: dict[str, nib.Nifti1Image], source: Path) -> tuple[nib.Nifti1Image, tuple[str, ...]]:
     """The model's 3-channel input from separate sequences, on the FLAIR image's grid.
 
     Args:

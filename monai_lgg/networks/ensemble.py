@@ -79,4 +79,3 @@ class EnsembleWithMembers(torch.nn.Module):
         logits = [member(x).float() for member in self.ensemble.members]
         combined = self.ensemble.combine([torch.sigmoid(logit) for logit in logits])
         return torch.cat([combined, *logits], dim=1)
-

@@ -24,9 +24,15 @@ __all__ = ["NETWORKS", "network_constructor", "canonical_network_name"]
 
 _CLASSES: tuple[Callable[..., torch.nn.Module], ...] = (
     # the MONAI networks the bundles build, and close relatives a user may train with --network_args#_target_
-    UNet, AttentionUnet, UNETR, BasicUNet, BasicUNetPlusPlus,
+    UNet,
+    AttentionUnet,
+    UNETR,
+    BasicUNet,
+    BasicUNetPlusPlus,
     # the project's own networks
-    TransUNet, UNeXt, basic_unetplusplus,
+    TransUNet,
+    UNeXt,
+    basic_unetplusplus,
 )
 
 
@@ -35,9 +41,15 @@ def _names(constructor: Callable[..., torch.nn.Module]) -> tuple[str, ...]:
     ``monai.networks.nets``), its public dotted path, and its defining module's dotted path."""
     module = constructor.__module__
     public = "monai.networks.nets" if module.startswith("monai.networks.nets") else module
-    return tuple(dict.fromkeys((
-        constructor.__name__, f"{public}.{constructor.__name__}", f"{constructor.__module__}.{constructor.__name__}"
-    )))
+    return tuple(
+        dict.fromkeys(
+            (
+                constructor.__name__,
+                f"{public}.{constructor.__name__}",
+                f"{constructor.__module__}.{constructor.__name__}",
+            )
+        )
+    )
 
 
 NETWORKS: dict[str, Callable[..., torch.nn.Module]] = {

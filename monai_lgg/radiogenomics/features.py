@@ -280,4 +280,3 @@ TESTED_FEATURES = (
     "solidity",
     "max_diameter_mm",
 )
-

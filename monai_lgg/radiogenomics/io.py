@@ -53,7 +53,6 @@ __all__ = [
 ]
 
 
-
 @dataclass
 class MaskCase:
     """One patient's mask: a NIfTI volume or a stack of slice masks.

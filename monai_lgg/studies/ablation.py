@@ -80,8 +80,7 @@ def _load_row(spec: Mapping[str, Any], base: Path) -> Row:
     """A spec row; ``results`` may list several records (e.g. one per fold, run as separate lanes)."""
     paths = spec["results"] if isinstance(spec["results"], list) else [spec["results"]]
     parts = [
-        _load_record(Path(p) if Path(p).is_absolute() else base / p, spec.get("cell"), spec.get("folds"))
-        for p in paths
+        _load_record(Path(p) if Path(p).is_absolute() else base / p, spec.get("cell"), spec.get("folds")) for p in paths
     ]
     record, result, patients = parts[0]
     for other_record, other_result, other_patients in parts[1:]:

@@ -58,8 +58,16 @@ SEQUENCE_VARIANTS = {"pre": (0,), "post": (2,), "both": (0, 2)}
 3-channel volume, before the predictor stacks context slices, so every neighbour of a 2.5D input lacks them too."""
 
 TRAINED_SETTINGS = (
-    "bundle", "version", "in_channels", "out_channels", "class_names", "geometry", "spatial_size", "normalization",
-    "context_slices", "network_args",
+    "bundle",
+    "version",
+    "in_channels",
+    "out_channels",
+    "class_names",
+    "geometry",
+    "spatial_size",
+    "normalization",
+    "context_slices",
+    "network_args",
 )
 """What the ensemble's sidecar keeps from its members' (how inputs reach the network)."""
 
@@ -117,8 +125,16 @@ def out_of_fold(
         checkpoint = grid_dir / f"fold{fold}" / "models" / "model.pt"
         network, info = load_network(bundle, checkpoint, device=device)
         predictor = Predictor(  # raw volumes in: the predictor normalises and stacks context slices as trained
-            [network], info.spatial_size, device, batch_size=16, tta=True, threshold=0.5, geometry=info.geometry,
-            out_channels=info.out_channels, normalization=info.normalization, context_slices=info.context_slices,
+            [network],
+            info.spatial_size,
+            device,
+            batch_size=16,
+            tta=True,
+            threshold=0.5,
+            geometry=info.geometry,
+            out_channels=info.out_channels,
+            normalization=info.normalization,
+            context_slices=info.context_slices,
         )
         record = read_json(
             sidecar_path(checkpoint), "not found: the sidecar that names the fold model's training patients"
@@ -185,7 +201,9 @@ def average_out_of_fold(oof_dirs: Sequence[str | Path], output: str | Path, fold
         first = members[0]
         for d, m in zip(dirs[1:], members[1:]):
             if int(m["fold"]) != int(first["fold"]) or not np.array_equal(m["label"], first["label"]):
-                raise ValueError(f"{d / case}.npz: fold or label differs from {dirs[0] / case}.npz (not the same cross-validation split)")
+                raise ValueError(
+                    f"{d / case}.npz: fold or label differs from {dirs[0] / case}.npz (not the same cross-validation split)"
+                )
         keys = [k for k in first if k.startswith("prob") and all(k in m for m in members)]
         arrays = {"label": first["label"], "fold": first["fold"], "replaced": first["replaced"]}
         for key in keys:
@@ -233,9 +251,7 @@ def score_case(prob: np.ndarray, label: np.ndarray, threshold: float = 0.5, min_
     return score_mask(postprocess_mask(prob, threshold, min_fraction), label)
 
 
-def load_out_of_fold(
-    oof_dir: str | Path, folds: Sequence[int] | None = None
-) -> dict[str, dict[str, np.ndarray]]:
+def load_out_of_fold(oof_dir: str | Path, folds: Sequence[int] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Every ``<case>.npz`` of an out-of-fold folder (``label``, ``prob``, ``fold``, ...); of ``folds`` if given."""
     oof_dir = Path(oof_dir)
     cases = {}
@@ -246,7 +262,9 @@ def load_out_of_fold(
     return cases
 
 
-def score_rule(cases: Mapping[str, Mapping[str, np.ndarray]], rule: tuple[float, float], key: str = "prob") -> dict[str, dict]:
+def score_rule(
+    cases: Mapping[str, Mapping[str, np.ndarray]], rule: tuple[float, float], key: str = "prob"
+) -> dict[str, dict]:
     """Per-case scores of one (threshold, min_fraction) rule on the probabilities under ``key``."""
     return {name: score_case(c[key], c["label"], *rule) for name, c in cases.items()}
 
@@ -291,16 +309,21 @@ def select_postprocessing(
     return {
         "cases": len(cases),
         "folds": sorted(set(folds.values())),
-        "candidates": [
-            {"threshold": t, "min_component_fraction": m, **_summary(table[(t, m)])} for t, m in candidates
-        ],
+        "candidates": [{"threshold": t, "min_component_fraction": m, **_summary(table[(t, m)])} for t, m in candidates],
         "chosen_per_fold": {str(f): {"threshold": r[0], "min_component_fraction": r[1]} for f, r in chosen.items()},
         "ship": {"threshold": ship[0], "min_component_fraction": ship[1]},
         "raw": {"rule": {"threshold": default[0], "min_component_fraction": default[1]}, **_summary(raw)},
         "lofo": _summary(lofo),
         "per_patient": [
-            {"case": n, "fold": folds[n], "replaced": str(cases[n]["replaced"]), "dice_raw": raw[n]["dice"],
-             "dice": lofo[n]["dice"], "fp_slices": lofo[n]["fp_slices"], "empty_slices": lofo[n]["empty_slices"]}
+            {
+                "case": n,
+                "fold": folds[n],
+                "replaced": str(cases[n]["replaced"]),
+                "dice_raw": raw[n]["dice"],
+                "dice": lofo[n]["dice"],
+                "fp_slices": lofo[n]["fp_slices"],
+                "empty_slices": lofo[n]["empty_slices"],
+            }
             for n in sorted(cases)
         ],
     }
@@ -312,10 +335,15 @@ def _summary(scores: Mapping[str, dict]) -> dict:
     fp = sum(s["fp_slices"] for s in scores.values())
     stats = summarize(dice)
     return {
-        "mean": float(dice.mean()), "median": float(np.median(dice)), "min": float(dice.min()),
+        "mean": float(dice.mean()),
+        "median": float(np.median(dice)),
+        "min": float(dice.min()),
         "ci95": [stats["ci_low"], stats["ci_high"]],
-        "ci_low": stats["ci_low"], "ci_high": stats["ci_high"],
-        "below_0.5": int((dice < 0.5).sum()), "fp_slices": fp, "empty_slices": empty,
+        "ci_low": stats["ci_low"],
+        "ci_high": stats["ci_high"],
+        "below_0.5": int((dice < 0.5).sum()),
+        "fp_slices": fp,
+        "empty_slices": empty,
         "fp_rate": fp / empty if empty else float("nan"),
     }
 
@@ -343,8 +371,14 @@ def missing_sequences(
     lacking = {n: c for n, c in cases.items() if str(c["replaced"])}
     record["release_complete"] = _summary(score_rule(complete, rule)) if complete else None
     record["release_lacking"] = (
-        {"cases": {n: {"replaced": str(c["replaced"]), **score_case(c["prob"], c["label"], *rule)} for n, c in lacking.items()}}
-        if lacking else None
+        {
+            "cases": {
+                n: {"replaced": str(c["replaced"]), **score_case(c["prob"], c["label"], *rule)}
+                for n, c in lacking.items()
+            }
+        }
+        if lacking
+        else None
     )
     return record
 
@@ -368,17 +402,21 @@ def paired_difference(rows: Sequence[Mapping], reference: Sequence[Mapping], key
         raise ValueError("the two cross-validations share no patient")
     diff = np.array([ours[c] - theirs[c] for c in common])
     low, high = bootstrap_ci(diff)
-    return {"patients": len(common), "mean_difference": float(diff.mean()), "ci_low": low, "ci_high": high,
-            "sd_difference": float(diff.std(ddof=1)) if len(diff) > 1 else float("nan"),
-            "better": int((diff > 0).sum()), "worse": int((diff < 0).sum())}
+    return {
+        "patients": len(common),
+        "mean_difference": float(diff.mean()),
+        "ci_low": low,
+        "ci_high": high,
+        "sd_difference": float(diff.std(ddof=1)) if len(diff) > 1 else float("nan"),
+        "better": int((diff > 0).sum()),
+        "worse": int((diff < 0).sum()),
+    }
 
 
 def write_record(record: Mapping, path: str | Path) -> Path:
     """Write a JSON record atomically."""
     write_json(Path(path), dict(record))
     return Path(path)
-
-
 
 
 def _half_if_safe(value: torch.Tensor) -> torch.Tensor:
@@ -430,14 +468,17 @@ def build_ensemble(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(state, output)
-    write_json(sidecar_path(output), {
-        **{k: first[k] for k in TRAINED_SETTINGS if k in first},
-        "members": len(sidecars),
-        "member_folds": [s.get("fold") for s in sidecars],
-        "member_epochs": [s.get("epoch") for s in sidecars],
-        "selection": "ensemble of the cross-validation's fold models (each the last epoch of a fixed schedule)",
-        "training_cases": sorted(training),
-        "validation_cases": sorted(validation - training),
-        **dict(record or {}),
-    })
+    write_json(
+        sidecar_path(output),
+        {
+            **{k: first[k] for k in TRAINED_SETTINGS if k in first},
+            "members": len(sidecars),
+            "member_folds": [s.get("fold") for s in sidecars],
+            "member_epochs": [s.get("epoch") for s in sidecars],
+            "selection": "ensemble of the cross-validation's fold models (each the last epoch of a fixed schedule)",
+            "training_cases": sorted(training),
+            "validation_cases": sorted(validation - training),
+            **dict(record or {}),
+        },
+    )
     return output

@@ -152,13 +152,19 @@ def main(
         _row("post-processing chosen leave-one-fold-out", record["lofo"]),
         "",
         f"Rule chosen over all folds (what a model trained this way ships with): threshold {ship[0]}, drop components < {ship[1]} of the largest.",
-        "Per-fold choices: " + ", ".join(f"fold {f}: {r['threshold']}/{r['min_component_fraction']}" for f, r in record["chosen_per_fold"].items()),
+        "Per-fold choices: "
+        + ", ".join(
+            f"fold {f}: {r['threshold']}/{r['min_component_fraction']}" for f, r in record["chosen_per_fold"].items()
+        ),
     ]
     if "paired" in record:
         p = record["paired"]
-        lines += ["", f"Paired with `{p['baseline']}` on the same {p['patients']} patients (leave-one-fold-out Dice): "
-                  f"mean difference {p['mean_difference']:+.3f} (bootstrap 95 % CI {p['ci_low']:+.3f} to {p['ci_high']:+.3f}), "
-                  f"better on {p['better']}, worse on {p['worse']}."]
+        lines += [
+            "",
+            f"Paired with `{p['baseline']}` on the same {p['patients']} patients (leave-one-fold-out Dice): "
+            f"mean difference {p['mean_difference']:+.3f} (bootstrap 95 % CI {p['ci_low']:+.3f} to {p['ci_high']:+.3f}), "
+            f"better on {p['better']}, worse on {p['worse']}.",
+        ]
     lines += [
         "",
         "## Test-time augmentation and missing sequences (the shipped rule)",
@@ -169,19 +175,33 @@ def main(
     ]
     if "without_tta" in ms:
         lines.append(_row("as released, without flip TTA", ms["without_tta"]))
-    for key, label in (("flair_for_pre", "pre-contrast replaced by FLAIR"), ("flair_for_post", "post-contrast replaced by FLAIR"),
-                       ("flair_for_both", "both replaced by FLAIR")):
+    for key, label in (
+        ("flair_for_pre", "pre-contrast replaced by FLAIR"),
+        ("flair_for_post", "post-contrast replaced by FLAIR"),
+        ("flair_for_both", "both replaced by FLAIR"),
+    ):
         if key in ms:
             lines.append(_row(label, ms[key]))
     if ms.get("release_complete"):
         lines.append(_row("patients with all three sequences", ms["release_complete"]))
     if ms.get("release_lacking"):
         lines += ["", "Patients whose release data lack a sequence:", ""]
-        lines += [f"- {n}: {c['replaced']} replaced, Dice {format_number(c['dice'])}" for n, c in ms["release_lacking"]["cases"].items()]
-    lines += ["", "## All candidate rules (pooled over folds; for reference only, not a selection)", "",
-              "| threshold | min component fraction | mean | median | min | FP rate |", "|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {c['threshold']} | {c['min_component_fraction']} | {format_number(c['mean'])} | {format_number(c['median'])} | "
-              f"{format_number(c['min'])} | {100 * c['fp_rate']:.1f} % |" for c in record["candidates"]]
+        lines += [
+            f"- {n}: {c['replaced']} replaced, Dice {format_number(c['dice'])}"
+            for n, c in ms["release_lacking"]["cases"].items()
+        ]
+    lines += [
+        "",
+        "## All candidate rules (pooled over folds; for reference only, not a selection)",
+        "",
+        "| threshold | min component fraction | mean | median | min | FP rate |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {c['threshold']} | {c['min_component_fraction']} | {format_number(c['mean'])} | {format_number(c['median'])} | "
+        f"{format_number(c['min'])} | {100 * c['fp_rate']:.1f} % |"
+        for c in record["candidates"]
+    ]
     lines += ["", "![per-patient Dice](dice_per_patient.png)", ""]
     with atomic_path(out / "README.md") as tmp:
         tmp.write_text("\n".join(lines))

@@ -394,8 +394,16 @@ def _plots(record: Mapping, work_dir: Path) -> dict[str, bytes]:
     if dice_ax.lines:
         dice_ax.legend(fontsize=7)
     else:  # a fixed schedule (train_split trainval) validates nothing: say so instead of an empty panel
-        dice_ax.text(0.5, 0.5, "no validation patients:\nfixed schedule, every non-test fold trains", ha="center",
-                     va="center", transform=dice_ax.transAxes, fontsize=10, color="0.35")
+        dice_ax.text(
+            0.5,
+            0.5,
+            "no validation patients:\nfixed schedule, every non-test fold trains",
+            ha="center",
+            va="center",
+            transform=dice_ax.transAxes,
+            fontsize=10,
+            color="0.35",
+        )
     if len(names) > 1:
         loss_ax.legend(fontsize=7)
     for ax in (loss_ax, dice_ax):

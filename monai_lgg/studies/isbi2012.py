@@ -119,9 +119,7 @@ def untrained_checkpoint(dataset: Path, work: Path, spatial_size: int = 256, see
     path = work / "untrained" / "model.pt"
     save_checkpoint(network.state_dict(), path)
     # the sidecar states that no case trained or selected it, so the evaluation's leakage check passes
-    write_json(
-        sidecar_path(path), {"untrained": True, "seed": seed, "training_cases": [], "validation_cases": []}
-    )
+    write_json(sidecar_path(path), {"untrained": True, "seed": seed, "training_cases": [], "validation_cases": []})
     return path
 
 
@@ -218,9 +216,7 @@ def main(
             work_dir / "eval_untrained",
             spatial_size,
         ),
-        "checkpoint_record": json.loads(sidecar_path(best).read_text())
-        if sidecar_path(best).is_file()
-        else None,
+        "checkpoint_record": json.loads(sidecar_path(best).read_text()) if sidecar_path(best).is_file() else None,
     }
     target = Path(json_out) if json_out else work_dir / "results.json"
     from monai_lgg.io import write_json

@@ -22,8 +22,12 @@ from monai_lgg.studies import PROJECT_ROOT
 from monai_lgg.studies.sequence_study import check_against, read_rows, run_study, write_results
 
 CV = PROJECT_ROOT / "docs" / "results" / "cv_zscore"
-PUBLISHED = {"t1+flair+t1c": "original", "t1+flair": "flair_for_post", "flair+t1c": "flair_for_pre",
-             "flair": "flair_for_both"}
+PUBLISHED = {
+    "t1+flair+t1c": "original",
+    "t1+flair": "flair_for_post",
+    "flair+t1c": "flair_for_pre",
+    "flair": "flair_for_both",
+}
 """The cross-validation report's ``missing_sequences`` entry of each setting."""
 
 
@@ -34,8 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per_patient", type=Path, default=CV / "per_patient.csv", help="patient -> test fold")
     parser.add_argument("--bundle", default="unet", help="bundle whose checkpoint holds the fold models")
     parser.add_argument("--cases", default="", help="comma-separated patients (default: all)")
-    parser.add_argument("--rewrite", action="store_true",
-                        help="only rewrite README.md and results.json from OUT's per_patient.csv (same command, date)")
+    parser.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="only rewrite README.md and results.json from OUT's per_patient.csv (same command, date)",
+    )
     args = parser.parse_args(argv)
     command = "python tools/missing_sequences.py " + " ".join(sys.argv[1:] if argv is None else argv)
     date = datetime.date.today().isoformat()

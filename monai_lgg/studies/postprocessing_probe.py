@@ -56,9 +56,17 @@ def probe(oof_dir: str | Path, folds: Sequence[int] | None = None) -> list[dict]
         scores = [score_mask(rule(c["prob"]), c["label"]) for c in cases.values()]
         dice = np.array([s["dice"] for s in scores])
         fp, empty = sum(s["fp_slices"] for s in scores), sum(s["empty_slices"] for s in scores)
-        rows.append({"rule": name, "patients": len(dice), "mean": float(dice.mean()), "median": float(np.median(dice)),
-                     "min": float(dice.min()), "below_0.5": int((dice < 0.5).sum()),
-                     "fp_rate": fp / empty if empty else float("nan")})
+        rows.append(
+            {
+                "rule": name,
+                "patients": len(dice),
+                "mean": float(dice.mean()),
+                "median": float(np.median(dice)),
+                "min": float(dice.min()),
+                "below_0.5": int((dice < 0.5).sum()),
+                "fp_rate": fp / empty if empty else float("nan"),
+            }
+        )
     return rows
 
 
@@ -68,7 +76,9 @@ def main(oof_dir: str, folds: str | Sequence[int] | None = None, json_out: str |
     print(f"{oof_dir}: {rows[0]['patients']} patients, pooled over all of them (in hindsight: an upper bound)")
     print(f"{'rule':42s} {'mean':>6s} {'median':>6s} {'min':>6s} {'<0.5':>4s} {'FP':>6s}")
     for r in rows:
-        print(f"{r['rule']:42s} {r['mean']:6.3f} {r['median']:6.3f} {r['min']:6.3f} {r['below_0.5']:4d} "
-              f"{100 * r['fp_rate']:5.1f}%")
+        print(
+            f"{r['rule']:42s} {r['mean']:6.3f} {r['median']:6.3f} {r['min']:6.3f} {r['below_0.5']:4d} "
+            f"{100 * r['fp_rate']:5.1f}%"
+        )
     if json_out:
         write_json(json_out, rows)

@@ -35,8 +35,7 @@ def _outputs(case: Path, bundle: str, precision: str, folder: Path) -> tuple[np.
     probabilities = sorted(folder.rglob("*_prob.*"))
     if not masks or len(masks) != len(probabilities):
         raise LGGInputError(case, f"predict wrote {len(masks)} masks and {len(probabilities)} probability maps")
-    return (np.stack([_read(p) > 0 for p in masks]),
-            np.stack([_read(p).astype(np.float32) for p in probabilities]))
+    return (np.stack([_read(p) > 0 for p in masks]), np.stack([_read(p).astype(np.float32) for p in probabilities]))
 
 
 def compare(source: str, cases: int = 6, bundle: str = "unet") -> list[dict]:
@@ -56,8 +55,10 @@ def compare(source: str, cases: int = 6, bundle: str = "unet") -> list[dict]:
         dice = 1.0 if total == 0 else float(2 * (m16 & m32).sum() / total)
         rows.append({"case": case.name, "dice": dice, "max_prob_diff": float(np.abs(p16 - p32).max())})
         print(f"| {case.name} | {dice:.5f} | {rows[-1]['max_prob_diff']:.4f} |", flush=True)
-    print(f"\nlowest mask Dice {min(r['dice'] for r in rows):.5f}, largest probability difference "
-          f"{max(r['max_prob_diff'] for r in rows):.4f} ({len(rows)} cases, bundle {bundle}; {' '.join(sys.argv)})")
+    print(
+        f"\nlowest mask Dice {min(r['dice'] for r in rows):.5f}, largest probability difference "
+        f"{max(r['max_prob_diff'] for r in rows):.4f} ({len(rows)} cases, bundle {bundle}; {' '.join(sys.argv)})"
+    )
     return rows
 
 

@@ -82,9 +82,15 @@ def _tail(rows_of: Mapping[str, Sequence[Mapping]], size: int) -> dict | None:
     for label, rows in rows_of.items():
         inside = [float(r["dice"]) for r in rows if r["case"] in tail]
         outside = [float(r["dice"]) for r in rows if r["case"] not in tail]
-        runs.append({"label": label, "tail_mean": float(np.mean(inside)) if inside else float("nan"),
-                     "tail_patients": len(inside), "other_mean": float(np.mean(outside)) if outside else float("nan"),
-                     "other_patients": len(outside)})
+        runs.append(
+            {
+                "label": label,
+                "tail_mean": float(np.mean(inside)) if inside else float("nan"),
+                "tail_patients": len(inside),
+                "other_mean": float(np.mean(outside)) if outside else float("nan"),
+                "other_patients": len(outside),
+            }
+        )
     return {"patients": tail, "chosen_by": complete, "runs": runs}
 
 
@@ -105,15 +111,38 @@ def compare_reruns(spec: Mapping[str, Any], root: str | Path = ".") -> dict:
     rows = []
     for label, run in runs.items():
         rec = run["record"]
-        rows.append({"label": label, "recipe": run["recipe"], "results": run["results"], "note": run.get("note", ""),
-                     "trained_on": run.get("trained_on", rec.get("machine", {}).get("cpu", "")),
-                     "lofo": {k: rec["lofo"][k] for k in ("mean", "ci_low", "ci_high", "median", "min", "below_0.5",
-                                                         "fp_slices", "empty_slices", "fp_rate")},
-                     "patients": len(rec["per_patient"]), "raw_mean": rec["raw"]["mean"],
-                     "raw_fold_means": _fold_means(rec["per_patient"])})
+        rows.append(
+            {
+                "label": label,
+                "recipe": run["recipe"],
+                "results": run["results"],
+                "note": run.get("note", ""),
+                "trained_on": run.get("trained_on", rec.get("machine", {}).get("cpu", "")),
+                "lofo": {
+                    k: rec["lofo"][k]
+                    for k in (
+                        "mean",
+                        "ci_low",
+                        "ci_high",
+                        "median",
+                        "min",
+                        "below_0.5",
+                        "fp_slices",
+                        "empty_slices",
+                        "fp_rate",
+                    )
+                },
+                "patients": len(rec["per_patient"]),
+                "raw_mean": rec["raw"]["mean"],
+                "raw_fold_means": _fold_means(rec["per_patient"]),
+            }
+        )
     rows_of = {label: run["record"]["per_patient"] for label, run in runs.items()}
-    spreads = [{"recipe": r, "runs": [a, b], **paired_difference(rows_of[a], rows_of[b])}
-               for r, labels in recipes.items() for a, b in itertools.combinations(labels, 2)]
+    spreads = [
+        {"recipe": r, "runs": [a, b], **paired_difference(rows_of[a], rows_of[b])}
+        for r, labels in recipes.items()
+        for a, b in itertools.combinations(labels, 2)
+    ]
     comparisons = []
     for recipe, reference in spec.get("compare", []):
         for name in (recipe, reference):
@@ -123,23 +152,33 @@ def compare_reruns(spec: Mapping[str, Any], root: str | Path = ".") -> dict:
         theirs = _averaged([rows_of[x] for x in recipes[reference]])
         common = {r["case"] for r in ours} & {r["case"] for r in theirs}  # a run of fewer folds: compare like with like
         ours, theirs = ([r for r in rows if r["case"] in common] for rows in (ours, theirs))
-        comparisons.append({"recipe": recipe, "reference": reference, "runs": len(recipes[recipe]),
-                            "reference_runs": len(recipes[reference]),
-                            "mean": float(np.mean([r["dice"] for r in ours])),
-                            "reference_mean": float(np.mean([r["dice"] for r in theirs])),
-                            **paired_difference(ours, theirs)})
+        comparisons.append(
+            {
+                "recipe": recipe,
+                "reference": reference,
+                "runs": len(recipes[recipe]),
+                "reference_runs": len(recipes[reference]),
+                "mean": float(np.mean([r["dice"] for r in ours])),
+                "reference_mean": float(np.mean([r["dice"] for r in theirs])),
+                **paired_difference(ours, theirs),
+            }
+        )
     size = spec.get("tail", 6)
     if not isinstance(size, int) or size < 0:
         raise LGGInputError(None, f"tail must be a whole number of patients, got {size!r}")
-    return {"title": spec.get("title", "Cross-validation reruns"), "notes": list(spec.get("notes", [])),
-            "runs": rows, "spreads": spreads, "comparisons": comparisons,
-            "tail": _tail(rows_of, size) if size else None}
+    return {
+        "title": spec.get("title", "Cross-validation reruns"),
+        "notes": list(spec.get("notes", [])),
+        "runs": rows,
+        "spreads": spreads,
+        "comparisons": comparisons,
+        "tail": _tail(rows_of, size) if size else None,
+    }
 
 
 def _delta(d: Mapping[str, Any]) -> str:
     """``Δ (CI) | better / worse`` table cells of a :func:`~monai_lgg.studies.crossval.paired_difference` record."""
-    return (f"{d['mean_difference']:+.3f} ({d['ci_low']:+.3f} to {d['ci_high']:+.3f}) | "
-            f"{d['better']} / {d['worse']}")
+    return f"{d['mean_difference']:+.3f} ({d['ci_low']:+.3f} to {d['ci_high']:+.3f}) | {d['better']} / {d['worse']}"
 
 
 def render_reruns(result: Mapping[str, Any], command: str = "", links: Mapping[str, str] | None = None) -> str:
@@ -155,50 +194,80 @@ def render_reruns(result: Mapping[str, Any], command: str = "", links: Mapping[s
     out = [f"# {result['title']}", ""]
     if command:
         out += [f"Made by `{command}`.", ""]
-    out += ["| run | recipe | trained on | patients | LOFO mean (95 % CI) | median | min | < 0.5 "
-            "| FP on tumour-free slices | raw mean | " + " | ".join(f"raw fold {f}" for f in folds) + " |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(folds)]
+    out += [
+        "| run | recipe | trained on | patients | LOFO mean (95 % CI) | median | min | < 0.5 "
+        "| FP on tumour-free slices | raw mean | " + " | ".join(f"raw fold {f}" for f in folds) + " |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(folds),
+    ]
     for r in result["runs"]:
         lo = r["lofo"]
-        cells = [f"[{r['label']}]({links.get(r['results'], r['results'])})", r["recipe"], r["trained_on"],
-                 str(r["patients"]), f"{lo['mean']:.3f} ({lo['ci_low']:.3f}–{lo['ci_high']:.3f})",
-                 f"{lo['median']:.3f}", f"{lo['min']:.3f}",
-                 str(lo["below_0.5"]), f"{100 * lo['fp_rate']:.1f} % ({lo['fp_slices']}/{lo['empty_slices']})",
-                 f"{r['raw_mean']:.3f}"]
+        cells = [
+            f"[{r['label']}]({links.get(r['results'], r['results'])})",
+            r["recipe"],
+            r["trained_on"],
+            str(r["patients"]),
+            f"{lo['mean']:.3f} ({lo['ci_low']:.3f}–{lo['ci_high']:.3f})",
+            f"{lo['median']:.3f}",
+            f"{lo['min']:.3f}",
+            str(lo["below_0.5"]),
+            f"{100 * lo['fp_rate']:.1f} % ({lo['fp_slices']}/{lo['empty_slices']})",
+            f"{r['raw_mean']:.3f}",
+        ]
         cells += [f"{r['raw_fold_means'][f]:.3f}" if f in r["raw_fold_means"] else "" for f in folds]
         out.append("| " + " | ".join(cells) + " |")
     out += [""] + [f"- {r['label']}: {r['note']}" for r in result["runs"] if r["note"]]
-    out += ["", "LOFO: post-processing chosen leave-one-fold-out (each run's own choice); raw: threshold 0.5, every "
-            "component, flip TTA. Every patient is scored by the fold model that never trained on it.", ""]
+    out += [
+        "",
+        "LOFO: post-processing chosen leave-one-fold-out (each run's own choice); raw: threshold 0.5, every "
+        "component, flip TTA. Every patient is scored by the fold model that never trained on it.",
+        "",
+    ]
     if result["spreads"]:
-        out += ["## Run-to-run spread (the same recipe run again)", "",
-                "| recipe | runs | Δ mean (95 % CI) | better / worse | SD of the per-patient Δ |",
-                "|---|---|---:|---:|---:|"]
+        out += [
+            "## Run-to-run spread (the same recipe run again)",
+            "",
+            "| recipe | runs | Δ mean (95 % CI) | better / worse | SD of the per-patient Δ |",
+            "|---|---|---:|---:|---:|",
+        ]
         for s in result["spreads"]:
             out.append(f"| {s['recipe']} | {s['runs'][0]} − {s['runs'][1]} | {_delta(s)} | {s['sd_difference']:.3f} |")
         out.append("")
     if result["comparisons"]:
-        out += ["## Recipes compared on the per-patient Dice averaged over their runs", "",
-                "| recipe | against | patients | runs | mean | against: runs, mean | Δ mean (95 % CI) "
-                "| better / worse |",
-                "|---|---|---:|---:|---:|---:|---:|---:|"]
+        out += [
+            "## Recipes compared on the per-patient Dice averaged over their runs",
+            "",
+            "| recipe | against | patients | runs | mean | against: runs, mean | Δ mean (95 % CI) | better / worse |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for c in result["comparisons"]:
-            out.append(f"| {c['recipe']} | {c['reference']} | {c['patients']} | {c['runs']} | {c['mean']:.3f} | "
-                       f"{c['reference_runs']}, {c['reference_mean']:.3f} | {_delta(c)} |")
+            out.append(
+                f"| {c['recipe']} | {c['reference']} | {c['patients']} | {c['runs']} | {c['mean']:.3f} | "
+                f"{c['reference_runs']}, {c['reference_mean']:.3f} | {_delta(c)} |"
+            )
         out.append("")
-    out += ["Δ: per-patient LOFO Dice difference, percentile-bootstrap 95 % CI over patients. Averaging a recipe's "
-            "runs per patient before pairing removes part of the run-to-run noise from the comparison (not all of "
-            "it: two runs are still few)."]
+    out += [
+        "Δ: per-patient LOFO Dice difference, percentile-bootstrap 95 % CI over patients. Averaging a recipe's "
+        "runs per patient before pairing removes part of the run-to-run noise from the comparison (not all of "
+        "it: two runs are still few)."
+    ]
     if result.get("tail"):
         tail = result["tail"]
-        out += ["", "## Where the mean is lost", "",
-                f"The {len(tail['patients'])} patients lowest on the LOFO Dice averaged over "
-                f"{', '.join(tail['chosen_by'])}: {', '.join(tail['patients'])}. Picked by these runs, so the tail "
-                "column is biased low; read how far apart the columns are and how much each moves from run to run.",
-                "", "| run | tail: patients, mean | other patients, mean |", "|---|---:|---:|"]
+        out += [
+            "",
+            "## Where the mean is lost",
+            "",
+            f"The {len(tail['patients'])} patients lowest on the LOFO Dice averaged over "
+            f"{', '.join(tail['chosen_by'])}: {', '.join(tail['patients'])}. Picked by these runs, so the tail "
+            "column is biased low; read how far apart the columns are and how much each moves from run to run.",
+            "",
+            "| run | tail: patients, mean | other patients, mean |",
+            "|---|---:|---:|",
+        ]
         for r in tail["runs"]:
-            out.append(f"| {r['label']} | {r['tail_patients']}, {r['tail_mean']:.3f} | "
-                       f"{r['other_patients']}, {r['other_mean']:.3f} |")
+            out.append(
+                f"| {r['label']} | {r['tail_patients']}, {r['tail_mean']:.3f} | "
+                f"{r['other_patients']}, {r['other_mean']:.3f} |"
+            )
     if result["notes"]:
         out += [""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(out) + "\n"

@@ -24,8 +24,16 @@ import torch
 from monai_lgg.errors import LGGInputError
 
 __all__ = [
-    "SETTINGS", "dice", "fold_members", "patient_folds", "segment_settings", "run_study", "summarise", "read_rows",
-    "check_against", "write_results",
+    "SETTINGS",
+    "dice",
+    "fold_members",
+    "patient_folds",
+    "segment_settings",
+    "run_study",
+    "summarise",
+    "read_rows",
+    "check_against",
+    "write_results",
 ]
 
 SETTINGS: dict[str, tuple[str, ...]] = {
@@ -62,8 +70,9 @@ def fold_members(bundle: str | Path = "unet", device: str = "cpu") -> tuple[dict
     network, info = load_network(root, None, None, device)
     members = getattr(network, "members", None)
     if not folds or members is None or len(folds) != len(members):
-        raise LGGInputError(sidecar, "no member_folds matching the checkpoint's ensemble members: not a "
-                            "cross-validation ensemble")
+        raise LGGInputError(
+            sidecar, "no member_folds matching the checkpoint's ensemble members: not a cross-validation ensemble"
+        )
     return {int(fold): member for fold, member in zip(folds, members, strict=True)}, info
 
 
@@ -114,10 +123,18 @@ def run_study(
     folds = patient_folds(per_patient)
     predictors = {
         fold: Predictor(
-            [network], info.spatial_size, "cpu", 8, tta=info.tta, threshold=info.threshold,
-            precision="fp32", out_channels=info.out_channels, geometry=info.geometry,
+            [network],
+            info.spatial_size,
+            "cpu",
+            8,
+            tta=info.tta,
+            threshold=info.threshold,
+            precision="fp32",
+            out_channels=info.out_channels,
+            geometry=info.geometry,
             normalization=info.normalization if info.geometry == "brain" else "none",
-            context_slices=info.context_slices, min_component_fraction=info.min_component_fraction,
+            context_slices=info.context_slices,
+            min_component_fraction=info.min_component_fraction,
         )
         for fold, network in members.items()
     }
@@ -189,8 +206,14 @@ def write_results(
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(rows)
     cpu = cpu_model()
-    record = {"command": command, "date": date, "cpu": cpu, "settings": {k: list(v) for k, v in SETTINGS.items()},
-              "summary": summary, "reference": reference or {}}
+    record = {
+        "command": command,
+        "date": date,
+        "cpu": cpu,
+        "settings": {k: list(v) for k, v in SETTINGS.items()},
+        "summary": summary,
+        "reference": reference or {},
+    }
     lines = ["case,fold,release_replaced," + ",".join(SETTINGS)]
     for r in rows:
         replaced = f'"{r["release_replaced"]}"' if "," in r["release_replaced"] else r["release_replaced"]
@@ -206,8 +229,10 @@ def write_results(
     for setting, s in summary.items():
         ref = reference.get(setting)
         published = f"{ref['mean']:.3f} / {ref['median']:.3f}" if ref else "-"
-        table.append(f"| {SETTING_TITLES[setting]} (`{setting}`) | {s['mean']:.3f} | {s['median']:.3f} | "
-                     f"{s['min']:.3f} | {s['below_0_5']} | {published} |")
+        table.append(
+            f"| {SETTING_TITLES[setting]} (`{setting}`) | {s['mean']:.3f} | {s['median']:.3f} | "
+            f"{s['min']:.3f} | {s['below_0_5']} | {published} |"
+        )
     released = [r for r in rows if r["release_replaced"]]
     text = [
         f"# Missing sequences given as separate files ({len(rows)} patients, cross-validation)",
@@ -227,7 +252,7 @@ def write_results(
     if reference:
         text += [
             "Published: the same patients, fold models and rule in the cross-validation report "
-            "(`docs/results/cv_zscore`, \"Test-time augmentation and missing sequences\"), where the channels were "
+            '(`docs/results/cv_zscore`, "Test-time augmentation and missing sequences"), where the channels were '
             "replaced by FLAIR in the converted 3-channel array instead of being given as files.",
             "",
         ]
@@ -235,7 +260,7 @@ def write_results(
         text += [
             "The release itself already stores a missing sequence as a copy of FLAIR for "
             + ", ".join(f"{r['case']} ({r['release_replaced']})" for r in released)
-            + ": their \"all three\" input is the released one.",
+            + ': their "all three" input is the released one.',
             "",
         ]
     text += [*(f"{note}\n" for note in notes)]
@@ -248,8 +273,12 @@ def read_rows(path: Path) -> list[dict]:
     """The rows of a study's ``per_patient.csv``."""
     with open(path, newline="") as f:
         return [
-            {"case": r["case"], "fold": int(r["fold"]), "release_replaced": r["release_replaced"],
-             **{s: float(r[s]) for s in SETTINGS}}
+            {
+                "case": r["case"],
+                "fold": int(r["fold"]),
+                "release_replaced": r["release_replaced"],
+                **{s: float(r[s]) for s in SETTINGS},
+            }
             for r in csv.DictReader(f)
         ]
 
@@ -265,11 +294,16 @@ def check_against(rows: Sequence[dict], published: dict, per_patient: Path, tole
     close = sum(1 for d, _ in differences if d <= tolerance)
     others = "; ".join(
         f"{r['case']} (fold {r['fold']}): {float(r['t1+flair+t1c']):.3f} here, {float(folds[r['case']]['dice']):.3f} "
-        "published" for d, r in differences if d > tolerance
+        "published"
+        for d, r in differences
+        if d > tolerance
     )
     chosen = published.get("chosen_per_fold", {})
-    rules = ", ".join(f"fold {k}: {v.get('threshold')}/{v.get('min_component_fraction')}" for k, v in chosen.items()
-                      if isinstance(v, dict))
+    rules = ", ".join(
+        f"fold {k}: {v.get('threshold')}/{v.get('min_component_fraction')}"
+        for k, v in chosen.items()
+        if isinstance(v, dict)
+    )
     ship = published.get("ship", {})
     original = published.get("missing_sequences", {}).get("original", {})
     lofo = published.get("lofo", {})

@@ -32,8 +32,15 @@ def main(cell_dir: str, output: str, crossval: str, folds: str = "0,1,2,3,4", ov
     results = json.loads(Path(crossval).read_text())
     record = {
         "postprocessing": results["ship"],
-        "crossval": {"source": str(crossval), "lofo": results["lofo"], "raw": results["raw"], "cases": results["cases"]},
+        "crossval": {
+            "source": str(crossval),
+            "lofo": results["lofo"],
+            "raw": results["raw"],
+            "cases": results["cases"],
+        },
     }
     path = build_ensemble(checkpoints, target, half=True, record=record)
-    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {len(checkpoints)} members); "
-          f"post-processing recorded: {results['ship']}")
+    print(
+        f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {len(checkpoints)} members); "
+        f"post-processing recorded: {results['ship']}"
+    )

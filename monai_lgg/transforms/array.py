@@ -52,7 +52,14 @@ class SliceWiseNormalizeIntensity(Transform):
             raise ValueError(f"method must be 'zscore' or 'percentile', got {method!r}")
         if not 0 <= lower < upper <= 100:
             raise ValueError(f"need 0 <= lower < upper <= 100, got {lower}, {upper}")
-        self.slice_dim, self.method, self.lower, self.upper, self.clip, self.eps = slice_dim, method, lower, upper, clip, eps
+        self.slice_dim, self.method, self.lower, self.upper, self.clip, self.eps = (
+            slice_dim,
+            method,
+            lower,
+            upper,
+            clip,
+            eps,
+        )
 
     def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
         x = convert_to_tensor(img, track_meta=True).float()
@@ -139,8 +146,9 @@ class CheckLabelValues(Transform):
             name = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
             shown = ", ".join(f"{float(v):g}" for v in bad[:5])
             raise DataProblem(
-                name, f"label holds value(s) {shown}: expected class indices 0..{self.num_classes - 1} "
-                f"(out_channels={self.num_classes})"
+                name,
+                f"label holds value(s) {shown}: expected class indices 0..{self.num_classes - 1} "
+                f"(out_channels={self.num_classes})",
             )
         return img
 

@@ -160,7 +160,9 @@ class RandBatchAugment(torch.nn.Module):
         }
         params["crop"] = self._crop_offsets(n, in_size, device)
         # 0: keep, 1: pre-contrast replaced, 2: post-contrast replaced, 3: both
-        params["flair"] = torch.where(self._chance(n, self.flair_prob, device), torch.randint(1, 4, (n,), device=device), 0)
+        params["flair"] = torch.where(
+            self._chance(n, self.flair_prob, device), torch.randint(1, 4, (n,), device=device), 0
+        )
         return params
 
     def substitute_flair(self, image: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:

@@ -300,7 +300,12 @@ class BrainNormalizeIntensity(Transform):
     backend = [convert_to_tensor.__name__]
 
     def __init__(
-        self, channel: int = FLAIR, fraction: float = 0.1, lower: float = 1.0, upper: float = 99.0, clip: float | None = 5.0
+        self,
+        channel: int = FLAIR,
+        fraction: float = 0.1,
+        lower: float = 1.0,
+        upper: float = 99.0,
+        clip: float | None = 5.0,
     ) -> None:
         self.channel, self.fraction, self.lower, self.upper, self.clip = channel, fraction, lower, upper, clip
 
@@ -369,7 +374,9 @@ class RandFlairSubstituted(RandomizableTransform, MapTransform):
         flair_channel: the FLAIR channel.
     """
 
-    def __init__(self, keys: KeysCollection, prob: float = 0.0, flair_channel: int = FLAIR, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self, keys: KeysCollection, prob: float = 0.0, flair_channel: int = FLAIR, allow_missing_keys: bool = False
+    ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         self.flair_channel = flair_channel

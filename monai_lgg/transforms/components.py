@@ -103,7 +103,9 @@ class RemoveSmallComponents(Transform):
         array = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
         out = np.stack([remove_small_components(c, self.min_fraction, self.min_voxels) for c in array])
         if isinstance(img, MetaTensor):
-            return MetaTensor(torch.as_tensor(out, device=img.device), meta=img.meta, applied_operations=img.applied_operations)
+            return MetaTensor(
+                torch.as_tensor(out, device=img.device), meta=img.meta, applied_operations=img.applied_operations
+            )
         return torch.as_tensor(out, device=img.device) if isinstance(img, torch.Tensor) else out
 
 

@@ -15,7 +15,11 @@ from monai_lgg.errors import DataProblem
 from monai_lgg.transforms.array import AddContextSlices, CheckChannels, CheckLabelValues, SliceWiseNormalizeIntensity
 
 __all__ = [
-    "SliceWiseNormalizeIntensityd", "CheckChannelsd", "CheckLabelValuesd", "CheckSameShaped", "PinnedLoadImaged",
+    "SliceWiseNormalizeIntensityd",
+    "CheckChannelsd",
+    "CheckLabelValuesd",
+    "CheckSameShaped",
+    "PinnedLoadImaged",
     "AddContextSlicesd",
 ]
 
@@ -116,8 +120,9 @@ class CheckSameShaped(MapTransform):
         for key in self.key_iterator(d):
             if tuple(d[key].shape[1:]) != tuple(reference.shape[1:]):
                 raise DataProblem(
-                    _filename(d[key]), f"{key} shape {tuple(d[key].shape[1:])} differs from {self.reference_key} shape "
-                    f"{tuple(reference.shape[1:])} ({_filename(reference)})"
+                    _filename(d[key]),
+                    f"{key} shape {tuple(d[key].shape[1:])} differs from {self.reference_key} shape "
+                    f"{tuple(reference.shape[1:])} ({_filename(reference)})",
                 )
         return d
 

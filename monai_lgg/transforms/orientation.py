@@ -55,7 +55,8 @@ class ReorientToModel(InvertibleTransform):
         out = MetaTensor(array, meta=img.meta, applied_operations=list(img.applied_operations))
         out.affine = torch.as_tensor(plan.model_affine, dtype=torch.float64)
         self.push_transform(
-            out, orig_size=plan.input_shape,
+            out,
+            orig_size=plan.input_shape,
             extra_info={"stored": plan.stored.tolist(), "stored_affine": stored_affine.tolist()},
         )
         return out
@@ -65,8 +66,9 @@ class ReorientToModel(InvertibleTransform):
         transform = self.pop_transform(data)
         info = transform[TraceKeys.EXTRA_INFO]
         stored_affine = np.asarray(info["stored_affine"], dtype=np.float64)
-        plan = Reorientation(np.asarray(info["stored"]), tuple(int(s) for s in transform[TraceKeys.ORIG_SIZE]),
-                             stored_affine)
+        plan = Reorientation(
+            np.asarray(info["stored"]), tuple(int(s) for s in transform[TraceKeys.ORIG_SIZE]), stored_affine
+        )
         plain = data.as_tensor() if isinstance(data, MetaTensor) else torch.as_tensor(data)
         if not plan.identity:
             plain = torch.from_numpy(plan.array_to_input(plain.detach().cpu().numpy(), first_axis=1)).to(plain.device)

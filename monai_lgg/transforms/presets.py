@@ -39,10 +39,23 @@ from monai_lgg.transforms.dictionary import (
 from monai_lgg.transforms.orientation import ReorientToModeld
 
 __all__ = [
-    "GEOMETRIES", "NORMALIZATIONS", "load", "brain_geometry", "preprocess", "augment", "volume_transforms",
-    "cached_volume_transforms", "slice_transforms", "train_slice_transforms", "default_normalization",
-    "check_normalization", "slice_normalizer", "image_channels", "context_transform",
+    "GEOMETRIES",
+    "NORMALIZATIONS",
+    "load",
+    "brain_geometry",
+    "preprocess",
+    "augment",
+    "volume_transforms",
+    "cached_volume_transforms",
+    "slice_transforms",
+    "train_slice_transforms",
+    "default_normalization",
+    "check_normalization",
+    "slice_normalizer",
+    "image_channels",
+    "context_transform",
 ]
+
 
 def check_geometry(geometry: str) -> str:
     if geometry not in GEOMETRIES:
