@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import fire
 
@@ -658,6 +658,15 @@ def _check(args: list[str]) -> None:
         hint = f"did you mean {' or '.join(close)}?" if close else f"commands: {', '.join(commands)}"
         raise LGGInputError(None, f"unknown command {args[0]!r} ({hint})")
     check_command_line(name, getattr(Commands, name), args[1:])
+
+
+def command(name: str) -> Callable[[Sequence[str]], None]:
+    """``monai-lgg <name>`` as a function of the rest of the command line, for the ``tools/`` launchers."""
+
+    def run(argv: Sequence[str]) -> None:
+        main([name, *argv])
+
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -17,11 +17,9 @@ import torch
 
 from monai_lgg.cli import main as cli_main
 from monai_lgg.inference.benchmark import format_table, time_inference
+from monai_lgg.studies import gpu_pack
 
 from .conftest import PROJECT_ROOT
-
-sys.path.insert(0, str(PROJECT_ROOT / "tools"))
-import gpu_pack  # noqa: E402
 
 
 def _nifti_contents(root: Path) -> dict[str, bytes]:

@@ -33,13 +33,6 @@ LAYERS: list[tuple[str, ...]] = [
 STUDIES = (
     # research code: above every product layer (tests/test_studies_apart.py keeps product modules off them)
     "monai_lgg.studies",
-    "monai_lgg.ablation",
-    "monai_lgg.reruns",
-    "monai_lgg.crossval",
-    "monai_lgg.experiments",
-    "monai_lgg.leaky_split",
-    "monai_lgg.review_calibration",
-    "monai_lgg.inference.sequence_study",
 )
 
 

@@ -58,7 +58,7 @@ from monai.utils import set_determinism
 from torch.utils.flop_counter import FlopCounterMode
 
 from monai_lgg.engines.performance import device_defaults
-from monai_lgg.errors import as_flag, as_list
+from monai_lgg.errors import as_flag, as_list, run_tool
 from monai_lgg.inference.benchmark import time_inference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -940,6 +940,4 @@ def main(
 
 
 if __name__ == "__main__":
-    import fire
-
-    fire.Fire(main)
+    run_tool(main)

@@ -16,10 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import fire
-
 from monai_lgg.data.kaggle import convert_kaggle
 from monai_lgg.data.synthetic import generate_synthetic_kaggle
+from monai_lgg.errors import run_tool
 
 FULL_SET_PAIRS = 3929
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lgg" / "kaggle_3m"
@@ -66,4 +65,4 @@ def run(source: str | None = None, workers: int | None = None, repeats: int = 2,
 
 
 if __name__ == "__main__":
-    fire.Fire(run)
+    run_tool(run)

@@ -1,9 +1,8 @@
 #!/usr/bin/env python
 """Convert images/ + masks/ folders to NIfTI: same as ``monai-lgg convert_folders SOURCE OUTPUT [options]``."""
 
-import sys
-
-from monai_lgg.cli import main
+from monai_lgg.cli import command
+from monai_lgg.errors import run_tool
 
 if __name__ == "__main__":
-    main(["convert_folders", *sys.argv[1:]])
+    run_tool(command("convert_folders"))

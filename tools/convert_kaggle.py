@@ -1,9 +1,8 @@
 #!/usr/bin/env python
 """Convert Kaggle LGG slices to per-patient NIfTI: same as ``monai-lgg convert SOURCE OUTPUT [options]``."""
 
-import sys
-
-from monai_lgg.cli import main
+from monai_lgg.cli import command
+from monai_lgg.errors import run_tool
 
 if __name__ == "__main__":
-    main(["convert", *sys.argv[1:]])
+    run_tool(command("convert"))

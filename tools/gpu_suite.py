@@ -311,10 +311,9 @@ def prepare_data(requested: str, smoke: bool, work: Path, profile: dict) -> tupl
     ``auto``: the machine's unpacked pack (``~/monai_lgg_gpu/lgg``), else the shared Kaggle copy, else a
     synthetic set generated under ``work`` (the profile's size); smoke mode always uses its tiny synthetic set.
     """
-    from gpu_pack import SHARED_KAGGLE, default_store
-
     from monai_lgg.data.kaggle import convert_kaggle
     from monai_lgg.data.synthetic import generate_synthetic_kaggle
+    from monai_lgg.studies.gpu_pack import SHARED_KAGGLE, default_store
 
     if not smoke:
         candidates = [Path(requested)] if requested != "auto" else [default_store() / "lgg", SHARED_KAGGLE]

@@ -15,47 +15,8 @@ bundle reorients them and returns masks on their own grid); a volume whose slice
 refused here.
 """
 
-from __future__ import annotations
-
-from pathlib import Path
-
-import fire
-
-from monai_lgg.errors import LGGInputError, as_flag
-
-
-def prepare(
-    bundle: str,
-    app_dir: str,
-    name: str | None = None,
-    dataset: str | None = None,
-    studies: str | None = None,
-    checkpoint: str | None = None,
-    overwrite: bool = False,
-) -> None:
-    """Copy the bundle into the app, check it, and optionally write the studies."""
-    from monai_lgg.inference.loading import resolve_bundle
-    from monai_lgg.inference.monailabel import (
-        check_monailabel_bundle,
-        prepare_monailabel_bundle,
-        write_multichannel_studies,
-    )
-
-    overwrite = as_flag(overwrite, "overwrite")  # fire passes --overwrite false as the text 'false'
-    name = name or resolve_bundle(bundle).name
-    target = prepare_monailabel_bundle(bundle, Path(app_dir) / "model" / name, checkpoint, overwrite)
-    problems = check_monailabel_bundle(target)
-    if problems:
-        raise LGGInputError(target, "; ".join(problems))
-    print(f"bundle ready for MONAI Label: {target} (serve it with --conf models {name})")
-    if dataset:
-        folder = Path(studies) if studies else Path(app_dir) / "studies"
-        written = write_multichannel_studies(dataset, folder, overwrite)
-        print(f"wrote {len(written)} studies into {folder}")
-
+from monai_lgg.errors import run_tool
+from monai_lgg.inference.monailabel import prepare_app
 
 if __name__ == "__main__":
-    try:
-        fire.Fire(prepare)
-    except LGGInputError as err:
-        raise SystemExit(f"prepare_monailabel: error: {err}") from None
+    run_tool(prepare_app)

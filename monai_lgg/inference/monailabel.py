@@ -40,12 +40,18 @@ import numpy as np
 
 from monai_lgg.bundle.record import sidecar_path
 from monai_lgg.bundle.settings import resolve_bundle
-from monai_lgg.errors import LGGInputError
+from monai_lgg.errors import LGGInputError, as_flag
 from monai_lgg.inference.formats import find_cases
 from monai_lgg.inference.orientation import plan_reorientation
 from monai_lgg.io import atomic_dir, atomic_path
 
-__all__ = ["prepare_monailabel_bundle", "write_multichannel_studies", "check_monailabel_bundle", "monailabel_labels"]
+__all__ = [
+    "prepare_monailabel_bundle",
+    "write_multichannel_studies",
+    "check_monailabel_bundle",
+    "monailabel_labels",
+    "prepare_app",
+]
 
 BUNDLE_PARTS = ("configs", "docs", "LICENSE")
 
@@ -207,3 +213,41 @@ def check_monailabel_bundle(bundle: str | Path) -> list[str]:
     if pred_key != "pred" or image_key != "image":
         problems.append(f"{metadata_file}: keys {image_key!r}/{pred_key!r}, the configs use 'image'/'pred'")
     return problems
+
+
+def prepare_app(
+    bundle: str,
+    app_dir: str,
+    name: str | None = None,
+    dataset: str | None = None,
+    studies: str | None = None,
+    checkpoint: str | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Put a bundle and, with ``dataset``, its studies into a MONAI Label ``monaibundle`` app.
+
+    The command ``tools/prepare_monailabel.py`` (docs/monailabel.md).
+
+    Args:
+        bundle: a project bundle (``unet``), a bundle folder, or what ``monai-lgg export_bundle`` wrote.
+        app_dir: the app; the bundle goes to ``<app_dir>/model/<name>`` and is checked key by key.
+        name: the bundle's name in the app (default: the bundle folder's name).
+        dataset: a converted data set, a folder of NIfTI volumes or one volume: one 3-channel study per case.
+        studies: where the studies go (default ``<app_dir>/studies``).
+        checkpoint: weights to serve instead of the bundle's ``models/model.pt``.
+        overwrite: replace an existing bundle copy and studies.
+
+    Raises:
+        LGGInputError: a bad bundle, data set or option, or a copy MONAI Label would not serve.
+    """
+    overwrite = as_flag(overwrite, "overwrite")  # the command line passes --overwrite false as the text 'false'
+    name = name or resolve_bundle(bundle).name
+    target = prepare_monailabel_bundle(bundle, Path(app_dir) / "model" / name, checkpoint, overwrite)
+    problems = check_monailabel_bundle(target)
+    if problems:
+        raise LGGInputError(target, "; ".join(problems))
+    print(f"bundle ready for MONAI Label: {target} (serve it with --conf models {name})")
+    if dataset:
+        folder = Path(studies) if studies else Path(app_dir) / "studies"
+        written = write_multichannel_studies(dataset, folder, overwrite)
+        print(f"wrote {len(written)} studies into {folder}")
