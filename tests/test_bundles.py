@@ -177,22 +177,40 @@ def test_config_workflow_and_model_zoo_checks(exported_bundle, tiny_dataset, tmp
         torch.testing.assert_close(scripted(x), net(x), atol=1e-4, rtol=1e-4)
 
 
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle"]
+GLOO_EXIT_ABORT = "terminate called without an active exception"
+"""What a rank prints when PyTorch's gloo backend aborts the process while it exits (rare, after the run's work)."""
+
+
+def _torchrun(configs: list[Path], run_dir: Path, *args: str) -> str:
+    """A 2-process CPU torchrun of ``configs``; once more from scratch if a rank aborted only in gloo's teardown.
+
+    The abort comes from PyTorch's gloo process group while the interpreter exits, after both ranks finished the
+    run and left the process group (``lgg.destroy_distributed``); it is not reproducible on demand. A second abort,
+    or any other failure, fails the test.
+    """
+    result = run_bundle(configs, *args, runner=TORCHRUN)
+    finished = result.stdout.count("Engine run finished") + result.stderr.count("Engine run finished") >= 2
+    if result.returncode != 0 and GLOO_EXIT_ABORT in result.stderr and finished:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        result = run_bundle(configs, *args, runner=TORCHRUN)
+    return _ok(result)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("exported_bundle", BUNDLES, indirect=True)
 def test_torchrun_two_processes_gloo(exported_bundle, tiny_dataset):
     """multi_gpu_train.json on CPU: 2 processes, gloo backend, DistributedSampler, rank 0 saves."""
     cfg = exported_bundle / "configs"
-    runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle"]
-    out = _ok(
-        run_bundle(
-            [cfg / "train.json", cfg / "multi_gpu_train.json"],
-            "--dataset_dir",
-            str(tiny_dataset),
-            *_overrides(epochs=1),
-            runner=runner,
-        )
+    run_dir = exported_bundle / "runs" / f"{tiny_dataset.name}_fold0"
+    out = _torchrun(
+        [cfg / "train.json", cfg / "multi_gpu_train.json"],
+        run_dir,
+        "--dataset_dir",
+        str(tiny_dataset),
+        *_overrides(epochs=1),
     )
-    models = exported_bundle / "runs" / f"{tiny_dataset.name}_fold0" / "models"
+    models = run_dir / "models"
     assert (models / "model.pt").is_file(), out[-2000:]
     assert json.loads((models / "last.json").read_text())["epoch"] == 1
 
@@ -203,9 +221,6 @@ def sharded_dataset(tmp_path_factory) -> Path:
     (an odd number, so two ranks score unequal shares)."""
     root = tmp_path_factory.mktemp("sharded")
     return converted_synthetic(root, num_patients=12, num_slices=8, size=64, num_folds=4, seed=1)
-
-
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle"]
 
 
 @pytest.mark.slow
@@ -219,17 +234,13 @@ def test_torchrun_shards_validation_and_evaluation_by_patient(exported_bundle, s
     """
     cfg = exported_bundle / "configs"
     data = ["--dataset_dir", str(sharded_dataset)]
-    out = _ok(
-        run_bundle(
-            [cfg / "train.json", cfg / "multi_gpu_train.json"],
-            *data,
-            *_overrides(epochs=1, val_interval=1),
-            runner=TORCHRUN,
-        )
+    run_dir = exported_bundle / "runs" / f"{sharded_dataset.name}_fold0"
+    out = _torchrun(
+        [cfg / "train.json", cfg / "multi_gpu_train.json"], run_dir, *data, *_overrides(epochs=1, val_interval=1)
     )
     assert "rank 0 of 2 scores 2 of the 3 validation patients" in out
     assert "rank 1 of 2 scores 1 of the 3 validation patients" in out
-    models = exported_bundle / "runs" / f"{sharded_dataset.name}_fold0" / "models"
+    models = run_dir / "models"
     validated = json.loads((models / "last.json").read_text())["validation_metrics"]["val_mean_dice"]
 
     # one process scoring the validation patients with the same weights (model.pt: the last, validated epoch)
@@ -248,13 +259,11 @@ def test_torchrun_shards_validation_and_evaluation_by_patient(exported_bundle, s
 
     evaluate = [cfg / "train.json", cfg / "evaluate.json"]
     _ok(run_bundle(evaluate, *data, *_overrides(output_dir=str(tmp_path / "one"))))
-    out = _ok(
-        run_bundle(
-            [*evaluate, cfg / "multi_gpu_evaluate.json"],
-            *data,
-            *_overrides(output_dir=str(tmp_path / "two")),
-            runner=TORCHRUN,
-        )
+    out = _torchrun(
+        [*evaluate, cfg / "multi_gpu_evaluate.json"],
+        tmp_path / "two",
+        *data,
+        *_overrides(output_dir=str(tmp_path / "two")),
     )
     assert "rank 1 of 2 scores 1 of the 3 test patients" in out
     one, two = (tmp_path / "one", tmp_path / "two")
