@@ -61,8 +61,11 @@ $(ML_VENV)/.installed: setup.cfg pyproject.toml
 test-monailabel: $(ML_VENV)/.installed
 	$(ML_BIN)/python -m pytest -q tests/test_monailabel.py $(PYTEST_ARGS)
 
+# what .ci/run checks before the tests (and .pre-commit-config.yaml before each commit)
+LINT_PATHS := monai_lgg tests tools
 lint: install
-	$(BIN)/ruff check monai_lgg tests tools
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 clean:
 	rm -rf $(VENV) $(ML_VENV) $(DEMO)
