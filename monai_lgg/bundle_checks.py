@@ -192,9 +192,9 @@ def _large_files(root: Path) -> tuple[Path | None, list[dict]]:
 def zoo_format_problems(bundle_dir: str | Path) -> list[str]:
     """What the Model Zoo's pre-commit hooks would refuse or rewrite in a bundle folder.
 
-    Checks every file except those ``large_files.yml`` downloads: no symbolic links (the zoo holds real files), nothing executable, nothing over
-    1024 KB, text files with LF line ends, no trailing whitespace and exactly one final newline, JSON in
-    the ``pretty-format-json --indent=4 --no-sort-keys`` form (ASCII escapes), YAML that parses.
+    Checks every file except those ``large_files.yml`` downloads: no symbolic links (the zoo holds real files),
+    nothing executable, nothing over 1024 KB, text files with LF line ends, no trailing whitespace and exactly one
+    final newline, JSON in the ``pretty-format-json --indent=4 --no-sort-keys`` form (ASCII escapes), YAML that parses.
 
     Args:
         bundle_dir: the bundle folder, as it would be added to the zoo's ``models/``.

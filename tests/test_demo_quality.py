@@ -4,7 +4,8 @@
 the test fold. Before the whole-slice recipe it put a false positive on every tumour-free slice of the test
 patients (FP rate 1.0, HD95 about 105): a newcomer's first result looked broken. Measured with the current
 defaults (2-core CPU, `make demo`): per-patient Dice 0.912, HD95 1.4 voxels, false positives on 2 of 35
-tumour-free slices on 2026-12-01; Dice 0.918 and 2 of 35 on 2026-12-07 (3 of 35 in another run). The floors below sit well under those numbers and far above the broken run.
+tumour-free slices on 2026-12-01; Dice 0.918 and 2 of 35 on 2026-12-07 (3 of 35 in another run). The floors
+below sit well under those numbers and far above the broken run.
 """
 
 from __future__ import annotations

@@ -210,7 +210,8 @@ def _wait_for_server(url: str, server: subprocess.Popen, log: Path, timeout_s: f
 
 
 def _post_infer(url: str, model: str, image: str) -> bytes:
-    """POST /infer/<model>?image=<id>&output=image (a NIfTI, not the default multipart answer), params as a form field."""
+    """POST /infer/<model>?image=<id>&output=image (a NIfTI, not the default multipart answer), params as a form
+    field."""
     boundary = "monai-lgg-test-boundary"
     body = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n'

@@ -63,7 +63,8 @@ def test_multiclass_deep_supervision_takes_label_maps():
 
 
 def test_class_weights_weight_the_cross_entropy():
-    """Known answer: pixel 1 (class 0) has CE log 3, pixel 2 (class 2) has CE log 2; weights [1, 1, 3] -> (log 3 + 3 log 2) / 4."""
+    """Known answer: pixel 1 (class 0) has CE log 3, pixel 2 (class 2) has CE log 2; weights [1, 1, 3] ->
+    (log 3 + 3 log 2) / 4."""
     logits = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, math.log(2.0)]]).T.reshape(1, K, 1, 2)
     target = torch.tensor([0.0, 2.0]).reshape(1, 1, 1, 2)
     plain = lgg.make_loss("ce", out_channels=K)
@@ -116,7 +117,8 @@ def test_postprocessing_argmax_one_hot():
 
 
 def test_metrics_known_answers():
-    """Perfect prediction: every class 1; a class absent from label and prediction: 1 (ignore_empty=False); a partial case."""
+    """Perfect prediction: every class 1; a class absent from label and prediction: 1 (ignore_empty=False); a
+    partial case."""
     full = torch.zeros(8, 8, 1)
     full[1:5, 1:5], full[2:4, 2:4] = 1, 2
     no_nucleus = torch.zeros(8, 8, 1)
@@ -177,7 +179,7 @@ def test_patient_report_per_class_columns(tmp_path):
     assert overlay.shape[1] == 16 * factor and overlay.shape[0] > 8 * factor  # and a caption above them
 
 
-# ------------------------------------------------------------------------------------------ augmentation keeps labels exact
+# ------------------------------------------------------------------------------------- augmentation keeps labels exact
 def test_batch_augmentation_keeps_class_values():
     torch.manual_seed(0)
     labels = torch.from_numpy(np.stack([make_cell_image(64, seed=s)[1] for s in range(6)])).float()[:, None]

@@ -1,4 +1,5 @@
-"""The ``needs_review`` flag: its score, the member probabilities it comes from, its threshold and ``predict``'s columns.
+"""The ``needs_review`` flag: its score, the member probabilities it comes from, its threshold and ``predict``'s
+columns.
 
 Networks here are untrained (fixed seeds): the tests check definitions and plumbing. Whether the score ranks badly
 segmented patients is measured on the real cross-validation (``tools/review_threshold.py``, docs/results/review),

@@ -58,7 +58,8 @@ def run(source: str | None = None, workers: int | None = None, repeats: int = 2,
     print(f"{'run':>3} {'patients':>8} {'pairs':>6} {'seconds':>8} {'pairs/s':>8} {'est. 3929 pairs (s)':>20}")
     for row in rows:
         print(
-            f"{row['run']:>3} {row['patients']:>8} {row['pairs']:>6} {row['seconds']:>8} {row['pairs_per_s']:>8} {row['est_3929_pairs_s']:>20}"
+            f"{row['run']:>3} {row['patients']:>8} {row['pairs']:>6} {row['seconds']:>8} {row['pairs_per_s']:>8} "
+            f"{row['est_3929_pairs_s']:>20}"
         )
     if json_out:
         Path(json_out).write_text(json.dumps(rows, indent=2))

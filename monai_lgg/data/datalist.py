@@ -85,7 +85,7 @@ def assign_folds(
             block = members[start : start + num_folds]
             order = np.lexsort((rng.random(num_folds), counts))  # emptiest folds first, random ties
             targets = rng.permutation(order[: len(block)])
-            for case, fold in zip(block, targets):
+            for case, fold in zip(block, targets, strict=True):
                 folds[case["case"]] = int(fold)
                 counts[fold] += 1
     return folds

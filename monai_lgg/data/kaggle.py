@@ -184,7 +184,7 @@ def scan_kaggle(root: str | Path) -> tuple[list[KaggleCase], list[DataProblem]]:
 def _ranges(numbers: Sequence[int]) -> str:
     """``[1, 2, 3, 7]`` -> ``'1-3, 7'``."""
     parts, start = [], numbers[0]
-    for prev, cur in zip(numbers, list(numbers[1:]) + [None]):
+    for prev, cur in zip(numbers, list(numbers[1:]) + [None], strict=True):
         if cur != prev + 1:
             parts.append(f"{start}-{prev}" if prev > start else str(start))
             start = cur
@@ -453,7 +453,7 @@ def _convert_into(
         workers = num_workers or min(4, os.cpu_count() or 1)
         jobs = [(c, images_dir, labels_dir, tuple(spacing), binarize) for c in convertible]
         results = _map_cases(jobs, workers, progress)
-        for case, (summary, case_problems) in zip(convertible, results):
+        for case, (summary, case_problems) in zip(convertible, results, strict=True):
             problems += case_problems
             if summary is None:
                 skipped.append(case.case_id)
@@ -516,7 +516,7 @@ def _map_cases(jobs: list[tuple], workers: int, progress: bool) -> list[tuple[di
     else:
         pool = ProcessPoolExecutor(max_workers=workers, initializer=exit_with_parent, initargs=(os.getpid(),))
         with pool:
-            for result in pool.map(_convert_case, *zip(*jobs)):
+            for result in pool.map(_convert_case, *zip(*jobs, strict=True)):
                 results.append(result)
                 bar.update()
     bar.close()

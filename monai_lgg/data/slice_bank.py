@@ -3,8 +3,8 @@
 The fast path of :class:`~monai_lgg.data.datasets.VolumeSliceDataset`: the same cached volumes, the
 same slices and the same oversampled epoch index, but instead of running the MONAI per-sample chain in
 the DataLoader every epoch, :class:`SliceBank` preprocesses every slice once (the deterministic half of
-the chain: per-slice normalisation, binary label or checked class indices), keeps the results in one tensor on the training
-device, gathers a batch with one indexing operation and augments it with
+the chain: per-slice normalisation, binary label or checked class indices), keeps the results in one tensor on
+the training device, gathers a batch with one indexing operation and augments it with
 :class:`~monai_lgg.transforms.batch.RandBatchAugment` there. Images are stored as float16 (values of the
 z-scored slices, clipped to +-5, keep ~3 significant digits: at most 2.5e-3 from the float32 chain) and
 labels as uint8: 0.46 MB per 256 x 256 slice, 1.1 GB for the 2446 slices of the 66 shared patients and
@@ -40,9 +40,9 @@ def stack_slices(
 ) -> torch.Tensor:
     """Every slice of the cached volumes of ``dataset`` as one ``(N, C, H, W)`` tensor.
 
-    Slices follow ``dataset.slices`` (volume by volume, slice by slice; only the slices it lists). Each volume ``(C, H, W, D)`` is
-    passed through ``transform`` first (e.g. a per-slice normaliser with ``slice_dim=-1``), then cast to
-    ``dtype`` (``None``: kept) and moved to ``device`` one volume at a time.
+    Slices follow ``dataset.slices`` (volume by volume, slice by slice; only the slices it lists). Each volume
+    ``(C, H, W, D)`` is passed through ``transform`` first (e.g. a per-slice normaliser with ``slice_dim=-1``), then
+    cast to ``dtype`` (``None``: kept) and moved to ``device`` one volume at a time.
 
     Raises:
         ValueError: the volumes' slices differ in size (use the per-sample loader instead).
@@ -80,8 +80,8 @@ class SliceBank(torch.utils.data.Dataset):
 
     Item ``i`` is slice ``dataset.index[i]`` (the same oversampled epoch as the dataset). Items are dicts
     ``{"image": (C, H, W) float32, "label": (1, H, W) float32}``, the label {0, 1} or, with ``out_channels``
-    ``K > 1``, the class indices 0..K-1 (nearest-neighbour resampling keeps them exact); ``__getitems__`` returns a whole
-    batch ``{"image": (B, C, H, W), "label": (B, 1, H, W)}`` (use ``collate_fn`` = identity, as
+    ``K > 1``, the class indices 0..K-1 (nearest-neighbour resampling keeps them exact); ``__getitems__`` returns a
+    whole batch ``{"image": (B, C, H, W), "label": (B, 1, H, W)}`` (use ``collate_fn`` = identity, as
     :func:`batch_loader` does). Preprocessing is ``presets.preprocess`` (per-slice normalisation, label
     ``>= 0.5``), done once when the bank is built, and ``augment`` matches ``presets.augment``.
 

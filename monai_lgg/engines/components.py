@@ -125,7 +125,8 @@ def make_loss(
             raise ValueError("class_weights need out_channels > 1 (a multi-class model); a binary loss takes none")
         if len(class_weights) != out_channels or any(float(w) < 0 for w in class_weights):
             raise ValueError(
-                f"class_weights must be {out_channels} non-negative numbers (background first), got {list(class_weights)}"
+                f"class_weights must be {out_channels} non-negative numbers (background first), "
+                f"got {list(class_weights)}"
             )
         if key not in _WEIGHTED:
             raise ValueError(f"loss {name!r} takes no class_weights; use one of {', '.join(_WEIGHTED)}")

@@ -59,7 +59,8 @@ BUNDLE_PARTS = ("configs", "docs", "LICENSE")
 def prepare_monailabel_bundle(
     bundle: str | Path, target: str | Path, checkpoint: str | Path | None = None, overwrite: bool = False
 ) -> Path:
-    """Copy a bundle for ``<app>/model/<name>``: symlinks resolved, ``models/`` holding only ``model.pt`` (and its record).
+    """Copy a bundle for ``<app>/model/<name>``: symlinks resolved, ``models/`` holding only ``model.pt`` (and its
+    record).
 
     Only ``model.pt`` is copied because MONAI Label offers every ``models/*.pt`` and picks the
     shortest name by default: a training checkpoint such as ``last.pt`` would be chosen and loaded

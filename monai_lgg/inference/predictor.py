@@ -5,11 +5,11 @@ normalised per volume (:mod:`monai_lgg.transforms.brain`, the training preproces
 whole slices, and the probabilities are resized back into the box and pasted into the input's grid, so the
 masks keep the input's geometry.
 
-``patch`` geometry (images of any size, e.g. ``convert_folders`` data): every slice is segmented in 2D with MONAI's ``sliding_window_inference`` at the training patch size:
-larger images (e.g. 512 x 512) are tiled with overlapping windows, smaller ones are padded to one
-window and cropped back, never resized. The slices of a volume form the batch, so ``batch_size``
-windows run in one forward pass (MONAI's ``SliceInferer``, used by the bundle configs, gives the same
-result but runs the slices one by one).
+``patch`` geometry (images of any size, e.g. ``convert_folders`` data): every slice is segmented in 2D with
+MONAI's ``sliding_window_inference`` at the training patch size: larger images (e.g. 512 x 512) are tiled with
+overlapping windows, smaller ones are padded to one window and cropped back, never resized. The slices of a volume
+form the batch, so ``batch_size`` windows run in one forward pass (MONAI's ``SliceInferer``, used by the bundle
+configs, gives the same result but runs the slices one by one).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ __all__ = ["Predictor", "Uncertainty"]
 
 
 class Uncertainty(NamedTuple):
-    """What :meth:`Predictor.uncertainty` returns, every map in the input's grid (:mod:`monai_lgg.inference.uncertainty`).
+    """What :meth:`Predictor.uncertainty` returns, every map in the input's grid
+    (:mod:`monai_lgg.inference.uncertainty`).
 
     Attributes:
         probability: the mean probability, exactly as :meth:`Predictor.probabilities` gives it.

@@ -83,7 +83,8 @@ def _load_volume(files: Sequence[str] | str, channels: int | None = 3) -> torch.
 
 
 def replaced_sequences(image: torch.Tensor, flair: int = 1) -> list[str]:
-    """The channels of a raw ``(3, H, W, D)`` LGG volume that are copies of FLAIR (how the release marks a missing one)."""
+    """The channels of a raw ``(3, H, W, D)`` LGG volume that are copies of FLAIR (how the release marks a missing
+    one)."""
     names = {0: "pre-contrast", 2: "post-contrast"}
     return [names[c] for c in (0, 2) if torch.equal(image[c], image[flair])]
 
@@ -199,10 +200,11 @@ def average_out_of_fold(oof_dirs: Sequence[str | Path], output: str | Path, fold
             with np.load(d / f"{case}.npz") as data:
                 members.append({k: data[k] for k in data.files})
         first = members[0]
-        for d, m in zip(dirs[1:], members[1:]):
+        for d, m in zip(dirs[1:], members[1:], strict=True):
             if int(m["fold"]) != int(first["fold"]) or not np.array_equal(m["label"], first["label"]):
                 raise ValueError(
-                    f"{d / case}.npz: fold or label differs from {dirs[0] / case}.npz (not the same cross-validation split)"
+                    f"{d / case}.npz: fold or label differs from {dirs[0] / case}.npz "
+                    "(not the same cross-validation split)"
                 )
         keys = [k for k in first if k.startswith("prob") and all(k in m for m in members)]
         arrays = {"label": first["label"], "fold": first["fold"], "replaced": first["replaced"]}

@@ -140,7 +140,8 @@ def main(
         tmp.write_bytes(_plot(record["per_patient"]))
     ms = record["missing_sequences"]
     lines = [
-        f"# Cross-validation of the {bundle} {'ensemble' if extra else 'bundle'}'s recipe ({len(record['folds'])} folds, {record['cases']} patients)",
+        f"# Cross-validation of the {bundle} {'ensemble' if extra else 'bundle'}'s recipe "
+        f"({len(record['folds'])} folds, {record['cases']} patients)",
         "",
         f"Command: `{record['command']}` ({record['date']}, {record['machine'].get('cpu', '')}).",
         "Every patient is segmented by the model of the fold where it is a test patient (never used for its",
@@ -151,7 +152,8 @@ def main(
         _row(f"raw (threshold {record['raw']['rule']['threshold']}, all components)", record["raw"]),
         _row("post-processing chosen leave-one-fold-out", record["lofo"]),
         "",
-        f"Rule chosen over all folds (what a model trained this way ships with): threshold {ship[0]}, drop components < {ship[1]} of the largest.",
+        f"Rule chosen over all folds (what a model trained this way ships with): threshold {ship[0]}, "
+        f"drop components < {ship[1]} of the largest.",
         "Per-fold choices: "
         + ", ".join(
             f"fold {f}: {r['threshold']}/{r['min_component_fraction']}" for f, r in record["chosen_per_fold"].items()
@@ -162,7 +164,8 @@ def main(
         lines += [
             "",
             f"Paired with `{p['baseline']}` on the same {p['patients']} patients (leave-one-fold-out Dice): "
-            f"mean difference {p['mean_difference']:+.3f} (bootstrap 95 % CI {p['ci_low']:+.3f} to {p['ci_high']:+.3f}), "
+            f"mean difference {p['mean_difference']:+.3f} "
+            f"(bootstrap 95 % CI {p['ci_low']:+.3f} to {p['ci_high']:+.3f}), "
             f"better on {p['better']}, worse on {p['worse']}.",
         ]
     lines += [
@@ -198,7 +201,8 @@ def main(
         "|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {c['threshold']} | {c['min_component_fraction']} | {format_number(c['mean'])} | {format_number(c['median'])} | "
+        f"| {c['threshold']} | {c['min_component_fraction']} | {format_number(c['mean'])} | "
+        f"{format_number(c['median'])} | "
         f"{format_number(c['min'])} | {100 * c['fp_rate']:.1f} % |"
         for c in record["candidates"]
     ]

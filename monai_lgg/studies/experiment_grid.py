@@ -5,7 +5,8 @@ Examples::
     # 5-fold patient-level cross-validation of the UNet bundle (the model card's numbers)
     python tools/experiment_grid.py cv_unet --dataset_dir ../shared/data/lgg/kaggle_3m \\
         --bundles unet --losses dicece --optimizers adamw --folds 0,1,2,3,4 \\
-        --overrides "{'epochs': 20, 'spatial_size': [128, 128], 'roi_size': [256, 256], 'batch_size': 16, 'channels_last': True, 'val_interval': 2}" \\
+        --overrides "{'epochs': 20, 'spatial_size': [128, 128], 'roi_size': [256, 256], 'batch_size': 16, \\
+            'channels_last': True, 'val_interval': 2}" \\
         --budget "CPU: 20 epochs of 128x128 random crops"
 
     # the seed reports' comparison at a reduced CPU budget, one factor varied at a time

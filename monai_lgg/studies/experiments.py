@@ -297,11 +297,12 @@ def run_grid(
                 "inference_ms_per_slice": ms,
                 "train_seconds": [r.train_seconds for r in runs],
                 "epochs": [r.epochs for r in runs],
-                "commands": {f"fold{f}": r.commands for f, r in zip(folds, runs)},
+                "commands": {f"fold{f}": r.commands for f, r in zip(folds, runs, strict=True)},
             }
         )
         print(
-            f"{cell.name}: per-patient Dice mean {summary['per_patient']['dice']['mean']:.3f} over {summary['patients']} patients",
+            f"{cell.name}: per-patient Dice mean {summary['per_patient']['dice']['mean']:.3f} "
+            f"over {summary['patients']} patients",
             flush=True,
         )
     return {
@@ -344,18 +345,23 @@ def format_number(x: Any, digits: int = 3) -> str:
 def results_table(record: Mapping) -> str:
     """The Markdown table of a grid (one row per cell)."""
     lines = [
-        "| model | loss | optimizer | patients | per-patient Dice mean [95 % CI] | median | IoU mean | HD95 median (px) | "
-        "FP rate, tumour-free slices | per-slice Dice (empty = 1) | per-slice Dice (tumour slices) | train min (per fold) | params (M) | ms/slice (CPU) |",
+        "| model | loss | optimizer | patients | per-patient Dice mean [95 % CI] | median | IoU mean "
+        "| HD95 median (px) | FP rate, tumour-free slices | per-slice Dice (empty = 1) "
+        "| per-slice Dice (tumour slices) | train min (per fold) | params (M) | ms/slice (CPU) |",
         "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in record["results"]:
         s, c = r["summary"], r["cell"]
         d = s["per_patient"]["dice"]
         lines.append(
-            f"| {c['bundle']} | {c['loss']} | {c['optimizer']} | {s['patients']} | {format_number(d['mean'])} [{format_number(d['ci_low'])}, {format_number(d['ci_high'])}] "
-            f"| {format_number(d['median'])} | {format_number(s['per_patient']['iou']['mean'])} | {format_number(s['per_patient']['hd95']['median'], 1)} "
-            f"| {format_number(s['false_positive_rate']['tumour_free_slices']['rate'])} | {format_number(s['per_slice']['slice_dice_empty_as_1'])} "
-            f"| {format_number(s['per_slice']['slice_dice_tumour_slices'])} | {format_number(float(np.mean(r['train_seconds'])) / 60, 1)} "
+            f"| {c['bundle']} | {c['loss']} | {c['optimizer']} | {s['patients']} "
+            f"| {format_number(d['mean'])} [{format_number(d['ci_low'])}, {format_number(d['ci_high'])}] "
+            f"| {format_number(d['median'])} | {format_number(s['per_patient']['iou']['mean'])} "
+            f"| {format_number(s['per_patient']['hd95']['median'], 1)} "
+            f"| {format_number(s['false_positive_rate']['tumour_free_slices']['rate'])} "
+            f"| {format_number(s['per_slice']['slice_dice_empty_as_1'])} "
+            f"| {format_number(s['per_slice']['slice_dice_tumour_slices'])} "
+            f"| {format_number(float(np.mean(r['train_seconds'])) / 60, 1)} "
             f"| {r['params'] / 1e6:.2f} | {format_number(r['inference_ms_per_slice'], 1)} |"
         )
     return "\n".join(lines)
@@ -385,7 +391,7 @@ def _plots(record: Mapping, work_dir: Path) -> dict[str, bytes]:
         curves = read_training_curves(work_dir / n / f"fold{first_fold}" / "logs")
         for ax, tag in ((loss_ax, "train_loss"), (dice_ax, "val_mean_dice")):
             if tag in curves:
-                steps, values = zip(*curves[tag])
+                steps, values = zip(*curves[tag], strict=True)
                 ax.plot(steps, values, marker=".", label=n)
     loss_ax.set(xlabel="epoch", ylabel="training loss", title=f"training loss (fold {first_fold})")
     dice_ax.set(
@@ -436,18 +442,19 @@ def write_results(record: Mapping, output: str | Path, report_cells: int = 1) ->
         f"Produced by `{record['command']}` on {record['date']}: {m['cpu']} ({m['cpu_count']} cores), "
         f"GPU: {m['gpu'] or 'none'}, torch {m['torch']}. Budget: {record['budget']}.",
         "",
-        f"Data: `{record['dataset_dir']}`; folds {record['folds']}. Every number is over the test patients of those folds "
-        f"({_split_words(record['overrides'])}); "
+        f"Data: `{record['dataset_dir']}`; folds {record['folds']}. Every number is over the test patients of "
+        f"those folds ({_split_words(record['overrides'])}); "
         "each patient is tested exactly once. Config overrides shared by every run: "
         f"`{json.dumps(record['overrides'])}`.",
         "",
         results_table(record),
         "",
-        "Per-patient Dice: 3D Dice over all of a patient's slices; a patient without tumour scores 1 only when nothing is "
-        "predicted. Per-slice Dice (secondary) is pooled over slices: `empty = 1` scores an empty prediction on a "
-        "tumour-free slice 1 and any false positive there 0 (the seed reports' way); `tumour slices` averages only the "
-        "slices with tumour. Train minutes: wall time of one fold's training (validation included) on this machine, "
-        "which other jobs shared. ms/slice: fp32 inference of a 40-slice 256² volume on 2 CPU threads.",
+        "Per-patient Dice: 3D Dice over all of a patient's slices; a patient without tumour scores 1 only when "
+        "nothing is predicted. Per-slice Dice (secondary) is pooled over slices: `empty = 1` scores an empty "
+        "prediction on a tumour-free slice 1 and any false positive there 0 (the seed reports' way); `tumour slices` "
+        "averages only the slices with tumour. Train minutes: wall time of one fold's training (validation included) "
+        "on this machine, which other jobs shared. ms/slice: fp32 inference of a 40-slice 256² volume on 2 CPU "
+        "threads.",
         "",
         "![per-patient Dice](dice_boxplot.png)",
         "",

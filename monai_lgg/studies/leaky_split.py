@@ -14,7 +14,8 @@ honest patient-level cross-validation (its ``results.json`` from ``tools/experim
 
     python tools/leaky_split.py --dataset_dir ../shared/data/lgg/kaggle_3m \\
         --honest docs/results/cv_unet/results.json \\
-        --overrides "{'epochs': 20, 'spatial_size': [128, 128], 'roi_size': [256, 256], 'batch_size': 16, 'channels_last': True}"
+        --overrides "{'epochs': 20, 'spatial_size': [128, 128], 'roi_size': [256, 256], 'batch_size': 16, \\
+            'channels_last': True}"
 """
 
 from __future__ import annotations
@@ -181,7 +182,8 @@ def main(
             h["per_patient"]["dice"]["median"],
         ),
         (
-            f"leaky: random slice split, {round(100 * train_fraction)} % of slices train, {round(100 * test_fraction)} % test (every test patient also trained)",
+            f"leaky: random slice split, {round(100 * train_fraction)} % of slices train, "
+            f"{round(100 * test_fraction)} % test (every test patient also trained)",
             scores["patients"],
             scores["test_slices"],
             scores["slice_dice_empty_as_1"],
@@ -191,7 +193,8 @@ def main(
         ),
     ]
     table = [
-        "| protocol | patients | test slices | per-slice Dice (empty = 1) | per-slice Dice (tumour slices) | per-patient Dice mean | median |",
+        "| protocol | patients | test slices | per-slice Dice (empty = 1) | per-slice Dice (tumour slices) "
+        "| per-patient Dice mean | median |",
         "|---|---:|---:|---:|---:|---:|---:|",
         *[f"| {r[0]} | {r[1]} | {r[2]} | " + " | ".join(format_number(x) for x in r[3:]) + " |" for r in rows],
         "| **inflation (leaky − honest)** | | | "
@@ -202,15 +205,17 @@ def main(
     text = [
         f"# Leaky random slice split vs honest patient split (`{name}`)",
         "",
-        f'Produced by `python tools/leaky_split.py --dataset_dir {dataset_dir} --honest {honest} --overrides "{extra}"` '
+        f"Produced by `python tools/leaky_split.py --dataset_dir {dataset_dir} --honest {honest} "
+        f'--overrides "{extra}"` '
         f"on {record['date']}: {m['cpu']} ({m['cpu_count']} cores), GPU: {m['gpu'] or 'none'}, torch {m['torch']}.",
         "",
-        "Same network, loss, optimizer and training budget (the bundle overrides above) as the honest cross-validation. "
-        f"The leaky model trains on a random {round(100 * train_fraction)} % of every patient's slices (every patient; about the "
-        "share of slices the cross-validation's three training folds hold, so both train on about as much data) and is scored "
-        f"on another random {round(100 * test_fraction)} %, whose neighbouring slices it has seen. Per-slice Dice: `empty = 1` scores an empty "
-        "prediction on a tumour-free slice 1 and a false positive there 0 (as the seed notebooks do). Per-patient Dice of the "
-        "leaky row is over each patient's held-out slices only.",
+        "Same network, loss, optimizer and training budget (the bundle overrides above) as the honest "
+        "cross-validation. The leaky model trains on a random "
+        f"{round(100 * train_fraction)} % of every patient's slices (every patient; about the share of slices the "
+        "cross-validation's three training folds hold, so both train on about as much data) and is scored on another "
+        f"random {round(100 * test_fraction)} %, whose neighbouring slices it has seen. Per-slice Dice: `empty = 1` "
+        "scores an empty prediction on a tumour-free slice 1 and a false positive there 0 (as the seed notebooks do). "
+        "Per-patient Dice of the leaky row is over each patient's held-out slices only.",
         "",
         *table,
         "",
