@@ -12,6 +12,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from monai_lgg.bundle.network import bundle_network
+from monai_lgg.bundle.record import recipe_postprocessing
 from monai_lgg.bundle.scaffold import new_bundle
 from monai_lgg.bundle.settings import BUNDLES_DIR, bundle_info, resolve_bundle
 from monai_lgg.errors import LGGInputError
@@ -34,7 +35,8 @@ def test_new_bundle_builds_its_network(tmp_path, network):
     parser = ConfigParser()
     parser.read_config(str(configs / "inference.json"))
     parser.update({"bundle_root": str(root)})
-    assert parser.get_parsed_content("threshold") == 0.5  # no trained-model record yet: the fallback
+    # no trained-model record yet: the recipe's rule, as for every model without its own
+    assert parser.get_parsed_content("threshold") == recipe_postprocessing()[0]
 
 
 def test_new_bundle_refuses_in_one_line(tmp_path):
