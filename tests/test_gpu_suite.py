@@ -147,7 +147,7 @@ def test_benchmark_cli_refuses_missing_cuda(capsys):
 
 def test_step_budget():
     """A fixed count by default; with max_seconds, a run may stop once min_steps ran and the window is long enough."""
-    from benchmark import StepBudget
+    from monai_lgg.studies.benchmark import StepBudget
 
     fixed = StepBudget(warmup=2, steps=5)
     assert [fixed.done(i, time.perf_counter()) for i in (3, 6, 7)] == [False, False, True]
@@ -160,7 +160,7 @@ def test_step_budget():
 
 def test_measure_respects_deadline(tiny_dataset):
     """Past its deadline the benchmark starts no run and lists each one it skipped (the suite's time budget)."""
-    from benchmark import measure
+    from monai_lgg.studies.benchmark import measure
 
     record = measure(
         dataset_dir=str(tiny_dataset),

@@ -26,7 +26,8 @@ import pytest
 import torch
 from packaging.requirements import Requirement
 
-from monai_lgg import __version__, bundle_paths
+from monai_lgg import __version__
+from monai_lgg.bundle import settings as bundle_settings
 from monai_lgg.engines.bundle import BUNDLES_DIR, bundle_names, output_root, run_dir
 from monai_lgg.errors import LGGInputError
 from monai_lgg.inference.output_folder import STATE_DIR
@@ -96,7 +97,7 @@ def test_bundle_outputs_of_an_installed_package_go_to_the_working_folder(tmp_pat
     unet = BUNDLES_DIR / "unet"
     checkout_run = Path(run_dir(unet, "data/lgg", 1))
     assert checkout_run == unet / "runs" / "lgg_fold1"  # a checkout keeps runs beside the bundle's configs
-    monkeypatch.setattr(bundle_paths, "_IN_CHECKOUT", False)
+    monkeypatch.setattr(bundle_settings, "_IN_CHECKOUT", False)
     assert output_root(unet) == tmp_path / "unet_outputs"
     assert Path(run_dir(unet, "data/lgg", 1)) == tmp_path / "unet_outputs" / "runs" / "lgg_fold1"
     own = tmp_path / "mine" / "unet"  # a user's own bundle folder still holds its outputs
@@ -109,8 +110,8 @@ def test_export_bundle_from_an_installed_package_says_it_needs_a_checkout(tmp_pa
 
     site = tmp_path / "site-packages" / "monai_lgg" / "_bundles"
     shutil.copytree(BUNDLES_DIR / "unet" / "docs", site / "unet" / "docs")
-    monkeypatch.setattr(bundle_paths, "_IN_CHECKOUT", False)
-    monkeypatch.setattr(bundle_paths, "BUNDLES_DIR", site)
+    monkeypatch.setattr(bundle_settings, "_IN_CHECKOUT", False)
+    monkeypatch.setattr(bundle_settings, "BUNDLES_DIR", site)
     with pytest.raises(LGGInputError, match="publishes from a source checkout") as refused:
         measured_eval_metrics(site / "unet")
     assert EVAL_METRICS_FILE in str(refused.value) and "\n" not in str(refused.value)

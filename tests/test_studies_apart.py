@@ -91,8 +91,8 @@ def test_the_check_sees_every_form_of_import(tmp_path):
     ], found
 
 
-MACHINE_SCRIPTS = ("benchmark", "benchmark_convert", "gpu_suite")
-"""``tools/`` scripts that measure a machine and keep their logic (the GPU suite uses the study ``gpu_pack``)."""
+MACHINE_SCRIPTS = ("gpu_suite",)
+"""``tools/`` scripts that keep their logic: the GPU suite runs from the source tree on a bare GPU machine."""
 
 
 def test_every_study_tool_is_a_launcher():

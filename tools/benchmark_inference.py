@@ -11,10 +11,10 @@ and without flip TTA) and writes the numbers with their context (load average, v
 
 import sys
 
-from monai_lgg.cli import main
+from monai_lgg.cli import command
+from monai_lgg.errors import run_tool
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if not any(a == "--json" or a.startswith("--json=") for a in args):
-        args += ["--json", "benchmark_inference.json"]
-    main(["benchmark", *args])
+    if not any(a == "--json" or a.startswith("--json=") for a in sys.argv[1:]):
+        sys.argv += ["--json", "benchmark_inference.json"]  # the script keeps its numbers by default
+    run_tool(command("benchmark"))

@@ -49,10 +49,8 @@ from typing import Any
 
 START = time.monotonic()
 PROJECT = Path(__file__).resolve().parents[1]
-TOOLS = PROJECT / "tools"
-for folder in (str(PROJECT), str(TOOLS)):
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+if str(PROJECT) not in sys.path:  # on the GPU machine the package runs from the source tree
+    sys.path.insert(0, str(PROJECT))
 
 import torch  # noqa: E402
 
@@ -371,7 +369,7 @@ def _row_entry(row: dict, peak: float | None, measured: float | None) -> dict:
 
 
 def run_throughput(results: Results, profile: dict, device: torch.device, data: str, deadlines: dict) -> None:
-    from benchmark import measure
+    from monai_lgg.studies.benchmark import measure
 
     p = profile
     common = {
@@ -834,7 +832,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data, real = prepare_data(args.data, args.smoke, work, profile)
     results = Results(output, context(mode, device, budget, data + ("" if real or args.smoke else " (synthetic)")))
     if device.type == "cuda":
-        from benchmark import GPU_PEAK_BF16
+        from monai_lgg.studies.benchmark import GPU_PEAK_BF16
 
         name = results.data["context"].get("gpu", "")
         results.data["context"]["peak_bf16_tflops"] = next((v for k, v in GPU_PEAK_BF16.items() if k in name), None)
