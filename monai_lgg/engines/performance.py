@@ -62,7 +62,7 @@ def _cpu_precision() -> str:
 # batch augmentation cut the data pipeline from +40 % to ~0 % of the model step; bf16 gave 1.5x (UNet) to
 # 2.2x (UNet++, TransUNet); channels_last helped UNet (+13-18 %) but slowed UNet++ / TransUNet, and compile
 # (+11 %, +37 % with bf16) costs about a minute of compilation per run: both stay options on CPU.
-# The CUDA values follow the plan and are NOT measured yet (no GPU was available).
+# The CUDA values are the planned GPU defaults, NOT measured yet (no GPU was available).
 DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
     "cpu": {"augmentation": "batch", "precision": _cpu_precision, "channels_last": False, "compile": False},
     "cuda": {"augmentation": "batch", "precision": "bf16", "channels_last": True, "compile": False},

@@ -25,7 +25,7 @@ from monai_lgg.studies.experiments import _read_rows, format_number, machine_inf
 
 __all__ = ["Row", "load_rows", "compare", "comparison_table", "write_comparison"]
 
-# A patient below this Dice is counted as a failure (the goal of issue #16: none below 0.5).
+# A patient below this Dice is counted as a failure (the target: none below 0.5).
 FAILURE_DICE = 0.5
 
 

@@ -2,8 +2,8 @@
 
     python tools/benchmark_convert.py [SOURCE] [--workers N] [--repeats R]
 
-SOURCE defaults to ../shared/data/lgg/kaggle_3m beside the project, else a synthetic set. The issue's
-goal is 3929 pairs (110 patients) in <= 60 s on 2 cores; the shared copy has 2446 pairs, so the
+SOURCE defaults to ../shared/data/lgg/kaggle_3m beside the project, else a synthetic set. The speed
+target is 3929 pairs (110 patients) in <= 60 s on 2 cores; the shared copy has 2446 pairs, so the
 table also extrapolates at the measured rate.
 """
 
